@@ -1,0 +1,85 @@
+"""The `flops` command: crd, validate, run, operator."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import typer
+import yaml
+
+from .models import InvalidProject, parse_project
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="FLOps: federated learning with MLOps on Oakestra, as an operator.")
+
+
+def load_documents(path: Path) -> Iterator[tuple[int, object]]:
+    """Every YAML document of a file (empty documents skipped), numbered from 1."""
+    text = sys.stdin.read() if str(path) == "-" else path.read_text()
+    for index, doc in enumerate(yaml.safe_load_all(text), start=1):
+        if doc is not None:
+            yield index, doc
+
+
+@app.command()
+def crd() -> None:
+    """Print the FLOpsProject CustomResourceDefinition generated from the models."""
+    from .crd import crd_yaml
+
+    typer.echo(crd_yaml(), nl=False)
+
+
+@app.command()
+def validate(files: List[Path] = typer.Argument(..., help="Manifest files ('-' for stdin).")) -> None:
+    """Check FLOpsProject manifests offline; one line per problem naming the field (exit 1)."""
+    bad = 0
+    for path in files:
+        try:
+            documents = list(load_documents(path))
+        except (OSError, yaml.YAMLError) as exc:
+            typer.echo(f"{path}: cannot read: {exc}".replace("\n", " "))
+            bad += 1
+            continue
+        if not documents:
+            typer.echo(f"{path}: no FLOpsProject in the file")
+            bad += 1
+        for index, doc in documents:
+            where = f"{path}" if len(documents) == 1 else f"{path}[{index}]"
+            try:
+                project = parse_project(doc)
+            except InvalidProject as exc:
+                bad += 1
+                for problem in exc.problems:
+                    typer.echo(f"{where}: {problem}")
+            else:
+                typer.echo(f"{where}: ok ({project.ref.key})", err=True)
+    raise typer.Exit(1 if bad else 0)
+
+
+def _register_optional_commands() -> None:
+    # Each front door lives in its own adapter module; a missing one must not break the others.
+    try:
+        from .adapters.local_cli import register as register_run
+    except ImportError:  # pragma: no cover - only while the module does not exist yet
+        pass
+    else:
+        register_run(app)
+    try:
+        from .adapters.kopf_cli import register as register_operator
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        register_operator(app)
+
+
+_register_optional_commands()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    app(args=argv, prog_name="flops")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Generated per-project credentials: in memory (tests) or a 0600 file (local runs).
+
+The Kubernetes Secret store lives with the kopf adapter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+from .models import ProjectRef
+
+
+def generate() -> str:
+    return secrets.token_urlsafe(24)
+
+
+class MemoryCredentials:
+    def __init__(self) -> None:
+        self.store: dict[str, dict[str, str]] = {}
+
+    async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
+        values = self.store.setdefault(project.uid, {})
+        for name in names:
+            values.setdefault(name, generate())
+        return {n: values[n] for n in names}
+
+    async def remove(self, project: ProjectRef) -> None:
+        self.store.pop(project.uid, None)
+
+
+class FileCredentials:
+    """One JSON file per project, created 0600 before anything is written into it."""
+
+    def __init__(self, path_for: "callable[[ProjectRef], Path]") -> None:
+        self._path_for = path_for
+
+    async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
+        path = self._path_for(project)
+        values = json.loads(path.read_text()) if path.exists() else {}
+        missing = [n for n in names if n not in values]
+        if missing:
+            values.update({n: generate() for n in missing})
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(values, fh)
+        return {n: values[n] for n in names}
+
+    async def remove(self, project: ProjectRef) -> None:
+        self._path_for(project).unlink(missing_ok=True)

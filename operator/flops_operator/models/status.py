@@ -1,0 +1,97 @@
+"""FLOpsProject status: what the operator saw. Never holds a secret."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Literal
+
+from pydantic import Field
+
+from .base import StatusModel
+
+
+class Phase(str, Enum):
+    Pending = "Pending"
+    Provisioning = "Provisioning"
+    Training = "Training"
+    Completed = "Completed"
+    Failed = "Failed"
+    Deleting = "Deleting"
+
+
+class Condition(StatusModel):
+    """A kstatus-compatible condition."""
+
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: str = ""
+    message: str = ""
+    last_transition_time: str | None = None
+    observed_generation: int | None = None
+
+
+class ComponentStatus(StatusModel):
+    """One service of the project as the platform reports it."""
+
+    name: str
+    role: str
+    state: str
+    """pending | starting | running | completed | failed | absent"""
+    service_id: str | None = None
+    address: str | None = None
+    """Address other services of the project use (host:port)."""
+    external_address: str | None = None
+    """Address reachable from outside the platform (host:port), where published."""
+    message: str | None = None
+    restarts: int | None = None
+
+
+class TrainingStatus(StatusModel):
+    round: int = 0
+    total_rounds: int = 0
+    progress: str = "0/0"
+    """round/totalRounds, for the printer column."""
+    latest_metrics: dict[str, float] = Field(default_factory=dict)
+    best_metrics: dict[str, float] = Field(default_factory=dict)
+    best_round: int | None = None
+    best: str | None = None
+    """The deciding metric's best value, e.g. eval_accuracy=0.9412 (printer column)."""
+    run_status: str | None = None
+    """The MLflow run's status (RUNNING, FINISHED, FAILED)."""
+
+
+class MlflowStatus(StatusModel):
+    tracking_uri: str | None = None
+    ui_url: str | None = None
+    experiment_name: str | None = None
+    experiment_id: str | None = None
+    run_id: str | None = None
+
+
+class ModelStatus(StatusModel):
+    name: str | None = None
+    version: str | None = None
+    alias: str | None = None
+    uri: str | None = None
+    promoted: bool | None = None
+    """Whether this version took the alias (it beat the previous holder)."""
+
+
+class OakestraStatus(StatusModel):
+    application_id: str | None = None
+    application_name: str | None = None
+
+
+class FLOpsProjectStatus(StatusModel):
+    phase: Phase = Phase.Pending
+    observed_generation: int | None = None
+    message: str | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    components: list[ComponentStatus] = Field(default_factory=list)
+    training: TrainingStatus = Field(default_factory=TrainingStatus)
+    mlflow: MlflowStatus = Field(default_factory=MlflowStatus)
+    model: ModelStatus = Field(default_factory=ModelStatus)
+    oakestra: OakestraStatus | None = None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)

@@ -1,0 +1,64 @@
+"""Placeholders in service commands and env, resolved by each platform at deploy time.
+
+    {{addr:SERVICE:PORT}}  host:port where the project's other services reach SERVICE's PORT
+    {{host:SERVICE}}       host of SERVICE
+    {{port:PORT}}          the port this service listens on for PORT
+    {{bind}}               the interface this service listens on
+    {{secret:NAME}}        a generated project credential (never logged, never in status)
+    {{workdir}}            a directory this service may write to
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Protocol
+
+from .services import ServiceSpec
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\s*\}\}")
+
+
+class Resolver(Protocol):
+    def address(self, service: str, port: str) -> str: ...
+    def host(self, service: str) -> str: ...
+    def own_port(self, port: str) -> int: ...
+    def bind(self) -> str: ...
+    def secret(self, name: str) -> str: ...
+    def workdir(self) -> str: ...
+
+
+def render(text: str, resolver: Resolver) -> str:
+    def replace(match: re.Match[str]) -> str:
+        kind, a, b = match.groups()
+        if kind == "addr" and a and b:
+            return resolver.address(a, b)
+        if kind == "host" and a and not b:
+            return resolver.host(a)
+        if kind == "port" and a and not b:
+            return str(resolver.own_port(a))
+        if kind == "bind" and not a:
+            return resolver.bind()
+        if kind == "secret" and a and not b:
+            return resolver.secret(a)
+        if kind == "workdir" and not a:
+            return resolver.workdir()
+        raise ValueError(f"unknown placeholder {match.group(0)!r}")
+
+    return _PLACEHOLDER.sub(replace, text)
+
+
+def render_service(service: ServiceSpec, resolver: Resolver) -> tuple[list[str], dict[str, str]]:
+    """The service's command and env with every placeholder resolved."""
+    command = [render(part, resolver) for part in service.command]
+    env = {key: render(value, resolver) for key, value in service.env}
+    return command, env
+
+
+def referenced_services(service: ServiceSpec) -> set[str]:
+    """Services whose addresses this service's command/env use."""
+    names = set()
+    for text in [*service.command, *(v for _, v in service.env)]:
+        for kind, a, _ in _PLACEHOLDER.findall(text):
+            if kind in ("addr", "host"):
+                names.add(a)
+    return names

@@ -1,0 +1,1 @@
+"""Where services run: one async protocol (base.py) and its implementations."""

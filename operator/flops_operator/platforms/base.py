@@ -1,0 +1,94 @@
+"""The Platform contract: how the reconcile step talks to wherever services run.
+
+Every method is idempotent and safe to call again after a crash at any point:
+
+- observe(project) reports every service of the project that exists on the platform, found by
+  its deterministic name, never by an id remembered in memory: a restarted operator must find
+  what an earlier one created.
+- ensure(project, service, secrets) makes the service exist with this spec. If it exists with the
+  same spec hash it changes nothing; if the hash differs it replaces it. It returns what it sees
+  afterwards (usually starting/pending: readiness is read by the next observe).
+- remove(project, name) makes the service not exist. Removing something absent succeeds.
+- remove_all(project) removes every service and any per-project container (an Oakestra app).
+- Transient failures (network, 5xx, timeouts) raise TransientPlatformError; the caller retries
+  with backoff. Anything else that the user must fix raises PermanentPlatformError.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Mapping, Protocol, runtime_checkable
+
+from ..models import ProjectRef
+from ..plan.services import Role, ServiceSpec
+
+
+class ServiceState(str, Enum):
+    pending = "pending"  # accepted, not yet scheduled/started
+    starting = "starting"  # scheduled/started, not yet ready
+    running = "running"  # ready (probe passed / instance RUNNING)
+    completed = "completed"  # one-shot service exited 0
+    failed = "failed"  # one-shot exited non-zero, or could not be placed / kept failing
+
+
+@dataclass(frozen=True)
+class ObservedService:
+    name: str
+    role: Role
+    state: ServiceState
+    spec_hash: str
+    service_id: str | None = None
+    address: str | None = None
+    """host:port of its first port, as the project's other services reach it."""
+    external_address: str | None = None
+    """host:port reachable from where the operator runs (published services only)."""
+    message: str | None = None
+    restarts: int = 0
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True)
+class Observation:
+    services: dict[str, ObservedService] = field(default_factory=dict)
+    application_id: str | None = None
+    application_name: str | None = None
+
+
+class PlatformError(Exception):
+    pass
+
+
+class TransientPlatformError(PlatformError):
+    """Retry later: the platform could not be reached or answered with a temporary failure."""
+
+
+class PermanentPlatformError(PlatformError):
+    """Retrying will not help until someone changes something (spec, credentials, capacity)."""
+
+
+@runtime_checkable
+class Platform(Protocol):
+    name: str
+
+    async def observe(self, project: ProjectRef) -> Observation: ...
+
+    async def ensure(
+        self, project: ProjectRef, service: ServiceSpec, secrets: Mapping[str, str]
+    ) -> ObservedService: ...
+
+    async def remove(self, project: ProjectRef, name: str) -> None: ...
+
+    async def remove_all(self, project: ProjectRef) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Credentials(Protocol):
+    """Generated per-project credentials: a Kubernetes Secret in cluster mode, a 0600 file locally."""
+
+    async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
+        """Return the named credentials, generating (and persisting) those missing."""
+        ...
+
+    async def remove(self, project: ProjectRef) -> None: ...

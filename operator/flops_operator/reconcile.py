@@ -1,0 +1,132 @@
+"""The one reconcile step, called by the kopf handlers and by `flops run` alike.
+
+observe -> read progress -> decide (pure: desired, diff, status) -> act -> observe what acting
+changed -> status. Nothing here knows Kubernetes or processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Sequence
+
+from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project, ProjectRef, parse_project
+from .models.spec import DeletionPolicy
+from .plan.desired import credential_names, desired
+from .plan.diff import Action, Create, Remove, Replace, diff, effects
+from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
+from .progress import ProgressSource, TrainingProgress
+from .status import compute_status, invalid_status, tracking_url, training_outcome
+
+log = logging.getLogger(__name__)
+
+
+def utcnow() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class ReconcileResult:
+    status: FLOpsProjectStatus
+    applied: list[Action] = field(default_factory=list)
+    problems: list[Problem] | None = None
+    project: Project | None = None
+    observation: Observation | None = None
+    progress: TrainingProgress | None = None
+
+    @property
+    def invalid(self) -> bool:
+        return self.problems is not None
+
+    @property
+    def settled(self) -> bool:
+        """Training is over and the platform matches the plan: a local run may stop here."""
+        ready = self.status.condition("Ready")
+        terminal = self.status.phase in (Phase.Completed, Phase.Failed)
+        return terminal and (self.invalid or (ready is not None and ready.status == "True")
+                             or self.status.phase is Phase.Failed)
+
+
+async def _apply(platform: Platform, ref: ProjectRef, actions: Sequence[Action], secrets: dict[str, str],
+                 observation: Observation) -> Observation:
+    services = dict(observation.services)
+
+    async def remove(name: str) -> None:
+        await platform.remove(ref, name)
+        services.pop(name, None)
+
+    async def ensure(action: Create | Replace) -> None:
+        needed = {n: secrets[n] for n in action.service.secrets}
+        services[action.service.name] = await platform.ensure(ref, action.service, needed)
+
+    errors: list[BaseException] = []
+    for wave in ([a for a in actions if isinstance(a, Remove)],
+                 [a for a in actions if isinstance(a, (Create, Replace))]):
+        results = await asyncio.gather(
+            *(remove(a.name) if isinstance(a, Remove) else ensure(a) for a in wave), return_exceptions=True)
+        errors += [r for r in results if isinstance(r, BaseException)]
+    if errors:
+        # Everything that could be done was done; the first error decides how the caller retries.
+        transient = [e for e in errors if isinstance(e, TransientPlatformError)]
+        raise (transient[0] if transient else errors[0])
+    return Observation(services, observation.application_id, observation.application_name)
+
+
+async def reconcile(
+    manifest: dict[str, Any],
+    previous: FLOpsProjectStatus,
+    *,
+    platform: Platform,
+    credentials: Credentials,
+    progress_source: ProgressSource,
+    now: str | None = None,
+) -> ReconcileResult:
+    """Converge one project one step. Raises TransientPlatformError for the caller to retry."""
+    now = now or utcnow()
+    generation = int((manifest.get("metadata") or {}).get("generation") or 1)
+    try:
+        project = parse_project(manifest)
+    except InvalidProject as exc:
+        return ReconcileResult(invalid_status(exc.problems, previous, generation, now=now), problems=exc.problems)
+
+    observation = await platform.observe(project.ref)
+    url = tracking_url(project, observation)
+    progress = await progress_source.fetch(project, url) if url else None
+    outcome = training_outcome(project, observation, progress, previous)
+    registered = bool((progress and progress.model_version) or previous.model.version)
+    wanted = desired(project, training_done=outcome.done, model_registered=registered)
+    to_apply = effects(diff(wanted, observation.services))
+    if to_apply:
+        secrets = await credentials.ensure(project.ref, credential_names(project.spec))
+        log.info("%s: %s", project.ref.key, ", ".join(_describe(a) for a in to_apply))
+        observation = await _apply(platform, project.ref, to_apply, secrets, observation)
+    remaining = diff(wanted, observation.services)
+    status = compute_status(project, wanted, observation, remaining, progress, previous, now=now, outcome=outcome)
+    return ReconcileResult(status, applied=to_apply, project=project, observation=observation, progress=progress)
+
+
+def _describe(action: Action) -> str:
+    if isinstance(action, Remove):
+        return f"remove {action.name}"
+    return f"{type(action).__name__.lower()} {action.service.name}"
+
+
+def project_ref(manifest: dict[str, Any]) -> ProjectRef:
+    """The identity of a project even when its spec no longer validates (for cleanup)."""
+    meta = manifest.get("metadata") or {}
+    namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
+    return ProjectRef(namespace=namespace, name=name, uid=str(meta.get("uid") or f"local-{namespace}-{name}"))
+
+
+async def finalize(manifest: dict[str, Any], *, platform: Platform, credentials: Credentials) -> bool:
+    """Clean up a deleted project according to its deletionPolicy. Returns True if it removed services."""
+    policy = ((manifest.get("spec") or {}).get("deletionPolicy")) or DeletionPolicy.Delete.value
+    ref = project_ref(manifest)
+    if policy == DeletionPolicy.Orphan.value:
+        log.info("%s: deletionPolicy Orphan: leaving its services in place", ref.key)
+        return False
+    await platform.remove_all(ref)
+    await credentials.remove(ref)
+    return True
