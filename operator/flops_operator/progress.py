@@ -1,4 +1,20 @@
-"""Training progress as read from the project's MLflow run (the aggregator writes, we read)."""
+"""Training progress as read from the project's MLflow run (the aggregator writes, we read).
+
+## The MLflow contract between the aggregator (writer) and the operator's progress gatherer (reader)
+- Tracking URI: env MLFLOW_TRACKING_URI (credentials, if any, only via env — never in the Flower run config).
+- Experiment name = FLOPS_CONFIG["experiment"] (= "<namespace>/<name>"); experiment tags `flops.project.namespace`,
+  `flops.project.name`, `flops.project.uid`.
+- One MLflow run per training. Run tags: `flops.project.uid`, `flops.flower.run_id`, `flops.total_rounds`; tag
+  `flops.round` updated to the current round number after each round. Params: rounds, strategy name and its arguments,
+  min train/evaluate/available learners, local epochs, batch size, learning rate, round timeout, task, dataset, partitioning.
+- Per round, with step=round: `train_loss` (example-weighted), `eval_loss`, `eval_accuracy` (and any other evaluate
+  metric as `eval_<name>`), `num_train_learners`, `num_eval_learners` (learners that answered), `round_duration_seconds`.
+  System metrics enabled (mlflow's system metrics, `system/...`).
+- At the end: metric `best_round`, and `best_<metric>` for each eval metric of the best round (e.g. `best_eval_accuracy`,
+  `best_eval_loss`); tags `flops.best_round`, `flops.model.name`, `flops.model.version`, `flops.model.alias`,
+  `flops.model.uri` (`models:/<name>/<version>`), `flops.model.promoted` ("true"/"false"). Run ends FINISHED on
+  success, FAILED on any failure.
+"""
 
 from __future__ import annotations
 

@@ -195,6 +195,7 @@ class Placement(ApiModel):
 
 class LearnersSpec(ApiModel):
     replicas: Annotated[int, Field(ge=1, le=1000)] = 2
+    """Number of learners. Scaling while training adds or removes learners without restarting the run."""
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
     image: Annotated[str | None, Field(pattern=IMAGE, max_length=255)] = None

@@ -1,4 +1,26 @@
-"""desired(project) -> the services it needs. Pure: same project in, same specs out."""
+"""desired(project) -> the services it needs. Pure: same project in, same specs out.
+
+## The entrypoint contract (the operator's plan already emits exactly this: see plan/desired.py)
+Aggregator: command `flops-aggregator` (console script -> flops_aggregator.__main__:main), env:
+- FLOPS_CONFIG: JSON from plan.desired.aggregator_config(project): {"project": {namespace,name,uid}, "experiment",
+  "task": {name|module,image}, "data": {dataset|path,labelColumn, partitioning:{scheme,alpha,seed}}, "numLearners",
+  "training": {rounds, strategy:{name, arguments:{snake_case Flower args}, fractionTrain, fractionEvaluate},
+  minTrainLearners, minEvaluateLearners, minAvailableLearners, localEpochs, batchSize, learningRate,
+  roundTimeoutSeconds, bestModel:{metric, mode}}, "registry": {modelName, alias}}
+- FLOPS_SUPERLINK_ADDRESS: host:port the SuperLink listens on (one HTTP port in flwr 1.42: --host/--port)
+- FLOPS_WORKDIR: a writable directory (FLWR_HOME, best-model file, ...)
+- MLFLOW_TRACKING_URI: http://host:port of the tracking server (if unset/empty: "bare" mode, no MLflow — used by the benchmark)
+Exit 0 only if the training run succeeded (and model logged/registered when MLflow is on); non-zero otherwise.
+Learner: command `flops-learner` (console script -> flops_learner.__main__:main), env:
+- FLOPS_TASK: JSON {"task": {...}, "data": {...}} (same shapes as above)
+- FLOPS_SUPERLINK: host:port of the aggregator's SuperLink
+- FLOPS_PARTITION_ID, FLOPS_NUM_PARTITIONS
+- FLOPS_CLIENTAPPIO_ADDRESS: 127.0.0.1:port for the SuperNode's own local port (several learners on one host)
+- FLOPS_WORKDIR: writable directory
+- optional FLOPS_MAX_WAIT_SECONDS: how long to wait for an unreachable aggregator before giving up (exit 0)
+Exit 0 when the training run is over or the aggregator is gone past the bound; non-zero on its own failure.
+Both also accept the same settings as CLI flags (`--help` documents them; flags override env).
+"""
 
 from __future__ import annotations
 
@@ -161,6 +183,16 @@ def aggregator_config(project: Project) -> dict:
     }
 
 
+def _scale_free(project: Project) -> dict:
+    """The aggregator config without what follows the learner count; explicit minimums stay."""
+    config = aggregator_config(project)
+    del config["numLearners"]
+    t = project.spec.training
+    config["training"].update(minTrainLearners=t.min_train_learners, minEvaluateLearners=t.min_evaluate_learners,
+                              minAvailableLearners=t.min_available_learners)
+    return config
+
+
 def learner_config(project: Project) -> dict:
     spec = project.spec
     return {"task": spec.task.to_wire(), "data": {**spec.data.to_wire(), "dataset": spec.dataset()}}
@@ -174,11 +206,13 @@ def _aggregator(project: Project) -> ServiceSpec:
         image=spec.aggregator.image or spec.task.image or AGGREGATOR_IMAGE,
         command=("flops-aggregator",),
         env=(
-            ("FLOPS_CONFIG", json.dumps(aggregator_config(project), sort_keys=True)),
             ("FLOPS_SUPERLINK_ADDRESS", "{{bind}}:{{port:superlink}}"),
             ("FLOPS_WORKDIR", "{{workdir}}"),
             ("MLFLOW_TRACKING_URI", tracking_uri(project)),
+            ("FLOPS_CONFIG", json.dumps(aggregator_config(project), sort_keys=True)),
         ),
+        scale_env=("FLOPS_CONFIG",),
+        scale_free=(("FLOPS_CONFIG", json.dumps(_scale_free(project), sort_keys=True)),),
         ports=(Port("superlink", SUPERLINK_PORT),),
         memory_mb=spec.aggregator.resources.memory_mb,
         vcpus=spec.aggregator.resources.vcpus,
@@ -210,6 +244,7 @@ def _learner(project: Project, partition_id: int) -> ServiceSpec:
         one_shot=True,
         depends_on=("aggregator",),
         partition_id=partition_id,
+        scale_env=("FLOPS_NUM_PARTITIONS",),
     )
 
 

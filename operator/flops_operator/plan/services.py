@@ -56,6 +56,11 @@ class ServiceSpec:
     """Names of project credentials this service's placeholders use."""
     options: tuple[tuple[str, str], ...] = field(default=())
     """Role-specific facts platforms may need (e.g. backend=sqlite), never secrets."""
+    scale_env: tuple[str, ...] = ()
+    """Env keys whose values follow the learner count. Left out of spec_hash: scaling learners while
+    training adds or removes learners without restarting the run (new ones get the new values)."""
+    scale_free: tuple[tuple[str, str], ...] = ()
+    """What of the scale_env values must still change spec_hash (their learner-count-free form)."""
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -74,5 +79,7 @@ class ServiceSpec:
     @property
     def spec_hash(self) -> str:
         """Changes whenever anything a platform would deploy differently changes."""
-        payload = json.dumps(asdict(self), sort_keys=True, default=str)
+        basis = asdict(self)
+        basis["env"] = [(k, v) for k, v in self.env if k not in self.scale_env]
+        payload = json.dumps(basis, sort_keys=True, default=str)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]

@@ -1,0 +1,185 @@
+"""desired() and diff(): table-driven, no I/O."""
+
+import json
+
+import pytest
+
+from flops_operator.models import parse_project
+from flops_operator.plan.desired import aggregator_config, credential_names, desired
+from flops_operator.plan.diff import Create, Remove, Replace, Wait, diff, effects
+from flops_operator.plan.render import referenced_services, render_service
+from flops_operator.plan.services import Role
+from flops_operator.platforms.base import ObservedService, ServiceState
+
+
+def project(**spec):
+    return parse_project({
+        "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
+        "metadata": {"name": "digits", "namespace": "team-a", "uid": "1234-abcd", "generation": 1},
+        "spec": {"task": {"name": "digits-mlp"}, **spec},
+    })
+
+
+def observed(services, state=ServiceState.running, **overrides):
+    out = {s.name: ObservedService(s.name, s.role, state, s.spec_hash) for s in services}
+    for name, st in overrides.items():
+        name = name.replace("_", "-")
+        out[name] = ObservedService(name, out[name].role, st, out[name].spec_hash)
+    return out
+
+
+@pytest.mark.parametrize("spec,training_done,names", [
+    ({}, False, ["artifact-store", "tracking-server", "aggregator", "learner-0", "learner-1"]),
+    ({"tracking": {"backendStore": {"type": "mysql"}}, "learners": {"replicas": 3}}, False,
+     ["backend-store", "artifact-store", "tracking-server", "aggregator", "learner-0", "learner-1", "learner-2"]),
+    ({"tracking": {"artifactStore": {"type": "local"}}}, False, ["tracking-server", "aggregator", "learner-0", "learner-1"]),
+    ({"tracking": {"uri": "http://mlflow.example:5000"}}, False, ["aggregator", "learner-0", "learner-1"]),
+    ({}, True, ["artifact-store", "tracking-server"]),
+    ({"serving": {"enabled": True}}, True, ["artifact-store", "tracking-server", "model-server"]),
+])
+def test_desired_services(spec, training_done, names):
+    services = desired(project(**spec), training_done=training_done, model_registered=True)
+    assert [s.name for s in services] == names
+
+
+def test_learners_have_their_own_partition_placement_and_identity():
+    p = project(learners={"replicas": 3, "placement": {"cluster": "edge-munich"}})
+    learners = [s for s in desired(p, training_done=False) if s.role is Role.learner]
+    assert [s.partition_id for s in learners] == [0, 1, 2]
+    assert {s.cluster for s in learners} == {"edge-munich"}
+    assert [s.env_dict["FLOPS_PARTITION_ID"] for s in learners] == ["0", "1", "2"]
+    assert {s.env_dict["FLOPS_NUM_PARTITIONS"] for s in learners} == {"3"}
+    assert len({s.spec_hash for s in learners}) == 3
+    assert all(s.one_shot and s.depends_on == ("aggregator",) for s in learners)
+
+
+def test_services_refer_to_each_other_only_by_placeholder():
+    services = {s.name: s for s in desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)}
+    assert referenced_services(services["tracking-server"]) == {"backend-store", "artifact-store"}
+    assert referenced_services(services["aggregator"]) == {"tracking-server"}
+    assert referenced_services(services["learner-0"]) == {"aggregator"}
+    assert services["tracking-server"].depends_on == ("backend-store", "artifact-store")
+    assert set(services["tracking-server"].secrets) == {"backend-password", "ftp-password"}
+
+
+def test_no_secret_or_credential_in_learner_or_aggregator_env():
+    services = desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)
+    for s in services:
+        if s.role in (Role.aggregator, Role.learner):
+            assert s.secrets == ()
+            assert "secret:" not in json.dumps(s.env) + json.dumps(s.command)
+
+
+def test_aggregator_config_resolves_defaults():
+    cfg = aggregator_config(project(learners={"replicas": 4}, training={"minTrainLearners": 2,
+                                                                         "strategy": {"name": "FedProx"}}))
+    assert cfg["training"]["minTrainLearners"] == 2
+    assert cfg["training"]["minEvaluateLearners"] == 4 and cfg["training"]["minAvailableLearners"] == 4
+    assert cfg["training"]["strategy"] == {"name": "FedProx", "arguments": {"proximal_mu": 0.1},
+                                           "fractionTrain": 1.0, "fractionEvaluate": 1.0}
+    assert cfg["experiment"] == "team-a/digits" and cfg["registry"] == {"modelName": "digits", "alias": "champion"}
+    assert cfg["data"]["dataset"] == "digits"
+
+
+@pytest.mark.parametrize("spec,names", [
+    ({}, ["ftp-password"]),
+    ({"tracking": {"backendStore": {"type": "mysql"}}}, ["backend-password", "backend-root-password", "ftp-password"]),
+    ({"tracking": {"uri": "http://mlflow.example"}}, []),
+])
+def test_credential_names(spec, names):
+    assert credential_names(project(**spec).spec) == names
+
+
+class _Resolver:
+    def address(self, service, port):
+        return f"{service}:{port}"
+
+    def host(self, service):
+        return service
+
+    def own_port(self, port):
+        return 1234
+
+    def bind(self):
+        return "127.0.0.1"
+
+    def secret(self, name):
+        return f"<{name}>"
+
+    def workdir(self):
+        return "/w"
+
+
+def test_render_resolves_every_placeholder():
+    services = {s.name: s for s in desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)}
+    command, env = render_service(services["tracking-server"], _Resolver())
+    text = " ".join(command)
+    assert "{{" not in text
+    assert "mysql+pymysql://mlflow:<backend-password>@backend-store:mysql/mlflow" in text
+    assert "ftp://mlflow:<ftp-password>@artifact-store:ftp/artifacts" in text
+    _, env = render_service(services["learner-1"], _Resolver())
+    assert env["FLOPS_SUPERLINK"] == "aggregator:superlink" and env["FLOPS_CLIENTAPPIO_ADDRESS"] == "127.0.0.1:1234"
+
+
+def _names(actions):
+    return [(type(a).__name__, a.name if isinstance(a, (Remove, Wait)) else a.service.name) for a in actions]
+
+
+def test_diff_steady_state_is_zero_actions():
+    wanted = desired(project(learners={"replicas": 3}), training_done=False)
+    assert diff(wanted, observed(wanted)) == []
+
+
+def test_diff_scaling_learners_3_to_5_gives_exactly_two_creates():
+    before = desired(project(learners={"replicas": 3}), training_done=False)
+    after = desired(project(learners={"replicas": 5}), training_done=False)
+    assert _names(diff(after, observed(before))) == [("Create", "learner-3"), ("Create", "learner-4")]
+    # new learners are told the new count; running ones keep theirs (no restart of the run)
+    assert {s.name: s.env_dict["FLOPS_NUM_PARTITIONS"] for s in after if s.role is Role.learner}["learner-4"] == "5"
+
+
+def test_diff_scaling_down_removes_exactly_the_extra_learners():
+    before = desired(project(learners={"replicas": 5}), training_done=False)
+    after = desired(project(learners={"replicas": 2}), training_done=False)
+    assert _names(diff(after, observed(before))) == [
+        ("Remove", "learner-2"), ("Remove", "learner-3"), ("Remove", "learner-4")]
+
+
+def test_explicit_minimum_change_replaces_the_aggregator():
+    before = desired(project(learners={"replicas": 3}, training={"minTrainLearners": 2}), training_done=False)
+    after = desired(project(learners={"replicas": 3}, training={"minTrainLearners": 1}), training_done=False)
+    assert _names(diff(after, observed(before))) == [("Replace", "aggregator")]
+
+
+def test_diff_recreates_a_lost_service():
+    wanted = desired(project(), training_done=False)
+    seen = observed(wanted)
+    del seen["learner-1"]
+    assert _names(diff(wanted, seen)) == [("Create", "learner-1")]
+
+
+def test_diff_waits_for_dependencies_in_order():
+    wanted = desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)
+    assert _names(diff(wanted, {})) == [
+        ("Create", "backend-store"), ("Create", "artifact-store"), ("Wait", "tracking-server"),
+        ("Wait", "aggregator"), ("Wait", "learner-0"), ("Wait", "learner-1")]
+    seen = observed([s for s in wanted if s.name in ("backend-store", "artifact-store")])
+    seen["backend-store"] = ObservedService("backend-store", Role.backend_store, ServiceState.starting,
+                                            seen["backend-store"].spec_hash)
+    assert ("Wait", "tracking-server") in _names(diff(wanted, seen))
+
+
+def test_diff_removes_training_services_once_training_is_done():
+    running = desired(project(), training_done=False)
+    done = desired(project(), training_done=True)
+    assert _names(diff(done, observed(running, aggregator=ServiceState.completed))) == [
+        ("Remove", "aggregator"), ("Remove", "learner-0"), ("Remove", "learner-1")]
+
+
+def test_diff_replaces_a_changed_long_running_service_but_not_a_finished_one_shot():
+    old = desired(project(), training_done=False)
+    new = desired(project(training={"rounds": 7}), training_done=False)
+    seen = observed(old)
+    assert _names(diff(new, seen)) == [("Replace", "aggregator")]
+    seen = observed(old, aggregator=ServiceState.completed)
+    assert diff(new, seen) == []

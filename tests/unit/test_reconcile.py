@@ -1,0 +1,132 @@
+"""The reconcile step over the in-memory platform: converges, is idempotent, cleans up."""
+
+import copy
+
+import pytest
+
+from flops_operator.credentials import FileCredentials, MemoryCredentials
+from flops_operator.models import FLOpsProjectStatus, Phase
+from flops_operator.platforms.base import ServiceState, TransientPlatformError
+from flops_operator.platforms.fake import FakePlatform
+from flops_operator.progress import NoProgress
+from flops_operator.reconcile import finalize, project_ref, reconcile
+
+MANIFEST = {
+    "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
+    "metadata": {"name": "digits", "namespace": "team-a", "uid": "u-42", "generation": 1},
+    "spec": {"task": {"name": "digits-mlp"}, "learners": {"replicas": 3},
+             "tracking": {"backendStore": {"type": "mysql"}}},
+}
+
+
+async def converge(manifest, platform, credentials, status=None, steps=8):
+    status = status or FLOpsProjectStatus()
+    result = None
+    for _ in range(steps):
+        result = await reconcile(manifest, status, platform=platform, credentials=credentials,
+                                 progress_source=NoProgress())
+        status = result.status
+        if not result.applied:
+            break
+    return result
+
+
+async def test_converges_in_dependency_order_then_writes_nothing():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    created = [name for op, _, name in platform.writes()]
+    assert created == ["backend-store", "artifact-store", "tracking-server", "aggregator",
+                       "learner-0", "learner-1", "learner-2"]
+    assert result.status.phase is Phase.Training
+    assert result.status.condition("Ready").status == "True"
+    writes = len(platform.writes())
+    again = await reconcile(MANIFEST, result.status, platform=platform, credentials=creds, progress_source=NoProgress())
+    assert again.applied == [] and len(platform.writes()) == writes
+
+
+async def test_secrets_reach_services_but_not_status():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    ref = result.project.ref
+    password = creds.store[ref.uid]["backend-password"]
+    tracking = platform.services(ref)["tracking-server"]
+    assert any(password in part for part in tracking.command)
+    assert password not in str(result.status.to_wire())
+
+
+async def test_scale_up_creates_only_the_new_learners():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    bigger = copy.deepcopy(MANIFEST)
+    bigger["spec"]["learners"]["replicas"] = 5
+    bigger["metadata"]["generation"] = 2
+    before = len(platform.writes())
+    result = await converge(bigger, platform, creds, result.status)
+    assert platform.writes()[before:] == [("ensure", "team-a/digits", "learner-3"), ("ensure", "team-a/digits", "learner-4")]
+    assert result.status.observed_generation == 2
+
+
+async def test_lost_service_is_recreated():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    platform.lose(result.project.ref, "learner-1")
+    result = await reconcile(MANIFEST, result.status, platform=platform, credentials=creds, progress_source=NoProgress())
+    assert [type(a).__name__ for a in result.applied] == ["Create"]
+    assert "learner-1" in platform.services(result.project.ref)
+
+
+async def test_invalid_spec_touches_nothing():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    bad = copy.deepcopy(MANIFEST)
+    bad["spec"]["training"] = {"minTrainLearners": 9}
+    result = await reconcile(bad, FLOpsProjectStatus(), platform=platform, credentials=creds, progress_source=NoProgress())
+    assert result.invalid and platform.calls == [] and creds.store == {}
+    assert result.status.condition("Stalled").status == "True"
+    assert "spec.training.minTrainLearners" in result.status.message
+
+
+async def test_training_done_removes_training_services_and_keeps_the_stack():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    platform.complete(result.project.ref, "aggregator")
+    result = await converge(MANIFEST, platform, creds, result.status)
+    assert result.status.phase is Phase.Completed and result.settled
+    assert sorted(platform.services(result.project.ref)) == ["artifact-store", "backend-store", "tracking-server"]
+
+
+async def test_transient_error_propagates_after_doing_what_it_could():
+    platform, creds = FakePlatform(start_state=ServiceState.starting), MemoryCredentials()
+    platform.failing = True
+    with pytest.raises(TransientPlatformError):
+        await reconcile(MANIFEST, FLOpsProjectStatus(), platform=platform, credentials=creds, progress_source=NoProgress())
+
+
+async def test_finalize_honours_deletion_policy():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    orphan = copy.deepcopy(MANIFEST)
+    orphan["spec"]["deletionPolicy"] = "Orphan"
+    assert await finalize(orphan, platform=platform, credentials=creds) is False
+    assert platform.services(result.project.ref)
+    assert await finalize(MANIFEST, platform=platform, credentials=creds) is True
+    assert platform.projects == {} and creds.store == {}
+
+
+async def test_finalize_works_for_a_spec_that_no_longer_validates():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    await converge(MANIFEST, platform, creds)
+    broken = copy.deepcopy(MANIFEST)
+    broken["spec"]["training"] = {"rounds": "many"}
+    assert await finalize(broken, platform=platform, credentials=creds) is True
+    assert platform.projects == {}
+
+
+async def test_file_credentials_are_private_and_stable(tmp_path):
+    creds = FileCredentials(lambda ref: tmp_path / ref.namespace / ref.name / "credentials.json")
+    ref = project_ref(MANIFEST)
+    first = await creds.ensure(ref, ["a", "b"])
+    assert (await creds.ensure(ref, ["a", "b", "c"]))["a"] == first["a"]
+    path = tmp_path / "team-a" / "digits" / "credentials.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    await creds.remove(ref)
+    assert not path.exists()

@@ -1,0 +1,140 @@
+"""status(): phases and kstatus conditions from what was observed. Table-driven, no I/O."""
+
+import pytest
+
+from flops_operator.models import FLOpsProjectStatus, Phase, Problem, parse_project
+from flops_operator.plan.desired import desired
+from flops_operator.plan.diff import diff
+from flops_operator.platforms.base import Observation, ObservedService, ServiceState
+from flops_operator.progress import TrainingProgress
+from flops_operator.status import compute_status, invalid_status, training_outcome
+
+NOW = "2026-11-26T08:00:00Z"
+LATER = "2026-11-26T09:00:00Z"
+R, S, C, F = ServiceState.running, ServiceState.starting, ServiceState.completed, ServiceState.failed
+
+
+def project(generation=1, **spec):
+    return parse_project({
+        "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
+        "metadata": {"name": "digits", "namespace": "team-a", "uid": "u-1", "generation": generation},
+        "spec": {"task": {"name": "digits-mlp"}, "training": {"rounds": 5}, **spec},
+    })
+
+
+def world(p, states: dict, training_done=False):
+    services = {}
+    for s in desired(p, training_done=training_done):
+        if s.name in states:
+            services[s.name] = ObservedService(s.name, s.role, states[s.name], s.spec_hash,
+                                               external_address="127.0.0.1:5000" if s.name == "tracking-server" else None,
+                                               message="exit code 3" if states[s.name] is F else None)
+    return Observation(services)
+
+
+def run(p, states, progress=None, previous=None, now=NOW):
+    previous = previous or FLOpsProjectStatus()
+    obs = world(p, states)
+    outcome = training_outcome(p, obs, progress, previous)
+    wanted = desired(p, training_done=outcome.done, model_registered=bool(progress and progress.model_version))
+    return compute_status(p, wanted, obs, diff(wanted, obs.services), progress, previous, now=now, outcome=outcome)
+
+
+def cond(status, type_):
+    c = status.condition(type_)
+    return (c.status, c.reason) if c else None
+
+
+ALL_UP = {"artifact-store": R, "tracking-server": R, "aggregator": R, "learner-0": R, "learner-1": R}
+
+
+@pytest.mark.parametrize("states,phase,ready,reconciling,stalled", [
+    ({}, Phase.Pending, "False", "True", "False"),
+    ({"artifact-store": S}, Phase.Provisioning, "False", "True", "False"),
+    ({"artifact-store": R, "tracking-server": S}, Phase.Provisioning, "False", "True", "False"),
+    ({**ALL_UP, "learner-1": S}, Phase.Training, "False", "True", "False"),
+    (ALL_UP, Phase.Training, "True", "False", "False"),
+    ({**ALL_UP, "aggregator": C}, Phase.Completed, "False", "True", "False"),  # training services still to remove
+    ({"artifact-store": R, "tracking-server": R, "aggregator": F}, Phase.Failed, "False", "False", "True"),
+    ({"artifact-store": F, "tracking-server": S}, Phase.Provisioning, "False", "False", "True"),
+])
+def test_phase_and_kstatus_conditions(states, phase, ready, reconciling, stalled):
+    status = run(project(), states)
+    assert status.phase is phase
+    assert cond(status, "Ready")[0] == ready
+    assert cond(status, "Reconciling")[0] == reconciling
+    assert cond(status, "Stalled")[0] == stalled
+    assert status.observed_generation == 1
+
+
+def test_failed_aggregator_gives_the_reason():
+    status = run(project(), {"artifact-store": R, "tracking-server": R, "aggregator": F})
+    assert status.message == "aggregator failed: exit code 3"
+    assert cond(status, "TrainingComplete") == ("False", "Failed")
+    assert cond(status, "Stalled") == ("True", "Failed")
+
+
+def test_component_conditions_count_learners():
+    status = run(project(learners={"replicas": 3}), {**ALL_UP, "learner-2": S})
+    assert cond(status, "LearnersReady") == ("False", "NotReady")
+    assert status.condition("LearnersReady").message == "2/3 ready"
+    assert cond(status, "TrackingServerReady") == ("True", "Ready")
+    assert status.condition("BackendStoreReady") is None  # sqlite: no backend-store service
+    assert [c.name for c in status.components] == [
+        "artifact-store", "tracking-server", "aggregator", "learner-0", "learner-1", "learner-2"]
+
+
+def test_progress_fills_training_model_and_mlflow():
+    progress = TrainingProgress(experiment_id="7", run_id="r1", run_status="FINISHED", round=5,
+                                latest_metrics={"eval_accuracy": 0.91, "eval_loss": 0.3},
+                                best_metrics={"eval_accuracy": 0.93}, best_round=4, model_name="digits",
+                                model_version="2", model_alias="champion", model_uri="models:/digits/2", promoted=True)
+    status = run(project(), {"artifact-store": R, "tracking-server": R}, progress=progress,
+                 previous=FLOpsProjectStatus.model_validate({"conditions": [
+                     {"type": "TrainingComplete", "status": "True", "reason": "Succeeded", "observedGeneration": 1}]}))
+    assert status.phase is Phase.Completed
+    assert status.training.progress == "5/5" and status.training.best == "eval_accuracy=0.9300"
+    assert status.training.best_round == 4
+    assert (status.model.name, status.model.version, status.model.alias, status.model.promoted) == (
+        "digits", "2", "champion", True)
+    assert status.mlflow.ui_url == "http://127.0.0.1:5000/#/experiments/7"
+    assert cond(status, "ModelRegistered") == ("True", "Registered")
+    assert cond(status, "Ready") == ("True", "Completed")
+
+
+def test_completed_is_sticky_for_its_generation_and_reopens_for_a_new_one():
+    first = run(project(), {**ALL_UP, "aggregator": C})
+    assert first.phase is Phase.Completed
+    # training services gone, the MLflow server unreachable: still Completed, numbers kept
+    again = run(project(), {"artifact-store": R, "tracking-server": R}, previous=first)
+    assert again.phase is Phase.Completed and cond(again, "Ready") == ("True", "Completed")
+    changed = run(project(generation=2), {"artifact-store": R, "tracking-server": R}, previous=again)
+    assert changed.phase is Phase.Provisioning
+    assert cond(changed, "TrainingComplete") == ("False", "NotStarted")
+
+
+def test_failed_mlflow_run_fails_the_training():
+    status = run(project(), ALL_UP, progress=TrainingProgress(run_id="r9", run_status="FAILED", round=2))
+    assert status.phase is Phase.Failed and "r9" in status.message
+
+
+def test_last_transition_time_moves_only_on_change():
+    first = run(project(), ALL_UP, now=NOW)
+    second = run(project(), ALL_UP, previous=first, now=LATER)
+    assert second.condition("Ready").last_transition_time == NOW
+    third = run(project(), {**ALL_UP, "learner-0": S}, previous=second, now=LATER)
+    assert third.condition("Ready").last_transition_time == LATER
+
+
+def test_invalid_spec_is_stalled_and_names_the_field():
+    status = invalid_status([Problem("spec.training.rounds", "too many")], FLOpsProjectStatus(), 4, now=NOW)
+    assert status.phase is Phase.Failed and status.observed_generation == 4
+    assert cond(status, "Stalled") == ("True", "InvalidSpec")
+    assert "spec.training.rounds: too many" in status.condition("Stalled").message
+
+
+def test_status_never_carries_secrets():
+    p = project(tracking={"backendStore": {"type": "mysql"}})
+    status = run(p, {"backend-store": R, "artifact-store": R, "tracking-server": R})
+    text = str(status.to_wire())
+    assert "secret" not in text and "password" not in text.lower()
