@@ -1,0 +1,50 @@
+"""The CRD's CEL rules agree with the models' own cross-field validation (evaluated with cel-python)."""
+
+import celpy
+import pytest
+
+from flops_operator.crd import crd
+from flops_operator.models import InvalidProject, validate_spec
+
+SCHEMA = crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+ENV = celpy.Environment()
+SPEC_RULES = [ENV.program(ENV.compile(r["rule"])) for r in SCHEMA["x-kubernetes-validations"]]
+
+CASES = [
+    {},
+    {"learners": {"replicas": 1}},
+    {"training": {"minTrainLearners": 2}},
+    {"training": {"minTrainLearners": 3}},
+    {"training": {"minEvaluateLearners": 3}, "learners": {"replicas": 3}},
+    {"training": {"minEvaluateLearners": 4}, "learners": {"replicas": 3}},
+    {"training": {"minAvailableLearners": 1, "minTrainLearners": 1}, "learners": {"replicas": 1}},
+    {"training": {"minAvailableLearners": 2}, "learners": {"replicas": 1}},
+    {"training": {"minTrainLearners": 1000}, "learners": {"replicas": 1000}},
+]
+
+
+def model_accepts(spec):
+    try:
+        validate_spec({"task": {"name": "digits-mlp"}, **spec})
+    except InvalidProject:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("spec", CASES, ids=[str(c) for c in CASES])
+def test_cel_and_models_agree(spec):
+    cel = all(bool(rule.evaluate({"self": celpy.json_to_cel({"task": {"name": "digits-mlp"}, **spec})}))
+              for rule in SPEC_RULES)
+    assert cel == model_accepts(spec)
+
+
+def test_cases_cover_both_verdicts():
+    verdicts = {model_accepts(c) for c in CASES}
+    assert verdicts == {True, False}
+
+
+def test_platform_is_immutable():
+    (rule,) = SCHEMA["properties"]["platform"]["x-kubernetes-validations"]
+    program = ENV.program(ENV.compile(rule["rule"]))
+    assert program.evaluate({"self": celpy.json_to_cel("local"), "oldSelf": celpy.json_to_cel("local")})
+    assert not program.evaluate({"self": celpy.json_to_cel("oakestra"), "oldSelf": celpy.json_to_cel("local")})
