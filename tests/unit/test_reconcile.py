@@ -130,3 +130,12 @@ async def test_file_credentials_are_private_and_stable(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o600
     await creds.remove(ref)
     assert not path.exists()
+
+
+async def test_services_are_wired_by_rendered_addresses():
+    platform, creds = FakePlatform(), MemoryCredentials()
+    result = await converge(MANIFEST, platform, creds)
+    services = platform.services(result.project.ref)
+    assert services["learner-2"].env["FLOPS_SUPERLINK"] == "aggregator.team-a.digits:8000"
+    assert services["aggregator"].env["MLFLOW_TRACKING_URI"] == "http://tracking-server.team-a.digits:5000"
+    assert "@backend-store.team-a.digits:3306/mlflow" in " ".join(services["tracking-server"].command)

@@ -21,14 +21,20 @@ class FakeService:
 
 
 class _Resolver:
-    def __init__(self, project: str, service: ServiceSpec, secrets: Mapping[str, str]):
-        self._service, self._secrets, self._project = service, secrets, project
+    """Fake DNS: <service>.<namespace>.<name> plus the container port of the named port."""
+
+    def __init__(self, project: str, service: ServiceSpec, secrets: Mapping[str, str],
+                 peers: Mapping[str, "FakeService"]):
+        self._service, self._secrets, self._project, self._peers = service, secrets, project, peers
 
     def address(self, service: str, port: str) -> str:
-        return f"{service}.{self._project}:{port}"
+        peer = self._peers.get(service)
+        if peer is None:
+            raise KeyError(f"{self._service.name} refers to {service}, which does not exist")
+        return f"{self.host(service)}:{peer.spec.port(port).container_port}"
 
     def host(self, service: str) -> str:
-        return f"{service}.{self._project}"
+        return f"{service}.{self._project.replace('/', '.')}"
 
     def own_port(self, port: str) -> int:
         return self._service.port(port).container_port
@@ -80,12 +86,12 @@ class FakePlatform:
             current = self.services(project).get(service.name)
             if current is not None and current.observed.spec_hash == service.spec_hash:
                 return current.observed
-            command, env = render_service(service, _Resolver(project.key, service, secrets))
+            command, env = render_service(service, _Resolver(project.key, service, secrets, self.services(project)))
             first = service.ports[0] if service.ports else None
             observed = ObservedService(
                 name=service.name, role=service.role, state=self.start_state, spec_hash=service.spec_hash,
                 service_id=f"{project.uid}/{service.name}",
-                address=f"{service.name}.{project.key}:{first.container_port}" if first else None,
+                address=f"{service.name}.{project.namespace}.{project.name}:{first.container_port}" if first else None,
                 external_address=f"127.0.0.1:{first.container_port}" if first and first.published else None,
             )
             self.services(project)[service.name] = FakeService(service, observed, command, env)
