@@ -1,0 +1,150 @@
+"""`flops operator`: run the kopf handlers in-process against a Kubernetes API server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from contextlib import AsyncExitStack
+from enum import Enum
+from typing import Any, List, Mapping, Optional, Sequence
+
+import kopf
+import kubernetes.client
+import kubernetes.config
+import typer
+
+from .. import __version__
+from ..platforms.base import Platform
+from ..platforms.fake import FakePlatform
+from ..progress import NoProgress, ProgressSource
+from .kopf_context import OperatorContext, PlatformFactory, PlatformSet
+from .kopf_handlers import register as register_handlers
+from .kopf_metrics import Metrics, serve_metrics
+from .kopf_secrets import SecretCredentials
+from .kopf_settings import operator_settings
+
+SPEC_PLATFORMS = ("local", "oakestra")
+USER_AGENT = f"flops-operator/{__version__}"
+
+
+class PlatformChoice(str, Enum):
+    local = "local"
+    oakestra = "oakestra"
+    fake = "fake"
+
+
+def _local() -> Platform:
+    from ..platforms.local import LocalPlatform
+
+    return LocalPlatform()
+
+
+def _oakestra() -> Platform:
+    # Imported by name only when served: the driver and its dependencies stay out of other runs.
+    from ..platforms.oakestra import OakestraPlatform
+
+    return OakestraPlatform.from_env(os.environ)
+
+
+def platform_factories(choices: list[str]) -> dict[str, PlatformFactory]:
+    """spec.platform name -> factory. `fake` (an in-memory dry run) stands in for every platform
+    not served for real, so an operator started with only `--platform fake` accepts any project."""
+    real = {"local": _local, "oakestra": _oakestra}
+    factories = {name: real[name] for name in choices if name in real}
+    if "fake" in choices:
+        fake = FakePlatform()
+        factories.update({name: (lambda: fake) for name in SPEC_PLATFORMS if name not in factories})
+    return factories
+
+
+def progress_source(choices: list[str]) -> ProgressSource:
+    if set(choices) <= {"fake"}:
+        return NoProgress()
+    from ..progress_mlflow import MlflowProgress
+
+    return MlflowProgress()
+
+
+def kube_config() -> kubernetes.client.Configuration:
+    """In a pod: its service account; elsewhere: the kubeconfig (KUBECONFIG or ~/.kube/config)."""
+    config = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=config)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(client_configuration=config)
+    return config
+
+
+async def run_operator(
+    ctx: OperatorContext,
+    *,
+    namespaces: Sequence[str] = (),
+    clusterwide: bool = False,
+    liveness: str | None = None,
+    metrics_host: str = "0.0.0.0",
+    metrics_port: int | None = None,
+    resync_seconds: float = 30.0,
+    stop_flag: Any = None,
+    ready_flag: Any = None,
+) -> None:
+    """kopf with our handlers, settings and memo, plus the metrics endpoint, until stop_flag is set.
+
+    The bound metrics port is put in `ctx.metrics_port` (useful with port 0).
+    """
+    registry = register_handlers(kopf.OperatorRegistry(), resync_seconds=resync_seconds)
+    async with AsyncExitStack() as stack:
+        stack.push_async_callback(ctx.platforms.close)
+        for resource in (ctx.progress, ctx.credentials):
+            closer = getattr(resource, "close", None)  # optional in their protocols
+            if closer is not None:
+                stack.push_async_callback(closer)
+        if metrics_port is not None:
+            runner, ctx.metrics_port = await serve_metrics(ctx.metrics, metrics_host, metrics_port)
+            stack.push_async_callback(runner.cleanup)
+        await kopf.operator(
+            registry=registry, settings=operator_settings(), memo=kopf.Memo(flops=ctx),
+            clusterwide=clusterwide, namespaces=list(namespaces), liveness_endpoint=liveness,
+            standalone=True, stop_flag=stop_flag, ready_flag=ready_flag,
+        )
+
+
+def build_context(choices: list[str], config: kubernetes.client.Configuration,
+                  factories: Mapping[str, PlatformFactory] | None = None,
+                  progress: ProgressSource | None = None) -> OperatorContext:
+    metrics = Metrics()
+    api_client = kubernetes.client.ApiClient(config)
+    api_client.user_agent = USER_AGENT  # tells the operator's own calls apart in API server audit logs
+    return OperatorContext(
+        platforms=PlatformSet(factories if factories is not None else platform_factories(choices), metrics),
+        credentials=SecretCredentials(api_client),
+        progress=progress if progress is not None else progress_source(choices),
+        metrics=metrics,
+        kube_config=config,
+    )
+
+
+def operator(
+    platform: List[PlatformChoice] = typer.Option(
+        [PlatformChoice.oakestra], "--platform", "-p",
+        help="Platform(s) served; a project asking for another is Stalled. 'fake' is an in-memory dry run."),
+    namespace: List[str] = typer.Option([], "--namespace", "-n", help="Namespace(s) to serve (globs allowed)."),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Serve the whole cluster."),
+    liveness: Optional[str] = typer.Option(
+        "http://0.0.0.0:8080/healthz", "--liveness", help="kopf's liveness endpoint URL ('' to disable)."),
+    metrics_port: int = typer.Option(9090, "--metrics-port", help="Prometheus /metrics port (0 to disable)."),
+    resync_seconds: float = typer.Option(30.0, "--resync-seconds", min=1, help="Resync interval per project."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Run the FLOpsProject operator (kopf) against the current cluster."""
+    if bool(namespace) == all_namespaces:
+        raise typer.BadParameter("give -n NAMESPACE (one or more) or -A, not both and not neither")
+    kopf.configure(verbose=verbose)
+    choices = [p.value for p in platform]
+    ctx = build_context(choices, kube_config())
+    asyncio.run(run_operator(
+        ctx, namespaces=namespace, clusterwide=all_namespaces, liveness=liveness or None,
+        metrics_port=metrics_port or None, resync_seconds=resync_seconds))
+
+
+def register(app: typer.Typer) -> None:
+    app.command("operator")(operator)

@@ -1,0 +1,118 @@
+"""What the kopf handlers work with, handed to them through kopf's memo (no module globals).
+
+kopf_cli builds one OperatorContext for a real run; tests build their own with a FakePlatform.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import kopf
+import kubernetes.client
+
+from ..models import ProjectRef
+from ..platforms.base import Credentials, Observation, PermanentPlatformError, Platform
+from ..progress import ProgressSource
+from .kopf_metrics import InstrumentedPlatform, Metrics
+
+PlatformFactory = Callable[[], Platform]
+
+
+class Unusable:
+    """Stands for a platform this operator cannot use (not served, or misconfigured): every call
+    says why, nothing is touched, and the project is Stalled with that message."""
+
+    def __init__(self, name: str, message: str):
+        self.name = name
+        self._message = message
+
+    async def observe(self, project: ProjectRef) -> Observation:
+        raise PermanentPlatformError(self._message)
+
+    async def ensure(self, project: ProjectRef, service: Any, secrets: Mapping[str, str]) -> Any:
+        raise PermanentPlatformError(self._message)
+
+    async def remove(self, project: ProjectRef, name: str) -> None:
+        raise PermanentPlatformError(self._message)
+
+    async def remove_all(self, project: ProjectRef) -> None:
+        raise PermanentPlatformError(self._message + "; set spec.deletionPolicy: Orphan to let the project go")
+
+    async def close(self) -> None:
+        pass
+
+
+class PlatformSet:
+    """The platforms this operator serves, by the name a project's spec.platform uses.
+
+    Each is built on first use, so a driver is imported only when a project needs it.
+    """
+
+    def __init__(self, factories: Mapping[str, PlatformFactory], metrics: Metrics):
+        self._factories = dict(factories)
+        self._built: dict[str, Platform] = {}
+        self._metrics = metrics
+
+    @property
+    def served(self) -> list[str]:
+        return sorted(self._factories)
+
+    def for_manifest(self, manifest: Mapping[str, Any]) -> Platform:
+        name = str((manifest.get("spec") or {}).get("platform") or "local")
+        if name not in self._factories:
+            return Unusable(name, f"spec.platform {name!r} is not served by this operator (it serves: "
+                                  f"{', '.join(self.served) or 'nothing'}); start one with --platform {name}")
+        if name not in self._built:
+            try:
+                platform = self._factories[name]()
+            except (ImportError, ValueError) as exc:  # a missing driver, or its configuration is wrong
+                return Unusable(name, f"platform {name} cannot be used: {exc}")
+            self._built[name] = InstrumentedPlatform(platform, self._metrics)
+        return self._built[name]
+
+    async def close(self) -> None:
+        for platform in self._built.values():
+            await platform.close()
+        self._built.clear()
+
+
+@dataclass
+class OperatorContext:
+    platforms: PlatformSet
+    credentials: Credentials
+    progress: ProgressSource
+    metrics: Metrics
+    kube_config: kubernetes.client.Configuration
+    statuses: dict[str, dict] = field(default_factory=dict)
+    """The status last written per project uid: what the next reconcile compares against, even
+    before the watch stream has brought our own patch back."""
+    metrics_port: int | None = None
+    """Where /metrics listens once started (the port actually bound, when asked for port 0)."""
+    _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def lock(self, uid: str) -> asyncio.Lock:
+        """One reconcile at a time per project: kopf runs timers beside change handlers."""
+        return self._locks.setdefault(uid, asyncio.Lock())
+
+    def forget(self, uid: str, key: str) -> None:
+        self.statuses.pop(uid, None)
+        self._locks.pop(uid, None)
+        self.metrics.forget(key)
+
+
+def connection_info(config: kubernetes.client.Configuration) -> kopf.ConnectionInfo:
+    """kopf's login from the same client configuration the Secret store uses (one source of truth)."""
+    header = config.get_api_key_with_prefix("BearerToken") or config.get_api_key_with_prefix("authorization")
+    parts = header.split(" ", 1) if header else []
+    scheme, token = (parts[0], parts[1]) if len(parts) == 2 else (None, parts[0] if parts else None)
+    return kopf.ConnectionInfo(
+        server=config.host,
+        ca_path=config.ssl_ca_cert or None,
+        insecure=not config.verify_ssl,
+        scheme=scheme,
+        token=token,
+        certificate_path=config.cert_file or None,
+        private_key_path=config.key_file or None,
+    )

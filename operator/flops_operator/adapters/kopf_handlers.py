@@ -1,0 +1,157 @@
+"""kopf handlers for FLOpsProject (cluster mode). No business logic: they call reconcile()/finalize()
+and turn the results into status patches, Events and kopf errors.
+
+Handlers are attached to a registry by register(), and find their platforms, credentials, progress
+source and metrics in kopf's memo (`memo.flops`, an OperatorContext), so a test can run them
+against its own fakes.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import kopf
+
+from ..models import FLOpsProjectStatus, GROUP, PLURAL, VERSION, parse_status
+from ..platforms.base import PermanentPlatformError, TransientPlatformError
+from ..reconcile import finalize, project_ref, reconcile, utcnow
+from ..status import deleting_status
+from .kopf_context import OperatorContext, connection_info
+from .kopf_metrics import Stopwatch
+from .kopf_status import EventSpec, backoff_seconds, events_for, merge_patch, problem_status, resync_delay
+
+# One change can take a few steps to carry out: services wait for those they depend on, which
+# the next observe sees running. Repeat while a pass changed something, so a project converges
+# within one handler call where the platform is quick, and within a few resyncs where it is not.
+MAX_PASSES = 6
+
+
+def _context(memo: Any) -> OperatorContext:
+    return memo.flops
+
+
+def _write(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, manifest: dict[str, Any],
+           new: FLOpsProjectStatus, events) -> None:
+    """Patch status only where it changed; post the Events; keep what was written for next time."""
+    uid = manifest["metadata"]["uid"]
+    old = ctx.statuses.get(uid, dict(body.get("status") or {}))
+    wire = new.to_wire()
+    changes = merge_patch(old, wire)
+    if changes:
+        patch["status"] = changes
+    ctx.statuses[uid] = wire
+    ctx.metrics.phase(project_ref(manifest).key, new.phase)
+    for event in events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _previous(ctx: OperatorContext, body: kopf.Body) -> FLOpsProjectStatus | None:
+    """The status last written (ours, in memory) or, after a restart, the one on the object."""
+    raw = ctx.statuses.get(body["metadata"]["uid"], body.get("status"))
+    return parse_status(raw) if raw else None
+
+
+async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, retry: int, trigger: str,
+                    logger) -> None:
+    manifest = copy.deepcopy(dict(body))
+    generation = int(manifest["metadata"].get("generation") or 1)
+    async with ctx.lock(manifest["metadata"]["uid"]):
+        first = _previous(ctx, body)
+        previous = first or FLOpsProjectStatus()
+        platform = ctx.platforms.for_manifest(manifest)
+        clock = Stopwatch()
+        applied = []
+        try:
+            for _ in range(MAX_PASSES):
+                result = await reconcile(manifest, previous, platform=platform, credentials=ctx.credentials,
+                                         progress_source=ctx.progress)
+                applied += result.applied
+                previous = result.status
+                if result.invalid or not result.applied:
+                    break
+        except TransientPlatformError as exc:
+            message = f"platform {platform.name} unavailable, retrying: {exc}"
+            new = problem_status(previous, generation, stalled=False, reason="PlatformUnavailable",
+                                 message=message, now=utcnow())
+            _write(ctx, body, patch, manifest, new, events_for(first, new, applied=applied))
+            ctx.metrics.reconciled(trigger, "transient_error", clock.seconds)
+            raise kopf.TemporaryError(message, delay=backoff_seconds(retry)) from None
+        except PermanentPlatformError as exc:
+            new = problem_status(previous, generation, stalled=True, reason="PlatformError", message=str(exc),
+                                 now=utcnow())
+            _write(ctx, body, patch, manifest, new, events_for(first, new, applied=applied))
+            ctx.metrics.reconciled(trigger, "stalled", clock.seconds)
+            logger.debug("stalled: %s", exc)
+            return
+        except Exception:  # a bug or an unforeseen failure: kopf logs it and retries with its backoff
+            ctx.metrics.reconciled(trigger, "error", clock.seconds)
+            raise
+        _write(ctx, body, patch, manifest, result.status,
+               events_for(first, result.status, applied=applied, invalid=result.invalid))
+        ctx.metrics.reconciled(trigger, "invalid" if result.invalid else "ok", clock.seconds)
+
+
+async def on_change(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
+    """Create, update and resume alike: converge the project to its spec (idempotent)."""
+    await _converge(_context(memo), body, patch, retry, "change", logger)
+
+
+async def on_resync(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
+    """Periodic: repairs drift (lost services) and follows training progress into status."""
+    await _converge(_context(memo), body, patch, retry, "resync", logger)
+
+
+async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
+    """Behind the finalizer: clean up per spec.deletionPolicy; keep the project until that worked."""
+    ctx = _context(memo)
+    manifest = copy.deepcopy(dict(body))
+    ref = project_ref(manifest)
+    generation = int(manifest["metadata"].get("generation") or 1)
+    policy = (manifest.get("spec") or {}).get("deletionPolicy") or "Delete"
+    async with ctx.lock(ref.uid):
+        first = _previous(ctx, body)
+        clock = Stopwatch()
+        try:
+            removed = await finalize(manifest, platform=ctx.platforms.for_manifest(manifest),
+                                     credentials=ctx.credentials)
+        except (TransientPlatformError, PermanentPlatformError) as exc:
+            message = f"cleanup failed (deletionPolicy {policy}), retrying: {exc}"
+            new = deleting_status(first or FLOpsProjectStatus(), generation, now=utcnow(), message=message)
+            events = events_for(first, new)
+            if not first or first.message != message:
+                events.append(EventSpec("Warning", "CleanupFailed", message))
+            _write(ctx, body, patch, manifest, new, events)
+            ctx.metrics.reconciled("delete", "transient_error" if isinstance(exc, TransientPlatformError)
+                                   else "stalled", clock.seconds)
+            raise kopf.TemporaryError(message, delay=backoff_seconds(retry)) from None
+    ctx.metrics.reconciled("delete", "ok", clock.seconds)
+    ctx.forget(ref.uid, ref.key)
+    if removed:
+        kopf.event(body, type="Normal", reason="Deleted", message="services and credentials removed")
+    else:
+        kopf.event(body, type="Normal", reason="Orphaned", message="deletionPolicy Orphan: services left running")
+
+
+def on_login(memo: Any, **_: Any) -> kopf.ConnectionInfo:
+    return connection_info(_context(memo).kube_config)
+
+
+def on_probe(memo: Any, **_: Any) -> int:
+    """Liveness: the operator's loop answers; reports how many projects it tracks."""
+    return len(_context(memo).statuses)
+
+
+def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 30.0,
+             jitter: float = 0.2) -> kopf.OperatorRegistry:
+    """Attach the handlers to `registry` (one per operator instance: tests make their own)."""
+    resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
+    kopf.on.login(registry=registry)(on_login)
+    kopf.on.probe(id="projects", registry=registry)(on_probe)
+    kopf.on.resume(**resource, id="reconcile")(on_change)
+    kopf.on.create(**resource, id="reconcile")(on_change)
+    kopf.on.update(**resource, id="reconcile")(on_change)
+    kopf.timer(**resource, id="resync", interval=resync_seconds,
+               initial_delay=lambda **_: resync_delay(resync_seconds, jitter))(on_resync)
+    kopf.on.delete(**resource, id="cleanup")(on_delete)
+    return registry

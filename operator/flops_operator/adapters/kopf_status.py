@@ -1,0 +1,127 @@
+"""Pure decisions of the kopf adapter: what to patch into status, which Events to post, how long to wait.
+
+No kopf and no I/O here, so all of it is unit-tested without an API server.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+from ..models import Condition, FLOpsProjectStatus, Phase
+from ..plan.diff import Action, Create, Remove, Replace
+
+_MISSING = object()
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch (RFC 7386) turning `old` into `new`; empty when they are equal.
+
+    Lists are replaced whole (as merge patches do); keys gone from `new` are set to None.
+    """
+    patch: dict[str, Any] = {}
+    for key in sorted(set(old) - set(new)):
+        patch[key] = None
+    for key, value in new.items():
+        before = old.get(key, _MISSING)
+        if isinstance(value, Mapping) and isinstance(before, Mapping):
+            inner = merge_patch(before, value)
+            if inner:
+                patch[key] = inner
+        elif before != value:
+            patch[key] = value
+    return patch
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    """Normal or Warning."""
+    reason: str
+    message: str
+
+
+def describe(actions: Sequence[Action]) -> str:
+    verbs = {Create: "create", Replace: "replace", Remove: "remove"}
+    parts = []
+    for action in actions:
+        verb = verbs.get(type(action))
+        if verb is not None:
+            name = action.name if isinstance(action, Remove) else action.service.name
+            parts.append(f"{verb} {name}")
+    return ", ".join(parts)
+
+
+def _is_true(status: FLOpsProjectStatus | None, type_: str) -> bool:
+    condition = status.condition(type_) if status is not None else None
+    return condition is not None and condition.status == "True"
+
+
+def events_for(previous: FLOpsProjectStatus | None, new: FLOpsProjectStatus, *, applied: Sequence[Action] = (),
+               invalid: bool = False) -> list[EventSpec]:
+    """The Events one reconcile is worth: what it changed, a phase change, a new reason to stop.
+
+    `previous` is None when the project had no status yet. Nothing is repeated while nothing changes,
+    so a periodic resync of a steady project posts no Event.
+    """
+    events = []
+    if applied:
+        events.append(EventSpec("Normal", "Applied", describe(applied)))
+    changed_phase = previous is None or previous.phase is not new.phase
+    changed_message = previous is None or previous.message != new.message
+    if invalid:
+        if changed_phase or changed_message:
+            events.append(EventSpec("Warning", "InvalidSpec", new.message or "invalid spec"))
+    elif changed_phase:
+        before = previous.phase.value if previous is not None else "(new)"
+        kind = "Warning" if new.phase is Phase.Failed else "Normal"
+        events.append(EventSpec(kind, new.phase.value, f"{before} -> {new.phase.value}: {new.message or ''}".rstrip(": ")))
+    elif _is_true(new, "Stalled") and (not _is_true(previous, "Stalled") or changed_message):
+        events.append(EventSpec("Warning", "Stalled", new.message or "stalled"))
+    return events
+
+
+def _set_condition(status: FLOpsProjectStatus, now: str, generation: int, type_: str, value: bool, reason: str,
+                   message: str = "") -> None:
+    text = "True" if value else "False"
+    prev = status.condition(type_)
+    since = prev.last_transition_time if prev is not None and prev.status == text else now
+    status.conditions = [c for c in status.conditions if c.type != type_] + [
+        Condition(type=type_, status=text, reason=reason, message=message, last_transition_time=since,
+                  observed_generation=generation)]
+
+
+def problem_status(previous: FLOpsProjectStatus, generation: int, *, stalled: bool, reason: str, message: str,
+                   now: str) -> FLOpsProjectStatus:
+    """The last status with the reason reconcile could not go on.
+
+    Stalled (someone must change something): phase Failed. Otherwise it is being retried: the phase
+    and the components stay as last seen, Reconciling says why.
+    """
+    status = previous.model_copy(deep=True)
+    status.observed_generation = generation
+    status.message = message
+    if stalled:
+        status.phase = Phase.Failed
+    _set_condition(status, now, generation, "Ready", False, reason, message)
+    _set_condition(status, now, generation, "Reconciling", not stalled, reason if not stalled else "Stalled",
+                   "" if stalled else message)
+    _set_condition(status, now, generation, "Stalled", stalled, reason if stalled else "None", message if stalled else "")
+    return status
+
+
+def backoff_seconds(retry: int, *, base: float = 2.0, cap: float = 300.0,
+                    rand: Callable[[float, float], float] = random.uniform) -> float:
+    """Exponential backoff with +-20% jitter, so that many projects do not retry in lockstep."""
+    delay = min(cap, base * 2 ** max(0, retry))
+    return delay * rand(0.8, 1.2)
+
+
+def resync_delay(interval: float, jitter: float, *, rand: Callable[[float, float], float] = random.uniform) -> float:
+    """First resync of a project: one interval after it is seen, plus a random share of it.
+
+    kopf repeats a timer at a fixed interval from its first run, so a random start is what keeps
+    the resyncs of projects created together (or found together at start-up) apart.
+    """
+    return interval + rand(0.0, interval * jitter)
