@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from enum import Enum
 
 
@@ -76,7 +77,7 @@ class ServiceSpec:
                 return port
         raise KeyError(f"service {self.name} has no port {name!r}")
 
-    @property
+    @cached_property
     def spec_hash(self) -> str:
         """Changes whenever anything a platform would deploy differently changes."""
         basis = asdict(self)

@@ -1,0 +1,110 @@
+"""How to reach Oakestra and how hard to push it: from env vars or a Kubernetes Secret's data."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Mapping
+
+# Setting -> (env var, Secret/dict key). Secret keys are the lowercase short names.
+_KEYS = {
+    "url": ("FLOPS_OAKESTRA_URL", "url"),
+    "username": ("FLOPS_OAKESTRA_USERNAME", "username"),
+    "password": ("FLOPS_OAKESTRA_PASSWORD", "password"),
+    "organization": ("FLOPS_OAKESTRA_ORGANIZATION", "organization"),
+    "max_in_flight": ("FLOPS_OAKESTRA_MAX_IN_FLIGHT", "maxInFlight"),
+    "request_timeout": ("FLOPS_OAKESTRA_REQUEST_TIMEOUT", "requestTimeout"),
+    "retries": ("FLOPS_OAKESTRA_RETRIES", "retries"),
+    "failure_grace": ("FLOPS_OAKESTRA_FAILURE_GRACE", "failureGrace"),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class OakestraConfig:
+    url: str
+    """System Manager base URL, e.g. http://oakestra-root:10000."""
+    username: str = "Admin"
+    password: str = field(default="", repr=False)
+    organization: str | None = None
+    """Organization to log in to (organization_name); None = Oakestra's default ("root")."""
+    max_in_flight: int = 32
+    """Calls in flight at once, across all projects."""
+    request_timeout: float = 10.0
+    """Seconds for one call, connect and body included."""
+    connect_timeout: float = 5.0
+    retries: int = 4
+    """Attempts for a call that is safe to repeat (reads, deletes, login)."""
+    write_attempts: int = 6
+    """Observe-then-write rounds for a create before giving up for this reconcile."""
+    backoff_initial: float = 0.2
+    backoff_max: float = 5.0
+    token_refresh_margin: float = 60.0
+    """Refresh the access token this many seconds before it expires."""
+    failure_grace: float = 120.0
+    """FAILED/DEAD instances are retried by Oakestra; only this long a failure is a failure."""
+    unschedulable_retry: float = 300.0
+    """After a negative scheduling answer, ask for the instance again after this long."""
+    rr_ip_attempts: int = 16
+    host_port_range: tuple[int, int] = (30000, 40000)
+    """Host ports for published container ports (deterministic per project and service)."""
+    workdir: str = "/var/lib/flops"
+    customer_id: str | None = None
+    """SLA customerID (Oakestra ignores it for ownership); defaults to the username."""
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigError(f"Oakestra URL must start with http:// or https:// (got {self.url!r})")
+        if not self.username or not self.password:
+            raise ConfigError("Oakestra username and password are required")
+        if self.max_in_flight < 1 or self.retries < 1 or self.write_attempts < 1:
+            raise ConfigError("max_in_flight, retries and write_attempts must be at least 1")
+        object.__setattr__(self, "url", self.url.rstrip("/"))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> "OakestraConfig":
+        env = os.environ if env is None else env
+        return cls._build({name: env.get(var) for name, (var, _) in _KEYS.items()}, overrides)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, base64_values: bool = False,
+                     **overrides: Any) -> "OakestraConfig":
+        """From a dict or a Kubernetes Secret: `.data` (base64_values=True) or `.stringData`.
+
+        Keys: url, username, password, organization (and optional maxInFlight, requestTimeout,
+        retries, failureGrace); the env-var names are accepted as keys too.
+        """
+        def value(name: str) -> Any:
+            var, key = _KEYS[name]
+            raw = data.get(key, data.get(var))
+            if raw is None or not base64_values:
+                return raw.decode() if isinstance(raw, bytes) else raw
+            try:
+                return base64.b64decode(raw, validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise ConfigError(f"Secret key {key!r} is not valid base64") from None
+        return cls._build({name: value(name) for name in _KEYS}, overrides)
+
+    @classmethod
+    def _build(cls, raw: Mapping[str, Any], overrides: Mapping[str, Any]) -> "OakestraConfig":
+        if not raw.get("url"):
+            raise ConfigError("Oakestra URL is missing (FLOPS_OAKESTRA_URL or Secret key 'url')")
+        types = {f.name: f.type for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for name, text in raw.items():
+            if text in (None, ""):
+                continue
+            kind = types[name]
+            try:
+                values[name] = int(text) if kind == "int" else float(text) if kind == "float" else str(text)
+            except ValueError:
+                raise ConfigError(f"Oakestra setting {name} must be a number (got {text!r})") from None
+        return cls(**{**values, **overrides})
+
+    def with_(self, **changes: Any) -> "OakestraConfig":
+        return replace(self, **changes)

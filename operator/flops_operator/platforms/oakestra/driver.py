@@ -1,0 +1,349 @@
+"""OakestraPlatform: the Platform contract (platforms/base.py) on Oakestra's System Manager.
+
+One Oakestra application per project; one Oakestra service (with one instance) per logical
+service. Every decision to write rests on an observation that accounts for this process's own
+earlier writes (views.py): the project's services are re-read whenever a write touched the
+service in question, and always at observe(). A restarted operator starts with no view and
+therefore reads first. Creates are never retried blindly: a lost answer leads to a new read and
+a new decision (client.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Awaitable, Callable, Mapping, TypeVar
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from ...models import ProjectRef
+from ...plan.services import ServiceSpec
+from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
+from . import names, sla
+from .client import OakestraClient, OakestraRefused, WriteOutcomeUnknown
+from .config import OakestraConfig
+from .interpret import FAILING, StoredService, Verdict, judge, observed, parse
+from .views import AppGone, Views
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class _TryAgain(TransientPlatformError):
+    """This round of observe-then-write did not settle; observe again and decide again."""
+
+
+class OakestraPlatform:
+    name = "oakestra"
+
+    def __init__(self, config: OakestraConfig, *, clock: Callable[[], float] = time.monotonic):
+        self.config = config
+        self.client = OakestraClient(config, clock=clock)
+        self._clock = clock
+        self._customer = config.customer_id or config.username
+        self._user_id: str | None = None
+        self._apps: dict[tuple[str, str], str] = {}
+        """(application_name, application_namespace) -> applicationID."""
+        self._listing: asyncio.Task | None = None
+        self._views = Views(self._read, self._forget_app)
+        self._failing_since: dict[tuple[str, int], float] = {}
+        self._unschedulable_since: dict[str, float] = {}
+        self._claimed_ips: set[str] = set()
+        """Round-robin IPs this process holds or is about to ask for (avoids asking twice)."""
+        self._refused_ips: set[str] = set()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "OakestraPlatform":
+        return cls(OakestraConfig.from_env(env, **overrides))
+
+    @classmethod
+    def from_secret(cls, data: Mapping[str, str], *, base64_values: bool = True, **overrides) -> "OakestraPlatform":
+        return cls(OakestraConfig.from_mapping(data, base64_values=base64_values, **overrides))
+
+    async def close(self) -> None:
+        for task in (self._listing, *self._views.tasks()):
+            if task is not None and not task.done():
+                task.cancel()
+        await self.client.close()
+
+    # Applications.
+    def _app_key(self, project: ProjectRef) -> tuple[str, str]:
+        return names.app_name(project), names.app_namespace(project)
+
+    def _index(self, apps: list[dict]) -> None:
+        """Both the app listing and the create answer are the user's complete list of apps."""
+        index = {}
+        for app in apps:
+            key = (app.get("application_name"), app.get("application_namespace"))
+            if isinstance(app.get("applicationID"), str) and all(isinstance(k, str) for k in key):
+                index[key] = app["applicationID"]
+        self._apps = index
+
+    async def _list_apps(self) -> None:
+        """List the user's apps once for everyone waiting (a cold start lists once, not per project)."""
+        if self._listing is None or self._listing.done():
+            async def listing() -> None:
+                if self._user_id is None:
+                    self._user_id = await self.client.user_id()
+                self._index(await self.client.list_apps(self._user_id))
+            self._listing = asyncio.ensure_future(listing())
+        await asyncio.shield(self._listing)
+
+    async def _find_app(self, project: ProjectRef, *, refresh: bool = False) -> str | None:
+        key = self._app_key(project)
+        if refresh or key not in self._apps:
+            await self._list_apps()
+        return self._apps.get(key)
+
+    def _forget_app(self, project: ProjectRef) -> None:
+        self._apps.pop(self._app_key(project), None)
+        state = self._views.forget(project)
+        for svc in (state.services or {}).values() if state else ():
+            self._claimed_ips.discard(svc.rr_ip or "")
+
+    async def _ensure_app(self, project: ProjectRef) -> str:
+        state = self._views.of(project)
+        async with state.lock:
+            app_id = await self._find_app(project)
+            if app_id is not None:
+                return app_id
+            try:
+                apps = await self.client.create_app(sla.application(project, self._customer))
+            except WriteOutcomeUnknown:
+                # Created or not: only a fresh listing tells.
+                found = await self._find_app(project, refresh=True)
+                if found is None:
+                    raise
+                return found
+            if apps is None:
+                # 409: it exists after all (created by an earlier attempt whose answer was lost).
+                found = await self._find_app(project, refresh=True)
+            else:
+                self._index(apps)
+                found = self._apps.get(self._app_key(project))
+                if found is not None:
+                    # A new app has no services: nothing to read before its first create.
+                    state.known_empty()
+            if found is None:
+                raise _TryAgain(f"application {names.app_name(project)} is not listed after its create")
+            return found
+
+    # The per-project view of services.
+    async def _read(self, app_id: str) -> dict[str, StoredService] | None:
+        docs = await self.client.list_services(app_id)
+        if docs is None:
+            return None
+        services: dict[str, StoredService] = {}
+        for doc in docs:
+            svc = parse(doc)
+            if svc.oakestra_name and svc.oakestra_name not in services:
+                services[svc.oakestra_name] = svc
+                if svc.rr_ip:
+                    self._claimed_ips.add(svc.rr_ip)
+        return services
+
+    # Judging what is there.
+    def _verdict(self, svc: StoredService) -> Verdict:
+        now = self._clock()
+        failing = {}
+        for inst in svc.instances:
+            key = (svc.id, inst.number)
+            if inst.status in FAILING:
+                failing[inst.number] = self._failing_since.setdefault(key, now)
+            else:
+                self._failing_since.pop(key, None)
+        verdict = judge(svc, now=now, failing_since=failing, grace=self.config.failure_grace,
+                        unschedulable_since=self._unschedulable_since.get(svc.id),
+                        unschedulable_retry=self.config.unschedulable_retry)
+        if verdict.unschedulable:
+            self._unschedulable_since.setdefault(svc.id, now)
+        else:
+            self._unschedulable_since.pop(svc.id, None)
+        return verdict
+
+    @staticmethod
+    def _moved_peers(svc: StoredService, by_name: Mapping[str, StoredService]) -> list[str]:
+        """Peers whose address changed since this service's command/env were rendered."""
+        if svc.identity is None:
+            return []
+        moved = []
+        for peer, rr_ip in svc.identity.peers.items():
+            now = by_name.get(peer)
+            if now is not None and now.rr_ip and now.rr_ip != rr_ip:
+                moved.append(peer)
+        return moved
+
+    def _observed(self, svc: StoredService, by_name: Mapping[str, StoredService]) -> tuple[ObservedService, Verdict]:
+        verdict = self._verdict(svc)
+        spec_hash = svc.identity.spec_hash if svc.identity else ""
+        # An empty hash makes the reconcile step call ensure(), which finishes what is unfinished:
+        # an instance never requested (or lost), a surplus instance, a peer that moved.
+        if verdict.deploy or verdict.undeploy or self._moved_peers(svc, by_name):
+            spec_hash = ""
+        return observed(svc, verdict, spec_hash=spec_hash), verdict
+
+    # The Platform protocol.
+    async def observe(self, project: ProjectRef) -> Observation:
+        app_id = await self._find_app(project)
+        if app_id is None:
+            return Observation({}, None, None)
+        try:
+            services = await self._views.read(project, app_id)
+        except AppGone:
+            app_id = await self._find_app(project, refresh=True)
+            if app_id is None:
+                return Observation({}, None, None)
+            services = await self._views.read(project, app_id)
+        by_name = {s.name: s for s in services.values() if s.name}
+        result = {}
+        for svc in services.values():
+            if svc.name and names.service_name(svc.name) == svc.oakestra_name and svc.name not in result:
+                result[svc.name] = self._observed(svc, by_name)[0]
+        return Observation(result, app_id, names.app_name(project))
+
+    async def ensure(self, project: ProjectRef, service: ServiceSpec, secrets: Mapping[str, str]) -> ObservedService:
+        async def one_round() -> ObservedService:
+            app_id = await self._ensure_app(project)
+            return await self._ensure_service(project, app_id, service, secrets)
+        return await self._rounds(one_round)
+
+    async def remove(self, project: ProjectRef, name: str) -> None:
+        app_id = await self._find_app(project)
+        if app_id is None:
+            return
+        oakestra_name = names.service_name(name)
+
+        async def one_round() -> None:
+            current = (await self._views.current(project, app_id, fresh_for=oakestra_name)).get(oakestra_name)
+            if current is not None:
+                await self._delete_service(project, current, verify=True, app_id=app_id)
+        await self._rounds(one_round)
+
+    async def remove_all(self, project: ProjectRef) -> None:
+        async def one_round() -> None:
+            app_id = await self._find_app(project, refresh=True)
+            if app_id is None:
+                self._forget_app(project)
+                return
+            services = await self._read(app_id) or {}
+            # Undeploy instance by instance first: Oakestra's own cascade skips every second one.
+            await asyncio.gather(*(self._delete_service(project, svc, verify=False, app_id=app_id)
+                                   for svc in services.values()))
+            await self.client.delete_app(app_id)
+            self._forget_app(project)
+            if await self._find_app(project, refresh=True) is not None:
+                raise _TryAgain(f"application {app_id} of {project.key} still listed after delete")
+        await self._rounds(one_round)
+
+    # Effects.
+    async def _rounds(self, step: Callable[[], Awaitable[T]]) -> T:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.config.write_attempts),
+            wait=wait_random_exponential(multiplier=self.config.backoff_initial, max=self.config.backoff_max),
+            retry=retry_if_exception_type((_TryAgain, AppGone, WriteOutcomeUnknown)), reraise=True)
+        async for attempt in retrying:
+            with attempt:
+                return await step()
+        raise AssertionError("unreachable")
+
+    async def _ensure_service(self, project: ProjectRef, app_id: str, service: ServiceSpec,
+                              secrets: Mapping[str, str]) -> ObservedService:
+        state = self._views.of(project)
+        oakestra_name = names.service_name(service.name)
+        view = await self._views.current(project, app_id, fresh_for=oakestra_name)
+        current = view.get(oakestra_name)
+        by_name = {s.name: s for s in view.values() if s.name}
+        if current is not None:
+            same = current.identity is not None and current.identity.spec_hash == service.spec_hash
+            if same and not self._moved_peers(current, by_name):
+                return await self._finish_deploy(project, current, by_name)
+            await self._delete_service(project, current, verify=False, app_id=app_id)
+            raise _TryAgain(f"{service.name}: replaced, creating it anew")
+        peers = {name: sla.Peer(s.rr_ip, dict(s.identity.ports)) for name, s in by_name.items()
+                 if s.rr_ip and s.identity is not None and name != service.name}
+        taken = self._claimed_ips | self._refused_ips
+        tried = 0
+        for rr_ip in names.rr_ip_candidates(project.uid, service.name):
+            if rr_ip in taken:
+                continue
+            if tried >= self.config.rr_ip_attempts:
+                break
+            tried += 1
+            try:
+                ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
+                                      workdir=self.config.workdir, port_range=self.config.host_port_range)
+            except sla.MissingPeer as exc:
+                raise TransientPlatformError(
+                    f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
+            self._claimed_ips.add(rr_ip)
+            try:
+                answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
+            except WriteOutcomeUnknown:
+                raise _TryAgain(f"{service.name}: create answer lost") from None
+            except OakestraRefused as exc:
+                self._claimed_ips.discard(rr_ip)
+                if exc.status == 400:
+                    # Also what Oakestra says when the app vanished: look for it again next round.
+                    self._forget_app(project)
+                    raise _TryAgain(f"{service.name}: Oakestra refused the service (HTTP 400)") from None
+                raise
+            finally:
+                # Marked when the write is over: a read must start after it to count as seeing it.
+                state.wrote(oakestra_name)
+            if answer.get("failed_services"):
+                # The network plugin refused the round-robin IP (taken by another service) or failed.
+                log.info("%s: %s refused at %s, trying the next address", project.key, service.name, rr_ip)
+                self._claimed_ips.discard(rr_ip)
+                self._refused_ips.add(rr_ip)
+                continue
+            view = await self._views.current(project, app_id, fresh_for=oakestra_name)
+            created = view.get(oakestra_name)
+            if created is None:
+                raise _TryAgain(f"{service.name}: created but not listed yet")
+            return await self._finish_deploy(project, created, by_name)
+        raise TransientPlatformError(
+            f"{service.name}: Oakestra refused {tried} round-robin addresses (taken, or its network plugin fails)")
+
+    async def _finish_deploy(self, project: ProjectRef, svc: StoredService,
+                             by_name: Mapping[str, StoredService]) -> ObservedService:
+        """Request the missing instance (once), remove surplus ones."""
+        state = self._views.of(project)
+        result, verdict = self._observed(svc, by_name)
+        if not verdict.deploy and not verdict.undeploy:
+            return result
+        try:
+            for number in verdict.undeploy:
+                await self.client.undeploy_instance(svc.id, number)
+            for _ in range(verdict.deploy):
+                await self.client.deploy_instance(svc.id)
+        except WriteOutcomeUnknown:
+            raise _TryAgain(f"{result.name}: instance request answer lost") from None
+        finally:
+            state.wrote(svc.oakestra_name)
+        self._unschedulable_since.pop(svc.id, None)
+        message = "instance requested" if verdict.deploy else result.message
+        state_now = ServiceState.pending if verdict.deploy else result.state
+        return ObservedService(name=result.name, role=result.role, state=state_now, spec_hash=result.spec_hash or
+                               (svc.identity.spec_hash if svc.identity else ""), service_id=svc.id,
+                               address=result.address, external_address=result.external_address, message=message)
+
+    async def _delete_service(self, project: ProjectRef, svc: StoredService, *, verify: bool, app_id: str) -> None:
+        state = self._views.of(project)
+        try:
+            for inst in svc.instances:
+                await self.client.undeploy_instance(svc.id, inst.number)
+            deleted = await self.client.delete_service(svc.id)
+        finally:
+            state.wrote(svc.oakestra_name)
+        if not deleted and verify:
+            # 500 is "not found" -- or a failure: only a fresh read tells which.
+            still = (await self._views.current(project, app_id, fresh_for=svc.oakestra_name)).get(svc.oakestra_name)
+            if still is not None and still.id == svc.id:
+                raise _TryAgain(f"{svc.name or svc.oakestra_name}: delete refused, still listed")
+        if state.services is not None and state.services.get(svc.oakestra_name) is svc:
+            del state.services[svc.oakestra_name]
+        self._claimed_ips.discard(svc.rr_ip or "")
+        for inst in svc.instances:
+            self._failing_since.pop((svc.id, inst.number), None)
+        self._unschedulable_since.pop(svc.id, None)

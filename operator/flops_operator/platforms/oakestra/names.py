@@ -1,0 +1,67 @@
+"""Oakestra names and addresses derived from the project UID and logical service names (pure).
+
+Oakestra names must match ^[a-zA-Z0-9]{1,30}$ and the four-part job_name is global across users
+(a clash silently takes over someone else's service), so the UID hash makes them unique; the
+readable part is only for people looking at Oakestra's dashboard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import re
+from typing import Iterator
+
+from ...models import ProjectRef
+
+NAME = re.compile(r"^[a-zA-Z0-9]{1,30}$")
+SERVICE_NAMESPACE = "flops"
+# The network plugin hands out addresses from 10.30.0.0 upwards when a service does not choose one;
+# staying above 10.30.64.0 keeps our choices clear of those.
+_RR_FIRST_SUBNET, _RR_SUBNETS = 64, 192
+
+
+def _digest(*parts: str) -> str:
+    return hashlib.sha256("\x1f".join(parts).encode()).hexdigest()
+
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^a-zA-Z0-9]", "", text)
+
+
+def app_name(project: ProjectRef) -> str:
+    return (_alnum(project.name)[:18] or "flops") + _digest("app", project.uid)[:12]
+
+
+def app_namespace(project: ProjectRef) -> str:
+    return (_alnum(project.namespace)[:22] or "ns") + _digest("ns", project.uid)[:8]
+
+
+def service_name(logical: str) -> str:
+    """learner-12 -> learner12 + a hash of the exact logical name (learner-12 and learner12 differ)."""
+    return (_alnum(logical)[:24] or "svc") + _digest("svc", logical)[:6]
+
+
+def rr_ip_candidates(project_uid: str, logical: str) -> Iterator[str]:
+    """The service's round-robin IPs in order of preference: deterministic, 10.30.64.1-10.30.255.254."""
+    attempt = 0
+    while True:
+        value = int(_digest("rr", project_uid, logical, str(attempt))[:8], 16)
+        subnet = _RR_FIRST_SUBNET + value % _RR_SUBNETS
+        host = 1 + (value // _RR_SUBNETS) % 254
+        yield f"10.30.{subnet}.{host}"
+        attempt += 1
+
+
+def valid_rr_ip(address: str) -> bool:
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    return ip in ipaddress.IPv4Network("10.30.0.0/16")
+
+
+def host_port(project_uid: str, logical: str, port: str, port_range: tuple[int, int]) -> int:
+    """The worker host port a published container port is mapped to."""
+    low, high = port_range
+    return low + int(_digest("hostport", project_uid, logical, port)[:8], 16) % (high - low)

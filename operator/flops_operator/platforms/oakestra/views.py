@@ -1,0 +1,97 @@
+"""Per-project knowledge of an app's services: what was read, and which writes it already reflects.
+
+A read counts as seeing a write only if it started after the write finished. Reads in flight are
+shared: a wave of creates in one project, or an observe and the ensures right after it, need one
+GET /api/services/{appid}, not one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Awaitable, Callable
+
+from ...models import ProjectRef
+from ..base import TransientPlatformError
+from .interpret import StoredService
+
+Services = dict[str, StoredService]
+"""By Oakestra service name."""
+
+
+class AppGone(TransientPlatformError):
+    """The app is no longer there (404 on its services)."""
+
+
+@dataclass
+class ProjectView:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while the project's app is looked up or created."""
+    services: Services | None = None
+    read_seq: int = -1
+    write_seq: int = 0
+    written: dict[str, int] = field(default_factory=dict)
+    """Oakestra service name -> write_seq of the last write that touched it."""
+    reading: asyncio.Task | None = None
+
+    def wrote(self, oakestra_name: str) -> None:
+        """Call when a write is over (answered or not)."""
+        self.write_seq += 1
+        self.written[oakestra_name] = self.write_seq
+
+    def known_empty(self) -> None:
+        """The app was just created by us: it has no services, no need to read."""
+        self.services, self.read_seq = {}, self.write_seq
+
+
+class Views:
+    def __init__(self, read: Callable[[str], Awaitable[Services | None]],
+                 on_gone: Callable[[ProjectRef], None]):
+        self._read = read
+        self._on_gone = on_gone
+        """Told when an app turns out to be gone (to drop what else is known about it)."""
+        self._projects: dict[str, ProjectView] = {}
+
+    def of(self, project: ProjectRef) -> ProjectView:
+        return self._projects.setdefault(project.uid, ProjectView())
+
+    def forget(self, project: ProjectRef) -> ProjectView | None:
+        return self._projects.pop(project.uid, None)
+
+    def tasks(self) -> list[asyncio.Task]:
+        return [p.reading for p in self._projects.values() if p.reading is not None]
+
+    async def current(self, project: ProjectRef, app_id: str, *, fresh_for: str) -> Services:
+        """The services as read after this process's last write to `fresh_for`."""
+        state = self.of(project)
+        while True:
+            if state.services is not None and state.read_seq >= state.written.get(fresh_for, 0):
+                return state.services
+            if state.reading is None:
+                return await self.read(project, app_id)
+            # Join the read in flight; if it started before our write, the loop starts another.
+            await asyncio.shield(state.reading)
+
+    async def read(self, project: ProjectRef, app_id: str) -> Services:
+        """A new read (raises AppGone if the app no longer exists)."""
+        state = self.of(project)
+        seq = state.write_seq
+        task: asyncio.Task | None = None
+
+        async def reading() -> None:
+            try:
+                services = await self._read(app_id)
+                if services is None:
+                    self.forget(project)
+                    self._on_gone(project)
+                    raise AppGone(f"application {app_id} of {project.key} is gone")
+                if state.read_seq <= seq:
+                    state.services, state.read_seq = services, seq
+            finally:
+                if state.reading is task:
+                    state.reading = None
+
+        task = asyncio.ensure_future(reading())
+        state.reading = task
+        await asyncio.shield(task)
+        return state.services or {}

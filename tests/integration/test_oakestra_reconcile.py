@@ -1,0 +1,202 @@
+"""The real reconcile step driving Oakestra (the emulator): converge, scale, restart, tokens, delete."""
+
+from collections import Counter
+
+from flops_operator.credentials import MemoryCredentials
+from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
+from flops_operator.plan.desired import desired
+from flops_operator.platforms.base import ServiceState
+from flops_operator.platforms.oakestra import names
+from flops_operator.progress import NoProgress
+from flops_operator.reconcile import finalize, reconcile
+from tests.oakestra_emulator import ManualClock, run_emulator
+from tests.oakestra_emulator.testing import converge, driver_for, manifest, scaled
+
+SERVICE = "/api/service/"
+INSTANCE = "/api/service/{serviceid}/instance"
+UNDEPLOY = "/api/service/{serviceid}/instance/{n}"
+DELETE = "/api/service/{serviceid}"
+STACK = ["backend-store", "artifact-store", "tracking-server", "aggregator"]
+
+
+def service_names(emu) -> list[str]:
+    return sorted(j["flops_operator"]["service"] for j in emu.jobs())
+
+
+def one_instance_each(emu) -> bool:
+    jobs = emu.jobs()
+    return (all(len(j["instance_list"]) == 1 for j in jobs)
+            and len(emu.cluster_instances()) == len(jobs)
+            and all(count == 1 for count in emu.sm.instance_requests.values()))
+
+
+async def test_converges_ready_with_rr_ip_wiring_then_writes_nothing():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m, platform, creds)
+            emu.clear_calls()
+            again = await reconcile(m, result.status, platform=platform, credentials=creds,
+                                    progress_source=NoProgress())
+        finally:
+            await platform.close()
+    assert result.status.phase is Phase.Training and result.status.condition("Ready").status == "True"
+    assert service_names(emu) == sorted(STACK + ["learner-0", "learner-1", "learner-2"])
+    assert one_instance_each(emu)
+    assert again.applied == [] and emu.writes() == []
+    assert [(c.method, c.route) for c in emu.calls] == [("GET", "/api/services/{appid}")]
+    by = {j["flops_operator"]["service"]: j for j in emu.jobs()}
+    agg, tracking = by["aggregator"], by["tracking-server"]
+    assert f"FLOPS_SUPERLINK={agg['RR_ip']}:8000" in by["learner-1"]["environment"]
+    assert f"MLFLOW_TRACKING_URI=http://{tracking['RR_ip']}:5000" in agg["environment"]
+    assert f"{by['backend-store']['RR_ip']}:3306" in " ".join(tracking["cmd"])
+    assert len({j["RR_ip"] for j in by.values()}) == len(by)
+    assert result.status.oakestra.application_id == emu.apps()[0]["applicationID"]
+
+
+async def test_scale_learners_3_5_2_with_exactly_the_right_calls():
+    m3 = manifest(learners=3)
+    m5, m2 = scaled(m3, 5), scaled(scaled(m3, 5), 2)
+    # The plan keeps existing learners' specs when only the count changes; the calls below rely on it.
+    hashes = {s.name: s.spec_hash for s in desired(parse_project(m3), training_done=False)}
+    assert all(hashes[s.name] == s.spec_hash for s in desired(parse_project(m5), training_done=False)
+               if s.name in hashes)
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m3, platform, creds)
+            emu.clear_calls()
+            result = await converge(m5, platform, creds, result.status)
+            up = Counter((c.method, c.route) for c in emu.writes())
+            assert service_names(emu) == sorted(STACK + [f"learner-{i}" for i in range(5)])
+            emu.clear_calls()
+            result = await converge(m2, platform, creds, result.status)
+            down = Counter((c.method, c.route) for c in emu.writes())
+        finally:
+            await platform.close()
+    assert up == Counter({("POST", SERVICE): 2, ("POST", INSTANCE): 2})
+    assert down == Counter({("DELETE", UNDEPLOY): 3, ("DELETE", DELETE): 3})
+    assert service_names(emu) == sorted(STACK + ["learner-0", "learner-1"])
+    assert one_instance_each(emu)
+    assert result.status.observed_generation == 3
+
+
+async def test_restarted_operator_adopts_what_the_first_one_created():
+    m = manifest()
+    async with run_emulator() as emu:
+        first, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m, first, creds)
+        finally:
+            await first.close()
+        emu.clear_calls()
+        second = driver_for(emu)
+        try:
+            again = await reconcile(m, result.status, platform=second, credentials=creds,
+                                    progress_source=NoProgress())
+        finally:
+            await second.close()
+    assert again.applied == [] and emu.writes() == []
+    assert {n: s.state for n, s in again.observation.services.items()} == \
+        {n: ServiceState.running for n in STACK + ["learner-0", "learner-1", "learner-2"]}
+    assert again.status.condition("Ready").status == "True"
+
+
+async def test_half_created_project_is_finished_not_duplicated_after_restart():
+    m = manifest()
+    async with run_emulator() as emu:
+        first, creds = driver_for(emu), MemoryCredentials()
+        try:
+            await reconcile(m, FLOpsProjectStatus(), platform=first, credentials=creds, progress_source=NoProgress())
+        finally:
+            await first.close()
+        # The store lost its only instance (as if the operator died between create and deploy; the
+        # job-level status even stays RUNNING, stale).
+        store = emu.job(names.service_name("backend-store"))
+        emu.sm.undeploy_instance("Admin", store["microserviceID"], "0")
+        second = driver_for(emu)
+        try:
+            result = await converge(m, second, creds)
+        finally:
+            await second.close()
+    assert result.status.condition("Ready").status == "True"
+    assert all(n == 1 for n in emu.sm.upserts.values())
+    assert emu.sm.instance_requests[store["job_name"]] == 2
+    assert all(len(j["instance_list"]) == 1 for j in emu.jobs()) and len(emu.cluster_instances()) == len(emu.jobs())
+
+
+async def test_token_expiry_mid_reconcile_logs_in_again_and_converges():
+    clock = ManualClock()
+    expired = []
+
+    def expire_on_first_service_create(request):
+        if request.method == "POST" and request.path == SERVICE and not expired:
+            expired.append(True)
+            clock.advance(601)  # the server's clock only: the driver still believes its token
+
+    m = manifest()
+    async with run_emulator(clock=clock) as emu:
+        emu.set_on_request(expire_on_first_service_create)
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m, platform, creds)
+        finally:
+            await platform.close()
+    unauthorized = [c for c in emu.calls if c.status == 401]
+    # Only the creates already in flight with the old token (the first wave: at most two) were refused.
+    assert {(c.method, c.route) for c in unauthorized} == {("POST", SERVICE)} and 1 <= len(unauthorized) <= 2
+    assert emu.count("POST", "/api/auth/login") == 2 and platform.client.logins == 2
+    assert result.status.condition("Ready").status == "True"
+    assert all(n == 1 for n in emu.sm.upserts.values()) and one_instance_each(emu)
+
+
+async def test_token_is_refreshed_before_it_expires():
+    clock = ManualClock()
+    m = manifest()
+    async with run_emulator(clock=clock) as emu:
+        platform, creds = driver_for(emu, clock=clock), MemoryCredentials()
+        try:
+            result = await converge(m, platform, creds)
+            for _ in range(3):
+                clock.advance(560)  # within the refresh margin of each token's 10 minutes
+                result = await reconcile(m, result.status, platform=platform, credentials=creds,
+                                         progress_source=NoProgress())
+        finally:
+            await platform.close()
+    assert [c.status for c in emu.calls if c.status == 401] == []
+    assert emu.count("POST", "/api/auth/login") == 1 and emu.count("POST", "/api/auth/refresh") == 3
+
+
+async def test_delete_leaves_nothing_on_oakestra():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            await converge(m, platform, creds)
+            emu.clear_calls()
+            assert await finalize(m, platform=platform, credentials=creds)
+            observed = await platform.observe(parse_project(m).ref)
+        finally:
+            await platform.close()
+    assert emu.apps() == [] and emu.jobs() == [] and emu.cluster_instances() == [] and emu.sm.rr_ips == {}
+    assert emu.count("DELETE", UNDEPLOY) == 7 and emu.count("DELETE", DELETE) == 7
+    assert emu.count("DELETE", "/api/application/{appid}") == 1
+    assert observed.services == {} and observed.application_id is None
+
+
+async def test_app_deleted_behind_the_operators_back_is_recreated():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m, platform, creds)
+            old_app = emu.apps()[0]["applicationID"]
+            emu.sm.delete_application("Admin", old_app, emu.clock())
+            result = await converge(m, platform, creds, result.status)
+        finally:
+            await platform.close()
+    [app] = emu.apps()
+    assert app["applicationID"] != old_app and result.status.oakestra.application_id == app["applicationID"]
+    assert service_names(emu) == sorted(STACK + ["learner-0", "learner-1", "learner-2"])
+    assert result.status.condition("Ready").status == "True"

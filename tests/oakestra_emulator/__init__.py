@@ -1,0 +1,29 @@
+"""An in-process emulator of Oakestra's System Manager API (docs/oakestra-api.md), quirks included.
+
+    async with run_emulator() as emu:                 # http://127.0.0.1:<free port>, user Admin/Admin
+        OakestraConfig(url=emu.url, username="Admin", password="Admin")
+        ...
+    with emulator_in_thread() as emu: ...              # same, on its own loop in a background thread
+
+Knobs (keyword arguments of both): clock (e.g. ManualClock(); wall-clock seconds by default),
+timing=Timing(schedule_delay, step_delay, redeploy_after, orphan_cleanup_after) for the instance
+lifecycle REQUESTED -> CLUSTER_SCHEDULED -> NODE_SCHEDULED -> CREATING -> RUNNING (all 0 by
+default: RUNNING by the next call), token_ttl (600 s), latency (seconds per call),
+faults=Faults(rate, kinds, after_effect, hang, seed, script), clusters=[Cluster(...)] (capacity,
+activity: negative scheduling). Also settable later: emu.latency, emu.faults.rate,
+emu.set_on_request(hook).
+
+Records: emu.calls (method, path, route template, status, injected fault, whether it took
+effect), emu.count(method, route), emu.writes(), emu.reads(); the world: emu.apps(), emu.jobs(),
+emu.job(name), emu.cluster_instances() (what runs on clusters, orphans included), emu.sm.rr_ips,
+emu.sm.upserts / emu.sm.instance_requests (effects applied per job_name). Steering:
+emu.complete(job_id, exit_code), emu.fail_instance(job_id, n, status, detail, stay).
+"""
+
+from .cluster import ROOT_NEGATIVE, Cluster, Timing
+from .http import Call, Faults
+from .model import ApiError, SystemManager
+from .server import Emulator, ManualClock, emulator_in_thread, run_emulator
+
+__all__ = ["ROOT_NEGATIVE", "ApiError", "Call", "Cluster", "Emulator", "Faults", "ManualClock", "SystemManager",
+           "Timing", "emulator_in_thread", "run_emulator"]

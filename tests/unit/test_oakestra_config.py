@@ -1,0 +1,58 @@
+"""Driver configuration, token lifetimes and Oakestra's body encodings."""
+
+import base64
+import json
+
+import pytest
+
+from flops_operator.platforms.oakestra import ConfigError, OakestraConfig
+from flops_operator.platforms.oakestra.auth import Token, lifetime
+from flops_operator.platforms.oakestra.client import decode
+
+
+def test_from_env_reads_the_documented_variables_and_hides_the_password():
+    env = {"FLOPS_OAKESTRA_URL": "http://root:10000/", "FLOPS_OAKESTRA_USERNAME": "ops",
+           "FLOPS_OAKESTRA_PASSWORD": "hunter2", "FLOPS_OAKESTRA_ORGANIZATION": "lab",
+           "FLOPS_OAKESTRA_MAX_IN_FLIGHT": "8", "FLOPS_OAKESTRA_REQUEST_TIMEOUT": "2.5"}
+    config = OakestraConfig.from_env(env)
+    assert (config.url, config.username, config.password, config.organization) == \
+        ("http://root:10000", "ops", "hunter2", "lab")
+    assert (config.max_in_flight, config.request_timeout) == (8, 2.5)
+    assert "hunter2" not in repr(config)
+
+
+def test_from_secret_data_decodes_base64_and_accepts_string_data():
+    data = {k: base64.b64encode(v.encode()).decode() for k, v in
+            {"url": "http://root:10000", "username": "Admin", "password": "pw"}.items()}
+    assert OakestraConfig.from_mapping(data, base64_values=True).password == "pw"
+    assert OakestraConfig.from_mapping({"url": "http://x", "password": "pw"}).username == "Admin"
+    with pytest.raises(ConfigError):
+        OakestraConfig.from_mapping({"url": "http://x", "password": "%%%"}, base64_values=True)
+
+
+@pytest.mark.parametrize("env", [{}, {"FLOPS_OAKESTRA_URL": "root:10000", "FLOPS_OAKESTRA_PASSWORD": "p"},
+                                 {"FLOPS_OAKESTRA_URL": "http://r"},
+                                 {"FLOPS_OAKESTRA_URL": "http://r", "FLOPS_OAKESTRA_PASSWORD": "p",
+                                  "FLOPS_OAKESTRA_RETRIES": "many"}])
+def test_bad_configuration_is_refused_with_a_reason(env):
+    with pytest.raises(ConfigError):
+        OakestraConfig.from_env(env)
+
+
+def jwt(claims):
+    part = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    return f"e30.{part}.sig"
+
+
+def test_token_lifetime_comes_from_the_jwt_and_drives_refresh():
+    assert lifetime(jwt({"iat": 100, "exp": 700})) == 600
+    assert lifetime("not-a-jwt") == 600
+    token = Token.issued(jwt({"iat": 0, "exp": 600}), jwt({"iat": 0, "exp": 2592000}), now=1000)
+    assert token.usable(1500, margin=60) and not token.usable(1541, margin=60)
+    assert token.refreshable(1541, margin=60)
+
+
+def test_decode_handles_double_encoding_and_html_json():
+    assert decode(json.dumps(json.dumps([{"a": 1}]))) == [{"a": 1}]
+    assert decode('{"_id": {"$oid": "x"}}') == {"_id": {"$oid": "x"}}
+    assert decode("null") is None and decode("") is None and decode("plain text") == "plain text"
