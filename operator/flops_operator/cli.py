@@ -58,23 +58,16 @@ def validate(files: List[Path] = typer.Argument(..., help="Manifest files ('-' f
     raise typer.Exit(1 if bad else 0)
 
 
-def _register_optional_commands() -> None:
-    # Each front door lives in its own adapter module; a missing one must not break the others.
-    try:
-        from .adapters.local_cli import register as register_run
-    except ImportError:  # pragma: no cover - only while the module does not exist yet
-        pass
-    else:
-        register_run(app)
-    try:
-        from .adapters.kopf_cli import register as register_operator
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        register_operator(app)
+def _register_commands() -> None:
+    # Each front door lives in its own adapter module and adds its own command.
+    from .adapters.kopf_cli import register as register_operator
+    from .adapters.local_cli import register as register_run
+
+    register_run(app)
+    register_operator(app)
 
 
-_register_optional_commands()
+_register_commands()
 
 
 def main(argv: Optional[list[str]] = None) -> None:

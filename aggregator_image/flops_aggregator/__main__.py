@@ -1,0 +1,194 @@
+"""`flops-aggregator`: one FLOps training = a Flower SuperLink plus one run of this package's ServerApp.
+
+It starts its own SuperLink (runtime dependency installation disabled: the image holds every package),
+submits the run with `flwr run` (a thin app bundle binding the pre-installed apps), waits for the run to
+finish, reads its final status with `flwr ls` (`flwr run --stream` exits 0 even when the ServerApp raised),
+stops the SuperLink and exits 0 only if the run completed (with the model logged and registered when
+MLflow is on). The SuperLink's port answering TCP is the readiness signal.
+Exit codes: 0 success; 1 failed run; 2 invalid configuration; 3 SuperLink did not start or died.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import re
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+
+from flops_learner import proc
+from flops_learner.task import load_task
+
+from . import bundle
+from .settings import CONFIG_ENV, TRACKING_ENV, WORKDIR_ENV, Settings, parse
+
+log = logging.getLogger("flops_aggregator")
+cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+
+CONNECTION = "flops"
+STARTUP_SECONDS = 60
+STATUS_POLL_SECONDS = 0.5
+RUN_STARTED = re.compile(r"Successfully started run (\d+)")
+
+
+class Failure(Exception):
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+def flwr_home_config(address: str) -> str:
+    host, port = proc.split_address(address)
+    if host in ("0.0.0.0", "::"):
+        host = "127.0.0.1"
+    return (f'[superlink]\ndefault = "{CONNECTION}"\n\n'
+            f'[superlink.{CONNECTION}]\naddress = "{host}:{port}"\ninsecure = true\n')
+
+
+class Aggregator:
+    def __init__(self, settings: Settings, address: str):
+        self.settings, self.address = settings, address
+        self.home = settings.workdir / "flwr-home"
+        self.superlink: subprocess.Popen | None = None
+        self.stopping = False
+
+    def env(self) -> dict[str, str]:
+        return proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: json.dumps(self.settings.raw),
+                                WORKDIR_ENV: str(self.settings.workdir), TRACKING_ENV: self.settings.tracking_uri})
+
+    def flwr(self, *args: str) -> dict:
+        done = subprocess.run([proc.script("flwr"), *args, "--format", "json"], env=self.env(),
+                              capture_output=True, text=True, timeout=120)
+        try:
+            return json.loads(done.stdout)
+        except json.JSONDecodeError:
+            raise Failure(1, f"flwr {args[0]} gave no JSON (exit {done.returncode}): {done.stdout}{done.stderr}") from None
+
+    def start_superlink(self) -> None:
+        host, port = proc.split_address(self.address)
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "config.toml").write_text(flwr_home_config(self.address))
+        command = [proc.script("flower-superlink"), "--insecure", "--host", host, "--port", str(port),
+                   "--disable-runtime-dependency-installation"]
+        log.info("starting %s", " ".join(command))
+        self.superlink = proc.start(command, self.env())
+
+        @retry(retry=retry_if_result(lambda up: not up and self.superlink.poll() is None), wait=wait_fixed(0.2),
+               stop=stop_after_delay(STARTUP_SECONDS), retry_error_callback=lambda state: False)
+        def ready() -> bool:
+            return proc.reachable(self.address)
+
+        if not ready() or self.superlink.poll() is not None:
+            raise Failure(3, f"SuperLink did not come up on {self.address} (exit {self.superlink.poll()})")
+        log.info("SuperLink ready on %s", self.address)
+
+    def submit_and_wait(self, bound: float) -> str:
+        """`flwr run --stream`: submits the run and streams its logs until it ends (exit 0 whatever the
+        outcome, hence the status check after). Returns the run id."""
+        app_dir = bundle.write(self.settings.workdir / "app")
+        stream = subprocess.Popen([proc.script("flwr"), "run", str(app_dir), CONNECTION, "--stream"], env=self.env(),
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        run_ids: list[str] = []
+
+        def relay() -> None:
+            for line in stream.stdout:
+                sys.stdout.write(line)
+                if not run_ids and (found := RUN_STARTED.search(line)):
+                    run_ids.append(found.group(1))
+
+        reader = threading.Thread(target=relay, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + bound
+        try:
+            while stream.poll() is None:
+                if self.stopping:
+                    raise Failure(1, "stopped by a signal while the run was running")
+                if self.superlink.poll() is not None:
+                    raise Failure(3, f"SuperLink died (exit {self.superlink.returncode}) during the run")
+                if time.monotonic() > deadline:
+                    raise Failure(1, f"the run did not finish within {bound:.0f}s")
+                time.sleep(STATUS_POLL_SECONDS)
+        finally:
+            if stream.poll() is None:
+                proc.stop_tree(stream, timeout=5)
+            reader.join(timeout=5)
+        if not run_ids:
+            raise Failure(1, f"flwr run did not start a run (exit {stream.returncode})")
+        return run_ids[0]
+
+    def final_status(self, run_id: str) -> dict:
+        answer = self.flwr("ls", CONNECTION, "--run-id", run_id)
+        runs = answer.get("runs") or []
+        if not answer.get("success") or not runs:
+            raise Failure(1, f"flwr ls knows no run {run_id}: {answer.get('error-message', '')}")
+        return runs[0]
+
+    def stop(self) -> None:
+        if self.superlink is not None:
+            code = proc.stop_tree(self.superlink)
+            log.info("SuperLink stopped (%s)", code)
+
+
+def run_bound(settings: Settings) -> float:
+    """The longest a run can legitimately take: each round waits at most the round timeout for
+    learners to appear, then for train replies, then for evaluate replies."""
+    return settings.rounds * 3 * settings.round_timeout + 600
+
+
+@cli.command(help=__doc__)
+def aggregator(
+    config: Annotated[str, typer.Option(envvar=CONFIG_ENV, help="JSON training config (plan.desired.aggregator_config).")],
+    superlink_address: Annotated[str, typer.Option(
+        envvar="FLOPS_SUPERLINK_ADDRESS", help="host:port the SuperLink listens on (Fleet, Control, Runtime APIs).")] = "0.0.0.0:8000",
+    workdir: Annotated[Path, typer.Option(envvar=WORKDIR_ENV, help="Writable directory (FLWR_HOME, best model, result.json).")] = Path("/tmp/flops-aggregator"),
+    tracking_uri: Annotated[str, typer.Option(
+        envvar=TRACKING_ENV, help="MLflow tracking server; empty: bare mode, nothing logged.")] = "",
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-aggregator %(levelname)s %(message)s")
+    try:
+        settings = parse(config, workdir.resolve(), tracking_uri)
+        load_task(settings.task)
+        proc.split_address(superlink_address)
+    except Exception as exc:
+        log.error("invalid aggregator configuration: %s", exc)
+        raise typer.Exit(2) from exc
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    (settings.workdir / "result.json").unlink(missing_ok=True)
+    agg = Aggregator(settings, superlink_address)
+
+    def on_term(signum, frame):
+        agg.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    try:
+        agg.start_superlink()
+        run_id = agg.submit_and_wait(run_bound(settings))
+        final = agg.final_status(run_id)
+        if final["status"] != "finished:completed":
+            raise Failure(1, f"run {run_id} ended {final['status']}: {final.get('status-details', '')}")
+        log.info("run %s completed in %.1fs", run_id, float(final.get("elapsed", 0)))
+        code = 0
+    except Failure as failure:
+        log.error("%s", failure)
+        code = failure.code
+    finally:
+        agg.stop()
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Console script `flops-aggregator`."""
+    cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The ServerApp: runs the spec's strategy for the spec's rounds, records every round, keeps the best
+global model and, at the end, logs/registers it (MLflow mode) and writes a result file in the workdir."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from flops_learner.client_app import to_record
+from flops_learner.task import load_task
+
+from . import settings as settings_mod
+from .best import BestKeeper
+from .grid import BoundedGrid
+from .strategies import RoundResult, build
+from .tracking import make_recorder
+
+log = logging.getLogger("flops_aggregator")
+RESULT_FILE = "result.json"
+
+app = ServerApp()
+
+
+class Rounds:
+    """Observer: each finished round goes to the recorder and the best-model keeper."""
+
+    def __init__(self, recorder, keeper: BestKeeper):
+        self.recorder, self.keeper, self.history = recorder, keeper, []
+
+    def on_round(self, result: RoundResult) -> None:
+        self.history.append({"round": result.round, **result.metrics,
+                             "num_train_learners": result.num_train_learners,
+                             "num_eval_learners": result.num_eval_learners,
+                             "round_duration_seconds": result.duration_seconds})
+        if self.keeper.offer(result):
+            log.info("round %d is the best so far (%s=%s)", result.round, self.keeper.metric,
+                     result.metrics[self.keeper.metric])
+        self.recorder.log_round(result)
+
+
+def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
+    task = load_task(settings.task)
+    t = settings.training
+    recorder = make_recorder(settings)
+    started = time.monotonic()
+    try:
+        recorder.start(context.run_id)
+        metric, mode = settings.best_metric
+        rounds = Rounds(recorder, BestKeeper(metric, mode, settings.workdir))
+        strategy = build(settings, rounds)
+        model = task.build_model(seed=settings.seed)
+        common = {"num-rounds": settings.rounds, "evaluates": settings.evaluates, "seed": settings.seed}
+        train_config = ConfigRecord({**common, "lr": float(t.get("learningRate", 0.05)),
+                                     "local-epochs": int(t.get("localEpochs", 1)),
+                                     "batch-size": int(t.get("batchSize", 32))})
+        min_nodes = settings.min_learners()[2]
+        strategy.start(
+            grid=BoundedGrid(grid, min_nodes=min_nodes, wait_timeout=settings.round_timeout),
+            initial_arrays=to_record(task.get_weights(model)),
+            num_rounds=settings.rounds,
+            timeout=settings.round_timeout,
+            train_config=train_config,
+            evaluate_config=ConfigRecord(common),
+        )
+        if len(rounds.history) != settings.rounds:
+            raise RuntimeError(f"{len(rounds.history)} of {settings.rounds} rounds completed")
+        best = rounds.keeper.best
+        if best is None:
+            raise RuntimeError(f"no round produced {metric}: no learner answered")
+        task.set_weights(model, rounds.keeper.weights())
+        registration = recorder.finish(best, model, task)
+    except BaseException as error:
+        recorder.fail(error)
+        raise
+    result = {
+        "flower_run_id": context.run_id, "rounds": rounds.history, "best_round": best.round,
+        "best_metrics": best.metrics, "wall_seconds": time.monotonic() - started,
+        "mlflow_run_id": getattr(recorder, "run_id", None),
+        "model": None if registration is None else {"name": registration.name, "version": registration.version,
+                                                     "alias": registration.alias, "uri": registration.uri,
+                                                     "promoted": registration.promoted},
+    }
+    (settings.workdir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    # Only our own logger: the root at INFO would log (and push to the SuperLink) every HTTP request.
+    if not log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s flops-serverapp %(levelname)s %(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+    result = train(grid, context, settings_mod.from_env())
+    log.info("training finished: best round %s %s", result["best_round"], result["best_metrics"])
