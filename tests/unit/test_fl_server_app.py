@@ -1,4 +1,5 @@
-"""The ServerApp's training loop reports failure truthfully: the MLflow run ends FAILED, nothing is registered."""
+"""The ServerApp's training loop reports its end truthfully: the MLflow run ends FAILED when training fails,
+KILLED when it is stopped from outside; nothing is registered either way."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flops_aggregator import mlflow_run
 from flops_aggregator.grid import NotEnoughLearners
 from flops_aggregator.server_app import RESULT_FILE, train
 from flops_aggregator.settings import parse
@@ -18,6 +20,13 @@ class _NoLearners:
 
     def get_node_ids(self):
         return []
+
+
+class _Stopped:
+    """A Grid whose ServerApp process is told to stop: Flower's signal handler raises SystemExit."""
+
+    def get_node_ids(self):
+        raise SystemExit(1)
 
 
 class _Context:
@@ -32,23 +41,41 @@ def in_a_run(monkeypatch):
         monkeypatch.setattr(TaskIdentity, attribute, 1)
 
 
-def test_a_round_without_learners_fails_the_run_and_marks_it_failed(tmp_path, in_a_run):
+CONFIG = {"project": {"namespace": "ns", "name": "p", "uid": "u-1"}, "experiment": "ns/p",
+          "task": {"name": "iris-logreg"}, "data": {"dataset": "iris"}, "numLearners": 2,
+          "training": {"rounds": 2, "roundTimeoutSeconds": 0}, "registry": {"modelName": "never"}}
+
+
+def train_until(raised: type[BaseException], grid, tmp_path):
+    """Train against `grid` in a fresh SQLite store; returns the store's only run once `raised` came out."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = {"project": {"namespace": "ns", "name": "p", "uid": "u-1"}, "experiment": "ns/p",
-              "task": {"name": "iris-logreg"}, "data": {"dataset": "iris"}, "numLearners": 2,
-              "training": {"rounds": 2, "roundTimeoutSeconds": 0}, "registry": {"modelName": "never"}}
     previous = mlflow.get_tracking_uri()
     try:
-        with pytest.raises(NotEnoughLearners):
-            train(_NoLearners(), _Context(), parse(json.dumps(config), tmp_path, uri))
+        with pytest.raises(raised):
+            train(grid, _Context(), parse(json.dumps(CONFIG), tmp_path, uri))
     finally:
         if mlflow.active_run():
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("ns/p").experiment_id])
+    return client, run
+
+
+def test_a_round_without_learners_fails_the_run_and_marks_it_failed(tmp_path, in_a_run):
+    client, run = train_until(NotEnoughLearners, _NoLearners(), tmp_path)
     assert run.info.status == "FAILED"
     assert "NotEnoughLearners" in run.data.tags["flops.error"]
     assert run.data.tags["flops.flower.run_id"] == "4242"
+    assert client.search_registered_models() == []
+    assert not (tmp_path / RESULT_FILE).exists()
+
+
+def test_a_stopped_serverapp_ends_the_run_killed_and_records_its_id_for_the_entrypoint(tmp_path, in_a_run):
+    client, run = train_until(SystemExit, _Stopped(), tmp_path)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[mlflow_run.END_REASON_TAG].startswith("ServerApp stopped (SystemExit")
+    assert "flops.error" not in run.data.tags
+    assert mlflow_run.recorded(tmp_path) == run.info.run_id
     assert client.search_registered_models() == []
     assert not (tmp_path / RESULT_FILE).exists()

@@ -1,0 +1,126 @@
+"""What a person sees during `flops run`: phase, services, a rounds bar, and the summary at the end."""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
+from ..models import FLOpsProjectStatus, Phase, Project
+from ..platforms.local import StateLayout
+from ..reconcile import ReconcileResult
+
+_STATE_STYLE = {"running": "green", "completed": "green", "starting": "yellow", "pending": "yellow",
+                "failed": "bold red"}
+_PHASE_STYLE = {Phase.Completed: "bold green", Phase.Failed: "bold red", Phase.Training: "bold cyan"}
+
+
+def _metrics(values: dict[str, float], limit: int = 4) -> str:
+    shown = sorted(values.items(), key=lambda kv: (not kv[0].startswith("eval_"), kv[0]))[:limit]
+    return "  ".join(f"{k}={v:.4g}" for k, v in shown)
+
+
+def render_status(project: Project, status: FLOpsProjectStatus) -> RenderableType:
+    header = Text.assemble((f"{project.ref.key}  ", "bold"), (status.phase.value, _PHASE_STYLE.get(status.phase, "")),
+                           f"  {status.message or ''}")
+    services = Table(box=None, pad_edge=False, show_edge=False)
+    for column in ("service", "state", "address", "restarts", "message"):
+        services.add_column(column, overflow="fold")
+    for c in status.components:
+        services.add_row(c.name, Text(c.state, _STATE_STYLE.get(c.state, "")), c.external_address or c.address or "",
+                         str(c.restarts or ""), (c.message or "")[:120])
+    t = status.training
+    rounds = Table.grid(padding=(0, 1))
+    rounds.add_row("rounds", ProgressBar(total=max(t.total_rounds, 1), completed=t.round, width=30),
+                   f"{t.round}/{t.total_rounds}", _metrics(t.latest_metrics))
+    parts: list[RenderableType] = [header, services, rounds]
+    if status.mlflow.ui_url:
+        parts.append(Text(f"MLflow UI: {status.mlflow.ui_url}", style="dim"))
+    return Group(*parts)
+
+
+def status_line(status: FLOpsProjectStatus) -> str:
+    t = status.training
+    states = ", ".join(f"{c.name} {c.state}" for c in status.components)
+    return f"{status.phase.value}: {status.message or ''} | round {t.round}/{t.total_rounds} | {states}"
+
+
+class LiveView:
+    """A rich Live panel on a terminal; plain lines on change otherwise (logs, CI, pipes)."""
+
+    def __init__(self, console: Console, project: Project) -> None:
+        self.console = console
+        self.project = project
+        self._live: Live | None = None
+        self._last_line = ""
+
+    def __enter__(self) -> LiveView:
+        if self.console.is_terminal:
+            self._live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._live is not None:
+            self._live.__exit__(*exc)
+            self._live = None
+
+    def update(self, result: ReconcileResult) -> None:
+        if self._live is not None:
+            self._live.update(render_status(self.project, result.status))
+            return
+        line = status_line(result.status)
+        if line != self._last_line:
+            self.console.print(line, markup=False, highlight=False, soft_wrap=True)
+            self._last_line = line
+
+    def note(self, text: str) -> None:
+        self.console.print(Text(text, style="dim"))
+
+    def keeping(self, status: FLOpsProjectStatus) -> None:
+        self.console.print(Text(f"Keeping the tracking server up at {status.mlflow.ui_url or status.mlflow.tracking_uri}"
+                                " — press Ctrl-C to stop it.", style="bold"))
+
+
+def ui_command(project: Project, layout: StateLayout, manifest_path: str) -> str:
+    """How to look at this run's MLflow data after `flops run` has stopped the stack."""
+    tracking = project.spec.tracking
+    if tracking.uri:
+        return f"open {tracking.uri}"
+    if tracking.backend_store.type == "sqlite":
+        artifacts = layout.ftp_artifacts if tracking.artifact_store.type == "ftp" else layout.local_artifacts
+        return shlex.join(["mlflow", "server", "--backend-store-uri", f"sqlite:///{layout.sqlite_database}",
+                           "--artifacts-destination", str(artifacts), "--port", "5000"])
+    # The MariaDB datadir needs its private server: the runner starts the stack and keeps it up.
+    return shlex.join(["flops", "run", manifest_path, "--state-dir", str(layout.root), "--keep"])
+
+
+def render_summary(project: Project, status: FLOpsProjectStatus, layout: StateLayout) -> Panel:
+    t, model = status.training, status.model
+    lines = Table.grid(padding=(0, 2))
+    lines.add_row("phase", Text(status.phase.value, _PHASE_STYLE.get(status.phase, "")))
+    if status.message:
+        lines.add_row("message", status.message)
+    lines.add_row("rounds", t.progress)
+    if t.best_metrics:
+        best = _metrics(t.best_metrics, limit=8)
+        lines.add_row("best", f"{best}  (round {t.best_round})" if t.best_round is not None else best)
+    if t.latest_metrics:
+        lines.add_row("last round", _metrics(t.latest_metrics, limit=8))
+    if model.version:
+        alias = f", alias @{model.alias}" + ("" if model.promoted is not False else " not moved (did not beat it)")
+        lines.add_row("model", f"{model.name} version {model.version}{alias if model.alias else ''}")
+        if model.uri:
+            lines.add_row("model uri", model.uri)
+    if status.mlflow.run_id:
+        lines.add_row("mlflow run", f"{status.mlflow.experiment_name} / {status.mlflow.run_id}")
+    lines.add_row("mlflow data", str(layout.root))
+    lines.add_row("logs", str(layout.root / "logs"))
+    style = "green" if status.phase is Phase.Completed else "red"
+    return Panel(lines, title=f"{project.ref.key}: {status.phase.value}", border_style=style, expand=False)

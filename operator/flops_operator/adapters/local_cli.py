@@ -1,0 +1,78 @@
+"""`flops run FILE`: the whole project on this machine, until Completed or Failed."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+
+from ..models import KIND, InvalidProject, Problem, Project, parse_project
+from ..models.spec import Platform
+from .live_view import LiveView, render_summary, ui_command
+from .local_runner import LocalRunner, RunResult
+
+EXIT_INVALID = 2
+
+
+def load_manifest(path: Path) -> tuple[dict[str, Any], Project]:
+    """The one FLOpsProject of a file, or InvalidProject naming what is wrong."""
+    try:
+        text = sys.stdin.read() if str(path) == "-" else path.read_text()
+        documents = [d for d in yaml.safe_load_all(text) if d is not None]
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidProject([Problem("(file)", f"cannot read {path}: {exc}".replace("\n", " "))]) from None
+    if len(documents) != 1:
+        raise InvalidProject([Problem("(file)", f"expected exactly one {KIND} document, found {len(documents)}")])
+    manifest = documents[0]
+    project = parse_project(manifest)
+    if project.spec.platform is not Platform.local:
+        raise InvalidProject([Problem("spec.platform", f"is {project.spec.platform.value!r}: flops run runs a project "
+                                      "on this machine (platform: local); apply this one to a cluster running the operator")])
+    return manifest, project
+
+
+def print_final(result: RunResult, manifest_path: str, console: Console, output: str | None) -> None:
+    console.print(render_summary(result.project, result.status, result.layout))
+    # Outside the panel and unwrapped: a command people copy must not be cut by the terminal width.
+    console.print("Open the MLflow UI: " + ui_command(result.project, result.layout, manifest_path),
+                  markup=False, highlight=False, soft_wrap=True)
+    if output == "yaml":
+        document = {**result.manifest, "status": result.status.to_wire()}
+        typer.echo(yaml.safe_dump(document, sort_keys=False), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def run(
+        file: Path = typer.Argument(..., help="FLOpsProject manifest ('-' for stdin)."),
+        state_dir: Optional[Path] = typer.Option(
+            None, "--state-dir", help="Where logs and MLflow data live (default ~/.flops/<namespace>/<name>)."),
+        keep: bool = typer.Option(False, "--keep", help="Keep the tracking server up for its UI until Ctrl-C."),
+        output: Optional[str] = typer.Option(None, "-o", "--output", help="Also print the final object as: yaml."),
+    ) -> None:
+        """Run a project with its whole MLOps stack as local processes, until Completed or Failed.
+
+        Exit 0 Completed, 1 Failed, 2 invalid input (nothing started), 130 interrupted.
+        """
+        err = Console(stderr=True)
+        if output not in (None, "yaml"):
+            err.print(f"-o/--output: unknown format {output!r} (known: yaml)", markup=False)
+            raise typer.Exit(EXIT_INVALID)
+        try:
+            manifest, project = load_manifest(file)
+        except InvalidProject as exc:
+            for problem in exc.problems:
+                err.print(f"{file}: {problem}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(EXIT_INVALID)
+        # With -o yaml stdout carries only the document; people read stderr.
+        console = err if output == "yaml" else Console()
+        with LiveView(console, project) as view:
+            runner = LocalRunner(manifest, project, state_dir=state_dir, keep=keep, view=view)
+            result = asyncio.run(runner.run())
+        print_final(result, str(file), console, output)
+        raise typer.Exit(result.exit_code)

@@ -1,0 +1,171 @@
+"""`flops run` without the command line: the reconcile step in a loop with the local platform.
+
+No business logic here: each tick calls reconcile() exactly as the kopf adapter does, until the
+status says the run is settled (Completed or Failed); then finalize() removes the stack, unless
+the tracking server is kept up for its UI until Ctrl-C. SIGINT/SIGTERM stop the loop (or the
+keep wait) and teardown always runs to the end; no child process outlives it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import logging
+import signal
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..credentials import FileCredentials
+from ..models import FLOpsProjectStatus, Phase, Project
+from ..platforms.base import PermanentPlatformError, TransientPlatformError
+from ..platforms.local import LocalPlatform, RestartPolicy, StateLayout, default_state_dir
+from ..progress_mlflow import MlflowProgress
+from ..reconcile import ReconcileResult, finalize, reconcile
+
+log = logging.getLogger(__name__)
+
+
+class View(Protocol):
+    def update(self, result: ReconcileResult) -> None: ...
+
+    def note(self, text: str) -> None: ...
+
+    def keeping(self, status: FLOpsProjectStatus) -> None: ...
+
+
+class SilentView:
+    def update(self, result: ReconcileResult) -> None:
+        pass
+
+    def note(self, text: str) -> None:
+        log.info("%s", text)
+
+    def keeping(self, status: FLOpsProjectStatus) -> None:
+        pass
+
+
+@dataclass
+class RunResult:
+    project: Project
+    status: FLOpsProjectStatus
+    layout: StateLayout
+    manifest: dict[str, Any]
+    interrupted: bool = False
+
+    @property
+    def exit_code(self) -> int:
+        if self.interrupted and self.status.phase not in (Phase.Completed, Phase.Failed):
+            return 130
+        return 0 if self.status.phase is Phase.Completed else 1
+
+
+def with_uid(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Each `flops run` is a new object, as a fresh Kubernetes resource would be: its own uid.
+
+    The MLflow data of earlier runs stays in the state directory; a run of the same project must
+    not mistake an earlier run (found by the uid tag) for its own.
+    """
+    out = copy.deepcopy(manifest)
+    meta = out.setdefault("metadata", {})
+    meta.setdefault("uid", f"local-{uuid.uuid4().hex[:12]}")
+    meta.setdefault("generation", 1)
+    return out
+
+
+class LocalRunner:
+    def __init__(self, manifest: dict[str, Any], project: Project, *, state_dir: Path | None = None,
+                 keep: bool = False, view: View | None = None, interval: float = 0.5,
+                 policy: RestartPolicy = RestartPolicy(), stop_timeout: float = 10.0) -> None:
+        self.manifest = with_uid(manifest)
+        self.project = project
+        root = state_dir if state_dir is not None else default_state_dir(project.ref)
+        self.layout = StateLayout(root.expanduser().resolve())
+        self.keep = keep
+        self.view = view or SilentView()
+        self.interval = interval
+        self.platform = LocalPlatform(lambda ref: self.layout.root, policy=policy, stop_timeout=stop_timeout)
+        self.credentials = FileCredentials(lambda ref: self.layout.credentials)
+        self.progress = MlflowProgress()
+        self.status = FLOpsProjectStatus()
+
+    async def _converge(self) -> None:
+        while True:
+            try:
+                result = await reconcile(self.manifest, self.status, platform=self.platform,
+                                         credentials=self.credentials, progress_source=self.progress)
+            except TransientPlatformError as exc:
+                self.view.note(f"retrying: {exc}")
+            else:
+                self.status = result.status
+                self.view.update(result)
+                if result.settled:
+                    return
+                if _stalled(result.status):
+                    # A cluster operator waits for someone to fix a stalled project; on one machine
+                    # nobody will (a stack service gave up restarting): the run has failed.
+                    self.status = _failed(result.status, result.status.message or "stalled")
+                    self.view.note(f"stalled: {self.status.message}")
+                    return
+            await asyncio.sleep(self.interval)
+
+    async def _work(self) -> None:
+        await self._converge()
+        if self.keep and self.status.mlflow.tracking_uri:
+            self.view.keeping(self.status)
+            await asyncio.Event().wait()
+
+    async def run(self) -> RunResult:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        handled = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+                handled.append(sig)
+            except (NotImplementedError, RuntimeError, ValueError):  # not the main thread
+                pass
+        interrupted = False
+        try:
+            work = asyncio.create_task(self._work())
+            stopper = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (work, stopper):
+                    task.cancel()
+                await asyncio.gather(work, stopper, return_exceptions=True)
+            interrupted = stop.is_set()
+            if work.done() and not work.cancelled() and work.exception() is not None:
+                exc = work.exception()
+                if not isinstance(exc, PermanentPlatformError):
+                    raise exc
+                self.status = _failed(self.status, str(exc))
+                self.view.note(f"cannot run: {exc}")
+        finally:
+            # Signals now only repeat the request: teardown is bounded by the stop timeouts.
+            self.view.note("stopping services")
+            await self._teardown()
+            for sig in handled:
+                loop.remove_signal_handler(sig)
+        return RunResult(self.project, self.status, self.layout, self.manifest, interrupted=interrupted)
+
+    async def _teardown(self) -> None:
+        try:
+            await finalize(self.manifest, platform=self.platform, credentials=self.credentials)
+        finally:
+            await self.platform.close()
+            await self.progress.close()
+
+
+def _stalled(status: FLOpsProjectStatus) -> bool:
+    stalled = status.condition("Stalled")
+    return stalled is not None and stalled.status == "True"
+
+
+def _failed(previous: FLOpsProjectStatus, message: str) -> FLOpsProjectStatus:
+    status = previous.model_copy(deep=True)
+    status.phase = Phase.Failed
+    status.message = message
+    return status

@@ -1,0 +1,112 @@
+"""The training-progress gatherer both adapters use: the project's MLflow run over REST (aiohttp).
+
+It reads what the aggregator writes (the contract is in progress.py): the latest run of the
+experiment "<namespace>/<name>" tagged with the project's uid, its status, the round tag, the
+latest metrics, the best_* metrics and the registered model's tags. Best effort: anything that
+goes wrong reading it (unreachable, not yet created, unexpected answer) is None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiohttp
+
+from .models import Project
+from .plan.desired import experiment_name
+from .progress import TrainingProgress
+
+log = logging.getLogger(__name__)
+
+API = "/api/2.0/mlflow"
+UID_TAG = "flops.project.uid"
+# Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
+_NOT_LATEST = ("system/", "best_")
+
+
+def _number(value: Any) -> float | None:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgress:
+    """Pure: an MLflow REST `run` object as TrainingProgress."""
+    info, data = run.get("info") or {}, run.get("data") or {}
+    tags = {t["key"]: t.get("value") for t in data.get("tags") or [] if "key" in t}
+    metrics = {m["key"]: float(m["value"]) for m in data.get("metrics") or []
+               if "key" in m and _number(m.get("value")) is not None}
+    latest = {k: v for k, v in metrics.items() if not k.startswith(_NOT_LATEST) and k != "best_round"}
+    best = {k.removeprefix("best_"): v for k, v in metrics.items() if k.startswith("best_") and k != "best_round"}
+    best_round = metrics.get("best_round", _number(tags.get("flops.best_round")))
+    round_tag = _number(tags.get("flops.round"))
+    promoted = tags.get("flops.model.promoted")
+    return TrainingProgress(
+        experiment_id=experiment_id,
+        run_id=info.get("run_id") or info.get("run_uuid"),
+        run_status=info.get("status"),
+        round=int(round_tag) if round_tag is not None else 0,
+        latest_metrics=latest,
+        best_metrics=best,
+        best_round=int(best_round) if best_round is not None else None,
+        model_name=tags.get("flops.model.name"),
+        model_version=tags.get("flops.model.version"),
+        model_alias=tags.get("flops.model.alias"),
+        model_uri=tags.get("flops.model.uri"),
+        promoted=None if promoted is None else promoted.lower() == "true",
+    )
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+class MlflowProgress:
+    """ProgressSource over MLflow's REST API. One HTTP session, closed with close()."""
+
+    def __init__(self, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._headers = headers or {}
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
+        async with self._client().request(method, url, **kwargs) as response:
+            if response.status == 404:
+                return None
+            response.raise_for_status()
+            return await response.json(content_type=None)
+
+    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+        base = tracking_url.rstrip("/") + API
+        try:
+            found = await self._call("GET", f"{base}/experiments/get-by-name",
+                                     params={"experiment_name": experiment_name(project)})
+            if not found or "experiment" not in found:
+                return None
+            experiment_id = found["experiment"]["experiment_id"]
+            runs = await self._call("POST", f"{base}/runs/search", json={
+                "experiment_ids": [experiment_id],
+                "filter": f"tags.`{UID_TAG}` = {_quoted(project.ref.uid)}",
+                "order_by": ["attributes.start_time DESC"],
+                "max_results": 1,
+            })
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError) as exc:
+            log.debug("progress of %s not readable at %s: %s", project.ref.key, tracking_url, exc)
+            return None
+        run_list = (runs or {}).get("runs") or []
+        if not run_list:
+            return None
+        return progress_from_run(experiment_id, run_list[0])
