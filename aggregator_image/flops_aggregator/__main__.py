@@ -5,15 +5,18 @@ submits the run with `flwr run` (a thin app bundle binding the pre-installed app
 finish, reads its final status with `flwr ls` (`flwr run --stream` exits 0 even when the ServerApp raised),
 stops the SuperLink and exits 0 only if the run completed (with the model logged and registered when
 MLflow is on). The SuperLink's port answering TCP is the readiness signal.
-Exit codes: 0 success; 1 failed run; 2 invalid configuration; 3 SuperLink did not start or died.
+SIGTERM/SIGINT stop the training: the Flower children are stopped as at the end, then the MLflow run, if
+one was started and is not over, ends KILLED (tag flops.end_reason), within a few seconds at most.
+Exit codes: 0 success; 1 failed run; 2 invalid configuration; 3 SuperLink did not start or died;
+128+signal number (143 SIGTERM, 130 SIGINT) when stopped by a signal.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import signal
 import re
+import signal
 import subprocess
 import sys
 import threading
@@ -27,7 +30,7 @@ from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 from flops_learner import proc
 from flops_learner.task import load_task
 
-from . import bundle
+from . import bundle, mlflow_run
 from .settings import CONFIG_ENV, TRACKING_ENV, WORKDIR_ENV, Settings, parse
 
 log = logging.getLogger("flops_aggregator")
@@ -37,12 +40,23 @@ CONNECTION = "flops"
 STARTUP_SECONDS = 60
 STATUS_POLL_SECONDS = 0.5
 RUN_STARTED = re.compile(r"Successfully started run (\d+)")
+# Ending the MLflow run after a signal: the tracking server may be gone, and the runtime's patience
+# (e.g. 10 s between docker's SIGTERM and SIGKILL) is mostly spent stopping the Flower children.
+MLFLOW_END_SECONDS = 4
 
 
 class Failure(Exception):
     def __init__(self, code: int, message: str):
         super().__init__(message)
         self.code = code
+
+
+class Stopped(Failure):
+    """SIGTERM/SIGINT arrived while the training was under way."""
+
+    def __init__(self, signum: int):
+        self.reason = f"signal {signal.Signals(signum).name}"
+        super().__init__(128 + signum, f"stopped by {self.reason}")
 
 
 def flwr_home_config(address: str) -> str:
@@ -58,7 +72,13 @@ class Aggregator:
         self.settings, self.address = settings, address
         self.home = settings.workdir / "flwr-home"
         self.superlink: subprocess.Popen | None = None
-        self.stopping = False
+        # Set by the signal handler, acted on by the wait loops: raising from the handler itself could
+        # interrupt the children's cleanup halfway.
+        self.signalled: int | None = None
+
+    def check_signal(self) -> None:
+        if self.signalled is not None:
+            raise Stopped(self.signalled)
 
     def env(self) -> dict[str, str]:
         return proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: json.dumps(self.settings.raw),
@@ -81,12 +101,14 @@ class Aggregator:
         log.info("starting %s", " ".join(command))
         self.superlink = proc.start(command, self.env())
 
-        @retry(retry=retry_if_result(lambda up: not up and self.superlink.poll() is None), wait=wait_fixed(0.2),
-               stop=stop_after_delay(STARTUP_SECONDS), retry_error_callback=lambda state: False)
+        @retry(retry=retry_if_result(lambda up: not up and self.superlink.poll() is None and self.signalled is None),
+               wait=wait_fixed(0.2), stop=stop_after_delay(STARTUP_SECONDS), retry_error_callback=lambda state: False)
         def ready() -> bool:
             return proc.reachable(self.address)
 
-        if not ready() or self.superlink.poll() is not None:
+        up = ready()
+        self.check_signal()
+        if not up or self.superlink.poll() is not None:
             raise Failure(3, f"SuperLink did not come up on {self.address} (exit {self.superlink.poll()})")
         log.info("SuperLink ready on %s", self.address)
 
@@ -109,8 +131,7 @@ class Aggregator:
         deadline = time.monotonic() + bound
         try:
             while stream.poll() is None:
-                if self.stopping:
-                    raise Failure(1, "stopped by a signal while the run was running")
+                self.check_signal()
                 if self.superlink.poll() is not None:
                     raise Failure(3, f"SuperLink died (exit {self.superlink.returncode}) during the run")
                 if time.monotonic() > deadline:
@@ -162,13 +183,16 @@ def aggregator(
         raise typer.Exit(2) from exc
     settings.workdir.mkdir(parents=True, exist_ok=True)
     (settings.workdir / "result.json").unlink(missing_ok=True)
+    mlflow_run.forget(settings.workdir)
     agg = Aggregator(settings, superlink_address)
 
     def on_term(signum, frame):
-        agg.stopping = True
+        if agg.signalled is None:  # a second signal must not rename why we stop
+            agg.signalled = signum
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
+    stopped: Stopped | None = None
     try:
         agg.start_superlink()
         run_id = agg.submit_and_wait(run_bound(settings))
@@ -180,9 +204,23 @@ def aggregator(
     except Failure as failure:
         log.error("%s", failure)
         code = failure.code
+        stopped = failure if isinstance(failure, Stopped) else None
     finally:
         agg.stop()
+    if stopped is not None:
+        end_stopped_run(settings, stopped.reason)
     raise typer.Exit(code)
+
+
+def end_stopped_run(settings: Settings, reason: str) -> None:
+    """After the children are gone (the ServerApp can no longer write): end the MLflow run KILLED."""
+    if not settings.tracking_uri:
+        return
+    run_id = mlflow_run.recorded(settings.workdir)
+    if run_id is None:
+        log.info("no MLflow run was started: nothing to end")
+        return
+    mlflow_run.end_killed(settings.tracking_uri, run_id, reason, MLFLOW_END_SECONDS)
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import logging
 from importlib import metadata
 from typing import Any, Protocol
 
+from . import mlflow_run
 from .best import Best
 from .registry import Registration, register_and_promote
 from .settings import Settings
@@ -85,6 +86,8 @@ class MlflowRecorder:
             log_system_metrics=True,
         )
         self.run_id = run.info.run_id
+        # Before anything else can fail or be interrupted: a signalled entrypoint ends the run from this file.
+        mlflow_run.record(s.workdir, self.run_id, flower_run_id)
         mlflow.log_params(s.params())
         log.info("MLflow run %s in experiment %r", self.run_id, s.experiment)
 
@@ -122,10 +125,20 @@ class MlflowRecorder:
     def fail(self, error: BaseException) -> None:
         if self.mlflow.active_run() is None:
             return
+        stopped = stopped_from_outside(error)
         try:
-            self.mlflow.set_tag("flops.error", f"{type(error).__name__}: {error}"[:5000])
+            if stopped:
+                self.mlflow.set_tag(mlflow_run.END_REASON_TAG, f"ServerApp stopped ({type(error).__name__} {error})")
+            else:
+                self.mlflow.set_tag("flops.error", f"{type(error).__name__}: {error}"[:5000])
         finally:
-            self.mlflow.end_run("FAILED")
+            self.mlflow.end_run("KILLED" if stopped else "FAILED")
+
+
+def stopped_from_outside(error: BaseException) -> bool:
+    """Flower turns SIGTERM/SIGINT in the ServerApp process into SystemExit (flwr_exit): the training was
+    stopped, it did not fail. (Left active, the run would be ended FINISHED by mlflow's atexit hook.)"""
+    return isinstance(error, (SystemExit, KeyboardInterrupt))
 
 
 def task_requirements(task: Any) -> list[str]:

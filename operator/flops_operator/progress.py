@@ -13,7 +13,8 @@
 - At the end: metric `best_round`, and `best_<metric>` for each eval metric of the best round (e.g. `best_eval_accuracy`,
   `best_eval_loss`); tags `flops.best_round`, `flops.model.name`, `flops.model.version`, `flops.model.alias`,
   `flops.model.uri` (`models:/<name>/<version>`), `flops.model.promoted` ("true"/"false"). Run ends FINISHED on
-  success, FAILED on any failure.
+  success, FAILED on any failure (tag `flops.error`), KILLED when the training is stopped from outside (tag
+  `flops.end_reason`, e.g. "signal SIGTERM" when the aggregator was signalled).
 """
 
 from __future__ import annotations

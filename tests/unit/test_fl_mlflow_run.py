@@ -40,7 +40,8 @@ def test_a_running_run_ends_killed_with_the_reason(store):
 
 def test_a_run_the_serverapp_ended_killed_gets_the_signal_as_its_reason(store):
     uri, client, experiment = store
-    run_id = client.create_run(experiment, tags={mlflow_run.END_REASON_TAG: "ServerApp stopped (SystemExit 1)"}).info.run_id
+    own_account = {mlflow_run.END_REASON_TAG: "ServerApp stopped (SystemExit 1)"}
+    run_id = client.create_run(experiment, tags=own_account).info.run_id
     client.set_terminated(run_id, "KILLED")
     assert mlflow_run.end_killed(uri, run_id, "signal SIGINT", bound=30) == "KILLED"
     assert client.get_run(run_id).data.tags[mlflow_run.END_REASON_TAG] == "signal SIGINT"
