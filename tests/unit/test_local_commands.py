@@ -91,9 +91,11 @@ def test_tracking_server_runs_mlflow_of_this_env_with_the_rendered_stores(tmp_pa
     assert argv[:2] == [str(BIN / "mlflow"), "server"]
     assert argv[argv.index("--port") + 1] == "4003" and argv[argv.index("--host") + 1] == "127.0.0.1"
     password = resolver.secrets["backend-password"]
-    assert argv[argv.index("--backend-store-uri") + 1] == f"mysql+pymysql://mlflow:{password}@127.0.0.1:4001/mlflow"
+    assert command.env["MLFLOW_BACKEND_STORE_URI"] == f"mysql+pymysql://mlflow:{password}@127.0.0.1:4001/mlflow"
     ftp = resolver.secrets["ftp-password"]
-    assert argv[argv.index("--artifacts-destination") + 1] == f"ftp://mlflow:{ftp}@127.0.0.1:4002/artifacts"
+    assert command.env["MLFLOW_ARTIFACTS_DESTINATION"] == f"ftp://mlflow:{ftp}@127.0.0.1:4002/artifacts"
+    # the store URIs carry passwords: they stay off the process list
+    assert not any(password in part or ftp in part for part in argv)
     assert "--serve-artifacts" in argv
     # Not the plan's "*": exactly the loopback names the local server is reached by.
     assert argv[argv.index("--allowed-hosts") + 1] == "127.0.0.1:4003,localhost:4003,127.0.0.1,localhost"
@@ -104,7 +106,7 @@ def test_sqlite_backend_is_a_file_in_the_tracking_servers_workdir(tmp_path):
     services = by_name(project("sqlite"), training_done=False)
     assert "backend-store" not in services
     command, _ = build(services["tracking-server"], tmp_path)
-    uri = command.argv[command.argv.index("--backend-store-uri") + 1]
+    uri = command.env["MLFLOW_BACKEND_STORE_URI"]
     assert uri == f"sqlite:///{tmp_path / 'tracking-server'}/mlflow.db"
 
 

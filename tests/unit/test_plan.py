@@ -113,10 +113,10 @@ class _Resolver:
 def test_render_resolves_every_placeholder():
     services = {s.name: s for s in desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)}
     command, env = render_service(services["tracking-server"], _Resolver())
-    text = " ".join(command)
-    assert "{{" not in text
-    assert "mysql+pymysql://mlflow:<backend-password>@backend-store:mysql/mlflow" in text
-    assert "ftp://mlflow:<ftp-password>@artifact-store:ftp/artifacts" in text
+    assert "{{" not in " ".join(command) + " ".join(env.values())
+    assert env["MLFLOW_BACKEND_STORE_URI"] == "mysql+pymysql://mlflow:<backend-password>@backend-store:mysql/mlflow"
+    assert env["MLFLOW_ARTIFACTS_DESTINATION"] == "ftp://mlflow:<ftp-password>@artifact-store:ftp/artifacts"
+    assert not any("password" in part for part in command)
     _, env = render_service(services["learner-1"], _Resolver())
     assert env["FLOPS_SUPERLINK"] == "aggregator:superlink" and env["FLOPS_CLIENTAPPIO_ADDRESS"] == "127.0.0.1:1234"
 

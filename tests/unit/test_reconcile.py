@@ -50,7 +50,8 @@ async def test_secrets_reach_services_but_not_status():
     ref = result.project.ref
     password = creds.store[ref.uid]["backend-password"]
     tracking = platform.services(ref)["tracking-server"]
-    assert any(password in part for part in tracking.command)
+    assert password in tracking.env["MLFLOW_BACKEND_STORE_URI"]
+    assert not any(password in part for part in tracking.command)
     assert password not in str(result.status.to_wire())
 
 
@@ -138,4 +139,4 @@ async def test_services_are_wired_by_rendered_addresses():
     services = platform.services(result.project.ref)
     assert services["learner-2"].env["FLOPS_SUPERLINK"] == "aggregator.team-a.digits:8000"
     assert services["aggregator"].env["MLFLOW_TRACKING_URI"] == "http://tracking-server.team-a.digits:5000"
-    assert "@backend-store.team-a.digits:3306/mlflow" in " ".join(services["tracking-server"].command)
+    assert "@backend-store.team-a.digits:3306/mlflow" in services["tracking-server"].env["MLFLOW_BACKEND_STORE_URI"]

@@ -138,13 +138,13 @@ def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
         command=(
             "mlflow", "server",
             "--host", "{{bind}}", "--port", "{{port:http}}",
-            "--backend-store-uri", backend,
-            "--artifacts-destination", artifacts,
             "--serve-artifacts",
             "--workers", "1",
             # The UI is published on a host port whose public IP is only known after scheduling.
             "--allowed-hosts", "*",
         ),
+        # The store URIs carry passwords: env (read by mlflow's CLI) keeps them off the process list.
+        env=(("MLFLOW_BACKEND_STORE_URI", backend), ("MLFLOW_ARTIFACTS_DESTINATION", artifacts)),
         ports=(Port("http", MLFLOW_PORT, published=True),),
         memory_mb=spec.tracking.resources.memory_mb,
         vcpus=spec.tracking.resources.vcpus,
