@@ -50,7 +50,9 @@ async def test_converges_ready_with_rr_ip_wiring_then_writes_nothing():
     agg, tracking = by["aggregator"], by["tracking-server"]
     assert f"FLOPS_SUPERLINK={agg['RR_ip']}:8000" in by["learner-1"]["environment"]
     assert f"MLFLOW_TRACKING_URI=http://{tracking['RR_ip']}:5000" in agg["environment"]
-    assert f"{by['backend-store']['RR_ip']}:3306" in " ".join(tracking["cmd"])
+    backend_uri = next(e for e in tracking["environment"] if e.startswith("MLFLOW_BACKEND_STORE_URI="))
+    assert f"@{by['backend-store']['RR_ip']}:3306/mlflow" in backend_uri
+    assert f"@{by['artifact-store']['RR_ip']}:21/artifacts" in " ".join(tracking["environment"])
     assert len({j["RR_ip"] for j in by.values()}) == len(by)
     assert result.status.oakestra.application_id == emu.apps()[0]["applicationID"]
 
