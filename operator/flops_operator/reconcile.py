@@ -43,10 +43,10 @@ class ReconcileResult:
     @property
     def settled(self) -> bool:
         """Training is over and the platform matches the plan: a local run may stop here."""
+        # An invalid spec is phase Failed too; a Completed project still removing services is not settled.
         ready = self.status.condition("Ready")
-        terminal = self.status.phase in (Phase.Completed, Phase.Failed)
-        return terminal and (self.invalid or (ready is not None and ready.status == "True")
-                             or self.status.phase is Phase.Failed)
+        return self.status.phase is Phase.Failed or (
+            self.status.phase is Phase.Completed and ready is not None and ready.status == "True")
 
 
 async def _apply(platform: Platform, ref: ProjectRef, actions: Sequence[Action], secrets: dict[str, str],
