@@ -24,10 +24,12 @@ from pathlib import Path
 
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from flops_learner.proc import stop_tree
+from flops_runtime.proc import stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
-from flops_operator.plan.desired import aggregator_config, learner_config
+from flops_aggregator.contract import AggregatorEnv
+from flops_learner.contract import LearnerEnv
+from flops_operator.plan.desired import aggregator_config, learner_task
 
 LEARNERS, ROUNDS = 3, 5
 BIN = Path(sys.executable).parent
@@ -75,14 +77,14 @@ def federation(root: Path, tracking_uri: str) -> dict:
     p = project()
     superlink = f"127.0.0.1:{free_port()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
-    jobs = [([str(BIN / "flops-aggregator")], {
-        "FLOPS_CONFIG": json.dumps(aggregator_config(p)), "FLOPS_SUPERLINK_ADDRESS": superlink,
-        "FLOPS_WORKDIR": str(root / "aggregator"), "MLFLOW_TRACKING_URI": tracking_uri})]
+    jobs = [([str(BIN / "flops-aggregator")], AggregatorEnv(
+        config=aggregator_config(p), superlink_address=superlink, workdir=str(root / "aggregator"),
+        tracking_uri=tracking_uri).to_env())]
     for i in range(LEARNERS):
-        jobs.append(([str(BIN / "flops-learner")], {
-            "FLOPS_TASK": json.dumps(learner_config(p)), "FLOPS_SUPERLINK": superlink, "FLOPS_PARTITION_ID": str(i),
-            "FLOPS_NUM_PARTITIONS": str(LEARNERS), "FLOPS_CLIENTAPPIO_ADDRESS": f"127.0.0.1:{free_port()}",
-            "FLOPS_WORKDIR": str(root / f"learner-{i}"), "FLOPS_MAX_WAIT_SECONDS": "120"}))
+        jobs.append(([str(BIN / "flops-learner")], LearnerEnv(
+            task=learner_task(p), superlink=superlink, partition_id=i, num_partitions=LEARNERS,
+            clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(root / f"learner-{i}"),
+            max_wait_seconds=120).to_env()))
     started = time.monotonic()
     procs = []
     try:

@@ -27,10 +27,11 @@ from typing import Annotated
 import typer
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from flops_learner import proc
+from flops_runtime import proc
 from flops_learner.task import load_task
 
 from . import bundle, mlflow_run
+from .contract import ENV_SUPERLINK_ADDRESS
 from .settings import CONFIG_ENV, TRACKING_ENV, WORKDIR_ENV, Settings, parse
 
 log = logging.getLogger("flops_aggregator")
@@ -81,7 +82,7 @@ class Aggregator:
             raise Stopped(self.signalled)
 
     def env(self) -> dict[str, str]:
-        return proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: json.dumps(self.settings.raw),
+        return proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: self.settings.config.dumps(),
                                 WORKDIR_ENV: str(self.settings.workdir), TRACKING_ENV: self.settings.tracking_uri})
 
     def flwr(self, *args: str) -> dict:
@@ -166,9 +167,9 @@ def run_bound(settings: Settings) -> float:
 
 @cli.command(help=__doc__)
 def aggregator(
-    config: Annotated[str, typer.Option(envvar=CONFIG_ENV, help="JSON training config (plan.desired.aggregator_config).")],
+    config: Annotated[str, typer.Option(envvar=CONFIG_ENV, help="JSON training config (contract.AggregatorConfig).")],
     superlink_address: Annotated[str, typer.Option(
-        envvar="FLOPS_SUPERLINK_ADDRESS", help="host:port the SuperLink listens on (Fleet, Control, Runtime APIs).")] = "0.0.0.0:8000",
+        envvar=ENV_SUPERLINK_ADDRESS, help="host:port the SuperLink listens on (Fleet, Control, Runtime APIs).")] = "0.0.0.0:8000",
     workdir: Annotated[Path, typer.Option(envvar=WORKDIR_ENV, help="Writable directory (FLWR_HOME, best model, result.json).")] = Path("/tmp/flops-aggregator"),
     tracking_uri: Annotated[str, typer.Option(
         envvar=TRACKING_ENV, help="MLflow tracking server; empty: bare mode, nothing logged.")] = "",
@@ -176,14 +177,18 @@ def aggregator(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-aggregator %(levelname)s %(message)s")
     try:
         settings = parse(config, workdir.resolve(), tracking_uri)
-        load_task(settings.task)
+        load_task(settings.config.task.to_wire())
         proc.split_address(superlink_address)
     except Exception as exc:
         log.error("invalid aggregator configuration: %s", exc)
         raise typer.Exit(2) from exc
-    settings.workdir.mkdir(parents=True, exist_ok=True)
-    (settings.workdir / "result.json").unlink(missing_ok=True)
-    mlflow_run.forget(settings.workdir)
+    try:
+        settings.workdir.mkdir(parents=True, exist_ok=True)
+        (settings.workdir / "result.json").unlink(missing_ok=True)
+        mlflow_run.forget(settings.workdir)
+    except OSError as exc:
+        log.error("work directory %s (%s) is not usable: %s", settings.workdir, WORKDIR_ENV, exc)
+        raise typer.Exit(2) from exc
     agg = Aggregator(settings, superlink_address)
 
     def on_term(signum, frame):

@@ -43,7 +43,7 @@ class Rounds:
 
 
 def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
-    task = load_task(settings.task)
+    task = load_task(settings.config.task.to_wire())
     t = settings.training
     recorder = make_recorder(settings)
     started = time.monotonic()
@@ -54,9 +54,8 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
         strategy = build(settings, rounds)
         model = task.build_model(seed=settings.seed)
         common = {"num-rounds": settings.rounds, "evaluates": settings.evaluates, "seed": settings.seed}
-        train_config = ConfigRecord({**common, "lr": float(t.get("learningRate", 0.05)),
-                                     "local-epochs": int(t.get("localEpochs", 1)),
-                                     "batch-size": int(t.get("batchSize", 32))})
+        train_config = ConfigRecord({**common, "lr": t.learning_rate, "local-epochs": t.local_epochs,
+                                     "batch-size": t.batch_size})
         min_nodes = settings.min_learners()[2]
         strategy.start(
             grid=BoundedGrid(grid, min_nodes=min_nodes, wait_timeout=settings.round_timeout),

@@ -1,122 +1,95 @@
-"""The aggregator's settings: FLOPS_CONFIG (the operator's plan.desired.aggregator_config) parsed once."""
+"""The aggregator's settings: its environment (contract.AggregatorEnv, which the operator's plan renders)
+parsed once, plus the few values derived from it."""
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-CONFIG_ENV = "FLOPS_CONFIG"
-WORKDIR_ENV = "FLOPS_WORKDIR"
-TRACKING_ENV = "MLFLOW_TRACKING_URI"
+from .contract import ENV_CONFIG, ENV_TRACKING_URI, ENV_WORKDIR, AggregatorConfig, Strategy, Training
+
+CONFIG_ENV, WORKDIR_ENV, TRACKING_ENV = ENV_CONFIG, ENV_WORKDIR, ENV_TRACKING_URI
 
 
 @dataclass(frozen=True)
 class Settings:
-    raw: dict
+    config: AggregatorConfig
     workdir: Path
     tracking_uri: str
     """Empty: bare mode, nothing is logged to MLflow."""
 
     @property
-    def project(self) -> dict:
-        return self.raw.get("project", {})
-
-    @property
     def experiment(self) -> str:
-        return self.raw.get("experiment") or f"{self.project.get('namespace', 'default')}/{self.project.get('name', 'flops')}"
+        return self.config.experiment
 
     @property
-    def task(self) -> dict:
-        return self.raw["task"]
+    def training(self) -> Training:
+        return self.config.training
 
     @property
-    def data(self) -> dict:
-        return self.raw.get("data", {})
-
-    @property
-    def training(self) -> dict:
-        return self.raw.get("training", {})
+    def strategy(self) -> Strategy:
+        return self.config.training.strategy
 
     @property
     def rounds(self) -> int:
-        return int(self.training.get("rounds", 3))
-
-    @property
-    def strategy(self) -> dict:
-        return self.training.get("strategy", {})
-
-    @property
-    def num_learners(self) -> int:
-        return int(self.raw.get("numLearners", 2))
-
-    def min_learners(self) -> tuple[int, int, int]:
-        t, n = self.training, self.num_learners
-        return (int(t.get("minTrainLearners") or n), int(t.get("minEvaluateLearners") or n),
-                int(t.get("minAvailableLearners") or n))
+        return self.config.training.rounds
 
     @property
     def round_timeout(self) -> float:
-        return float(self.training.get("roundTimeoutSeconds", 600))
+        return self.config.training.round_timeout_seconds
 
     @property
     def seed(self) -> int:
-        return int(self.data.get("partitioning", {}).get("seed", 42))
+        return self.config.data.partitioning.seed
 
     @property
     def best_metric(self) -> tuple[str, str]:
-        best = self.training.get("bestModel", {})
-        return best.get("metric", "eval_accuracy"), best.get("mode", "max")
-
-    @property
-    def model_name(self) -> str:
-        return self.raw.get("registry", {}).get("modelName") or self.project.get("name") or "flops-model"
-
-    @property
-    def alias(self) -> str:
-        return self.raw.get("registry", {}).get("alias") or "champion"
+        best = self.config.training.best_model
+        return best.metric, best.mode
 
     @property
     def evaluates(self) -> bool:
-        return float(self.strategy.get("fractionEvaluate", 1.0)) > 0
+        return self.strategy.fraction_evaluate > 0
+
+    def min_learners(self) -> tuple[int, int, int]:
+        t = self.config.training
+        return t.min_train_learners, t.min_evaluate_learners, t.min_available_learners
 
     def params(self) -> dict[str, object]:
         """What the MLflow run records as params (the training config, never credentials)."""
-        t, s = self.training, self.strategy
-        min_train, min_eval, min_avail = self.min_learners()
-        part = self.data.get("partitioning", {})
+        c, t, s = self.config, self.config.training, self.strategy
+        part = c.data.partitioning
         params: dict[str, object] = {
-            "rounds": self.rounds,
-            "strategy": s.get("name", "FedAvg"),
-            "fraction_train": s.get("fractionTrain", 1.0),
-            "fraction_evaluate": s.get("fractionEvaluate", 1.0),
-            "min_train_learners": min_train,
-            "min_evaluate_learners": min_eval,
-            "min_available_learners": min_avail,
-            "num_learners": self.num_learners,
-            "local_epochs": t.get("localEpochs", 1),
-            "batch_size": t.get("batchSize", 32),
-            "learning_rate": t.get("learningRate", 0.05),
-            "round_timeout_seconds": self.round_timeout,
-            "task": self.task.get("name") or self.task.get("module"),
-            "dataset": self.data.get("dataset") or self.data.get("path") or "",
-            "partitioning": part.get("scheme", "iid"),
-            "partitioning_seed": self.seed,
-            "best_model_metric": self.best_metric[0],
-            "best_model_mode": self.best_metric[1],
+            "rounds": t.rounds,
+            "strategy": s.name,
+            "fraction_train": s.fraction_train,
+            "fraction_evaluate": s.fraction_evaluate,
+            "min_train_learners": t.min_train_learners,
+            "min_evaluate_learners": t.min_evaluate_learners,
+            "min_available_learners": t.min_available_learners,
+            "num_learners": c.num_learners,
+            "local_epochs": t.local_epochs,
+            "batch_size": t.batch_size,
+            "learning_rate": t.learning_rate,
+            "round_timeout_seconds": t.round_timeout_seconds,
+            "task": c.task.name or c.task.module,
+            "dataset": c.data.dataset or c.data.path or "",
+            "partitioning": part.scheme,
+            "partitioning_seed": part.seed,
+            "best_model_metric": t.best_model.metric,
+            "best_model_mode": t.best_model.mode,
         }
-        if part.get("scheme") == "dirichlet":
-            params["partitioning_alpha"] = part.get("alpha", 0.5)
-        params.update({f"strategy_{k}": v for k, v in s.get("arguments", {}).items()})
+        if part.scheme == "dirichlet":
+            params["partitioning_alpha"] = part.alpha
+        params.update({f"strategy_{k}": v for k, v in s.arguments.items()})
         return params
 
 
 def parse(config: str, workdir: str | Path, tracking_uri: str | None) -> Settings:
-    raw = json.loads(config)
-    if not isinstance(raw, dict) or "task" not in raw:
-        raise ValueError("FLOPS_CONFIG must be a JSON object with at least a `task`")
-    return Settings(raw=raw, workdir=Path(workdir), tracking_uri=(tracking_uri or "").strip())
+    """Raises pydantic.ValidationError (a ValueError) naming the fields that are wrong."""
+    return Settings(config=AggregatorConfig.model_validate_json(config), workdir=Path(workdir),
+                    tracking_uri=(tracking_uri or "").strip())
 
 
 def from_env() -> Settings:

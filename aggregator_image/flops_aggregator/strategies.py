@@ -94,17 +94,17 @@ def observed(base: type, observer: RoundObserver) -> type:
 
 def build(settings: Settings, observer: RoundObserver):
     spec = settings.strategy
-    name = spec.get("name", "FedAvg")
+    name = spec.name
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r} (known: {', '.join(STRATEGIES)})")
-    arguments = spec.get("arguments", {})
+    arguments = spec.arguments
     foreign = sorted(set(arguments) - set(ARGUMENTS[name]))
     if foreign:
         raise ValueError(f"strategy {name} does not take {', '.join(foreign)}")
     min_train, min_eval, min_avail = settings.min_learners()
     return observed(STRATEGIES[name], observer)(
-        fraction_train=float(spec.get("fractionTrain", 1.0)),
-        fraction_evaluate=float(spec.get("fractionEvaluate", 1.0)),
+        fraction_train=spec.fraction_train,
+        fraction_evaluate=spec.fraction_evaluate,
         min_train_nodes=min_train,
         min_evaluate_nodes=min_eval,
         min_available_nodes=min_avail,

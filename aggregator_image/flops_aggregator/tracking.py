@@ -63,9 +63,9 @@ class MlflowRecorder:
         self.run_id: str | None = None
 
     def _experiment_id(self) -> str:
-        s = self.settings
-        tags = {"flops.project.namespace": s.project.get("namespace", ""), "flops.project.name": s.project.get("name", ""),
-                "flops.project.uid": s.project.get("uid", "")}
+        s, project = self.settings, self.settings.config.project
+        tags = {"flops.project.namespace": project.namespace, "flops.project.name": project.name,
+                "flops.project.uid": project.uid}
         experiment = self.client.get_experiment_by_name(s.experiment)
         if experiment is None:
             return self.client.create_experiment(s.experiment, tags=tags)
@@ -80,8 +80,8 @@ class MlflowRecorder:
         mlflow.set_system_metrics_samples_before_logging(1)
         run = mlflow.start_run(
             experiment_id=self._experiment_id(),
-            run_name=f"{s.project.get('name', 'flops')}-flower-{flower_run_id}",
-            tags={"flops.project.uid": s.project.get("uid", ""), "flops.flower.run_id": str(flower_run_id),
+            run_name=f"{s.config.project.name}-flower-{flower_run_id}",
+            tags={"flops.project.uid": s.config.project.uid, "flops.flower.run_id": str(flower_run_id),
                   "flops.total_rounds": str(s.rounds), "flops.round": "0"},
             log_system_metrics=True,
         )
@@ -109,7 +109,8 @@ class MlflowRecorder:
         info = task.log_model(model, name="model", input_example=example,
                               signature=infer_signature(example, task.predict(model, example)),
                               pip_requirements=task_requirements(task))
-        registration = register_and_promote(self.client, info.model_uri, info.model_id, self.run_id, s.model_name, s.alias,
+        registration = register_and_promote(self.client, info.model_uri, info.model_id, self.run_id,
+                                            s.config.registry.model_name, s.config.registry.alias,
                                             metric, mode, best.value)
         mlflow.set_tags({
             "flops.best_round": str(best.round),

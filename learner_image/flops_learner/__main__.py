@@ -18,8 +18,10 @@ from typing import Annotated
 
 import typer
 
-from . import proc
+from flops_runtime import proc
 from .client_app import PROGRESS_FILE
+from .contract import (ENV_CLIENTAPPIO, ENV_MAX_WAIT, ENV_NUM_PARTITIONS, ENV_PARTITION_ID, ENV_SUPERLINK, ENV_TASK,
+                       ENV_WORKDIR, LearnerEnv, LearnerTask)
 from .task import load_task
 
 log = logging.getLogger("flops_learner")
@@ -84,37 +86,44 @@ class Supervisor:
 
 @cli.command(help=__doc__)
 def learner(
-    task: Annotated[str, typer.Option(envvar="FLOPS_TASK", help='JSON {"task": {...}, "data": {...}} (spec wire shapes).')],
-    superlink: Annotated[str, typer.Option(envvar="FLOPS_SUPERLINK", help="host:port of the aggregator's SuperLink.")],
-    partition_id: Annotated[int, typer.Option(envvar="FLOPS_PARTITION_ID", min=0, help="This learner's partition (0-based).")],
-    num_partitions: Annotated[int, typer.Option(envvar="FLOPS_NUM_PARTITIONS", min=1, help="Number of learners/partitions.")],
+    task: Annotated[str, typer.Option(envvar=ENV_TASK, help='JSON {"task": {...}, "data": {...}} (contract.LearnerTask).')],
+    superlink: Annotated[str, typer.Option(envvar=ENV_SUPERLINK, help="host:port of the aggregator's SuperLink.")],
+    partition_id: Annotated[int, typer.Option(envvar=ENV_PARTITION_ID, min=0, help="This learner's partition (0-based).")],
+    num_partitions: Annotated[int, typer.Option(envvar=ENV_NUM_PARTITIONS, min=1, help="Number of learners/partitions.")],
     clientappio_address: Annotated[str, typer.Option(
-        envvar="FLOPS_CLIENTAPPIO_ADDRESS", help="host:port of the SuperNode's own local (ClientApp IO) API.")] = "127.0.0.1:9094",
-    workdir: Annotated[Path, typer.Option(envvar="FLOPS_WORKDIR", help="Writable directory.")] = Path("/tmp/flops-learner"),
+        envvar=ENV_CLIENTAPPIO, help="host:port of the SuperNode's own local (ClientApp IO) API.")] = "127.0.0.1:9094",
+    workdir: Annotated[Path, typer.Option(envvar=ENV_WORKDIR, help="Writable directory.")] = Path("/tmp/flops-learner"),
     max_wait_seconds: Annotated[float, typer.Option(
-        envvar="FLOPS_MAX_WAIT_SECONDS", min=1,
+        envvar=ENV_MAX_WAIT, min=1,
         help="Give up (exit 0) once the aggregator has been unreachable this long.")] = 600.0,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-learner %(levelname)s %(message)s")
     try:
-        wire = json.loads(task)
+        settings = LearnerEnv(task=LearnerTask.model_validate_json(task), superlink=superlink,
+                              partition_id=partition_id, num_partitions=num_partitions,
+                              clientappio_address=clientappio_address, workdir=str(workdir),
+                              max_wait_seconds=max_wait_seconds)
+        wire = settings.task.to_wire()
         user_task = load_task(wire["task"])
         data = user_task.load_data(wire["data"], partition_id, num_partitions)
         host, port = proc.split_address(clientappio_address)
     except Exception as exc:  # the learner's own failure: report it plainly and exit non-zero
         log.error("invalid learner setup: %s", exc)
         raise typer.Exit(1) from exc
-    log.info("task %s, partition %d/%d: %d train / %d test examples", wire["task"].get("name") or wire["task"].get("module"),
+    log.info("task %s, partition %d/%d: %d train / %d test examples", settings.task.task.name or settings.task.task.module,
              partition_id, num_partitions, len(data.y_train), len(data.y_test))
 
-    workdir.mkdir(parents=True, exist_ok=True)
     state_dir = workdir / "state"
-    state_dir.mkdir(exist_ok=True)
-    (state_dir / PROGRESS_FILE).unlink(missing_ok=True)
     task_file = workdir / "task.json"
-    task_file.write_text(json.dumps(wire))
     data_file = workdir / "data.npz"
-    data.save(data_file)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / PROGRESS_FILE).unlink(missing_ok=True)
+        task_file.write_text(json.dumps(wire))
+        data.save(data_file)
+    except OSError as exc:
+        log.error("work directory %s (%s) is not usable: %s", workdir, ENV_WORKDIR, exc)
+        raise typer.Exit(1) from exc
     node_config = " ".join([
         f"partition-id={partition_id}", f"num-partitions={num_partitions}",
         f"flops-task-file={json.dumps(str(task_file))}", f"flops-state-dir={json.dumps(str(state_dir))}",

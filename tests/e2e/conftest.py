@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixed
 
-from flops_learner.proc import stop_tree
+from flops_runtime.proc import stop_tree
 
 MLFLOW_STARTUP_SECONDS = 120
 

@@ -4,7 +4,6 @@ stop it): the aggregator must stop its Flower children, end the MLflow run KILLE
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -17,10 +16,12 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from flops_learner.proc import stop_tree
+from flops_runtime.proc import stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
-from flops_operator.plan.desired import aggregator_config, learner_config
+from flops_aggregator.contract import AggregatorEnv
+from flops_learner.contract import LearnerEnv
+from flops_operator.plan.desired import aggregator_config, learner_task
 
 from .conftest import free_port, venv_script
 
@@ -100,16 +101,14 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
     superlink = f"127.0.0.1:{free_port()}"
     processes: dict[str, subprocess.Popen] = {}
     try:
-        processes["aggregator"] = start("aggregator", [venv_script("flops-aggregator")], {
-            "FLOPS_CONFIG": json.dumps(aggregator_config(p)), "FLOPS_SUPERLINK_ADDRESS": superlink,
-            "FLOPS_WORKDIR": str(tmp_path / "aggregator"), "MLFLOW_TRACKING_URI": mlflow_server.uri}, tmp_path)
+        processes["aggregator"] = start("aggregator", [venv_script("flops-aggregator")], AggregatorEnv(
+            config=aggregator_config(p), superlink_address=superlink, workdir=str(tmp_path / "aggregator"),
+            tracking_uri=mlflow_server.uri).to_env(), tmp_path)
         for i in range(LEARNERS):
-            processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], {
-                "FLOPS_TASK": json.dumps(learner_config(p)), "FLOPS_SUPERLINK": superlink,
-                "FLOPS_PARTITION_ID": str(i), "FLOPS_NUM_PARTITIONS": str(LEARNERS),
-                "FLOPS_CLIENTAPPIO_ADDRESS": f"127.0.0.1:{free_port()}",
-                "FLOPS_WORKDIR": str(tmp_path / f"learner-{i}"),
-                "FLOPS_MAX_WAIT_SECONDS": str(LEARNER_MAX_WAIT_SECONDS)}, tmp_path)
+            processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], LearnerEnv(
+                task=learner_task(p), superlink=superlink, partition_id=i, num_partitions=LEARNERS,
+                clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(tmp_path / f"learner-{i}"),
+                max_wait_seconds=LEARNER_MAX_WAIT_SECONDS).to_env(), tmp_path)
 
         client = MlflowClient(mlflow_server.uri)
         run = running_round(client)

@@ -3,7 +3,6 @@ digits-mlp for 2 rounds on loopback against a real MLflow server; then the MLflo
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 
@@ -13,10 +12,13 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from flops_learner.data import load_builtin
-from flops_learner.proc import stop_tree
+from flops_runtime.proc import stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
-from flops_operator.plan.desired import aggregator_config, learner_config
+from flops_aggregator.contract import AggregatorEnv
+from flops_learner.contract import LearnerEnv
+from flops_operator.plan.desired import aggregator_config, learner_task
+from tests.projects import with_training
 
 from .conftest import free_port, venv_script
 
@@ -43,15 +45,14 @@ def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_serve
     p = project()
     superlink = f"127.0.0.1:{free_port()}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
-    commands = {"aggregator": ([venv_script("flops-aggregator")], {
-        "FLOPS_CONFIG": json.dumps(aggregator_config(p)), "FLOPS_SUPERLINK_ADDRESS": superlink,
-        "FLOPS_WORKDIR": str(tmp_path / "aggregator"), "MLFLOW_TRACKING_URI": mlflow_server.uri})}
+    commands = {"aggregator": ([venv_script("flops-aggregator")], AggregatorEnv(
+        config=aggregator_config(p), superlink_address=superlink, workdir=str(tmp_path / "aggregator"),
+        tracking_uri=mlflow_server.uri).to_env())}
     for i in range(LEARNERS):
-        commands[f"learner-{i}"] = ([venv_script("flops-learner")], {
-            "FLOPS_TASK": json.dumps(learner_config(p)), "FLOPS_SUPERLINK": superlink,
-            "FLOPS_PARTITION_ID": str(i), "FLOPS_NUM_PARTITIONS": str(LEARNERS),
-            "FLOPS_CLIENTAPPIO_ADDRESS": f"127.0.0.1:{free_port()}", "FLOPS_WORKDIR": str(tmp_path / f"learner-{i}"),
-            "FLOPS_MAX_WAIT_SECONDS": "120"})
+        commands[f"learner-{i}"] = ([venv_script("flops-learner")], LearnerEnv(
+            task=learner_task(p), superlink=superlink, partition_id=i, num_partitions=LEARNERS,
+            clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(tmp_path / f"learner-{i}"),
+            max_wait_seconds=120).to_env())
     processes, logs = {}, {}
     try:
         for name, (command, env) in commands.items():
@@ -117,11 +118,10 @@ def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_serve
 def test_aggregator_exits_non_zero_when_the_serverapp_fails(tmp_path):
     """No learner ever connects: the ServerApp raises after the round timeout, `flwr run --stream` still
     exits 0, and the entrypoint must read the failed status and exit 1 (bare mode: no MLflow)."""
-    config = aggregator_config(project())
-    config["training"]["roundTimeoutSeconds"] = 2
+    config = with_training(aggregator_config(project()), round_timeout_seconds=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
-    env.update(FLOPS_CONFIG=json.dumps(config), FLOPS_SUPERLINK_ADDRESS=f"127.0.0.1:{free_port()}",
-               FLOPS_WORKDIR=str(tmp_path / "aggregator"))
+    env.update(AggregatorEnv(config=config, superlink_address=f"127.0.0.1:{free_port()}",
+                             workdir=str(tmp_path / "aggregator")).to_env())
     process = subprocess.Popen([venv_script("flops-aggregator")], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -137,9 +137,9 @@ def test_learner_gives_up_with_exit_0_when_the_aggregator_never_comes(tmp_path):
     """Nothing listens on the SuperLink address: past FLOPS_MAX_WAIT_SECONDS the learner stops its
     SuperNode (and everything the SuperNode started) and exits 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
-    env.update(FLOPS_TASK=json.dumps(learner_config(project())), FLOPS_SUPERLINK=f"127.0.0.1:{free_port()}",
-               FLOPS_PARTITION_ID="1", FLOPS_NUM_PARTITIONS="2", FLOPS_CLIENTAPPIO_ADDRESS=f"127.0.0.1:{free_port()}",
-               FLOPS_WORKDIR=str(tmp_path / "learner"), FLOPS_MAX_WAIT_SECONDS="3")
+    env.update(LearnerEnv(task=learner_task(project()), superlink=f"127.0.0.1:{free_port()}", partition_id=1,
+                          num_partitions=2, clientappio_address=f"127.0.0.1:{free_port()}",
+                          workdir=str(tmp_path / "learner"), max_wait_seconds=3).to_env())
     process = subprocess.Popen([venv_script("flops-learner")], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 ROOT_NEGATIVE = ("TargetClusterNotFound", "TargetClusterNotActive", "NoActiveClusterWithCapacity")
 PROGRESSION = ("CLUSTER_SCHEDULED", "NODE_SCHEDULED", "CREATING", "RUNNING")
@@ -69,11 +69,21 @@ class Timing:
     """Instances the root forgot without telling the cluster die with the next cluster report."""
 
 
+class Runtime(Protocol):
+    """What runs instances for real (worker.ContainerWorker); without one, the clock decides."""
+
+    def deploy(self, key: tuple[str, int], job: dict) -> None:
+        """Start the instance; the runtime then reports RUNNING, DEAD, COMPLETED or FAILED itself."""
+
+    def undeploy(self, key: tuple[str, int]) -> None: ...
+
+
 @dataclass
 class Lifecycle:
     """Per-instance timers, keyed by (job_id, instance_number); the documents live in the jobs."""
 
     timing: Timing
+    runtime: Runtime | None = None
     requests: list[tuple[float, str]] = field(default_factory=list)
     since: dict[tuple[str, int], float] = field(default_factory=dict)
     progressing: set[tuple[str, int]] = field(default_factory=set)
@@ -87,6 +97,8 @@ class Lifecycle:
         self.requests.append((now + self.timing.schedule_delay, job_id))
 
     def cluster_delete(self, key: tuple[str, int]) -> None:
+        if self.runtime is not None and key in self.on_cluster:
+            self.runtime.undeploy(key)
         for table in (self.since, self.failed, self.orphaned, self.on_cluster):
             table.pop(key, None)
         self.progressing.discard(key)
@@ -107,8 +119,7 @@ class Lifecycle:
         for key, stay in list(self.failed.items()):
             if not stay and now >= self.since[key] + self.timing.redeploy_after:
                 del self.failed[key]
-                self._set(key, "CREATING", self.since[key] + self.timing.redeploy_after, jobs)
-                self.progressing.add(key)
+                self._create(key, self.since[key] + self.timing.redeploy_after, jobs)
                 self._advance(key, now, jobs, clusters)
         for key, at in list(self.orphaned.items()):
             if now >= at + self.timing.orphan_cleanup_after:
@@ -135,6 +146,8 @@ class Lifecycle:
         if instance is None:
             self.progressing.discard(key)
             return
+        if key not in self.progressing:  # a runtime runs it: its reports move it on, not the clock
+            return
         step = self.timing.step_delay
         while instance["status"] in PROGRESSION[:-1] and now >= self.since[key] + step:
             at = self.since[key] + step
@@ -147,9 +160,32 @@ class Lifecycle:
             if following == "RUNNING":
                 instance.update({"cpu_percent": 1.5, "memory_percent": 2.0, "disk": 0, "logs": "",
                                  "cpu_history": [], "memory_history": []})
-            self._set(key, following, at, jobs)
+            if following == "CREATING":
+                self._create(key, at, jobs)
+            else:
+                self._set(key, following, at, jobs)
+            if key not in self.progressing:
+                return
         if instance["status"] not in PROGRESSION[:-1]:
             self.progressing.discard(key)
+
+    def _create(self, key: tuple[str, int], at: float, jobs: dict[str, dict]) -> None:
+        """The node starts the instance: on the clock, or by the runtime, which then reports on it."""
+        self._set(key, "CREATING", at, jobs)
+        if self.runtime is None:
+            self.progressing.add(key)
+            return
+        self.progressing.discard(key)
+        job = jobs.get(key[0])
+        if job is not None:
+            self.runtime.deploy(key, job)
+
+    def set_status(self, key: tuple[str, int], status: str, now: float, jobs: dict[str, dict]) -> None:
+        """A runtime's report (RUNNING); finish() takes the ends."""
+        if key in self.on_cluster and self.on_cluster[key]["status"] != status:
+            if status == "RUNNING":
+                self.on_cluster[key].setdefault("cpu_percent", 0.0)
+            self._set(key, status, now, jobs)
 
     def _set(self, key: tuple[str, int], status: str, at: float, jobs: dict[str, dict]) -> None:
         instance = self.on_cluster[key]

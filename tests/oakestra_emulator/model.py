@@ -24,7 +24,6 @@ from .tokens import TokenMint
 
 ADMIN_ROLES = ["Admin", "Organization_Admin", "Application_Provider", "Infrastructure_Provider"]
 OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
-RR_IP = re.compile(r"^10\.30\.(\d{1,3})\.(\d{1,3})$")
 
 
 class ApiError(Exception):
@@ -44,7 +43,8 @@ class User:
 
 
 class SystemManager:
-    def __init__(self, *, timing: Timing, mint: TokenMint, clusters: list[Cluster] | None = None):
+    def __init__(self, *, timing: Timing, mint: TokenMint, clusters: list[Cluster] | None = None,
+                 service_subnet: str = "10.30.0.0/16", reserved: tuple[str, ...] = ()):
         self._oid_prefix = secrets.token_hex(5)
         self._counter = itertools.count(1)
         self.mint = mint
@@ -52,7 +52,9 @@ class SystemManager:
         self.users = {"Admin": User("Admin", "Admin", self.new_id(0), {"root": list(ADMIN_ROLES)})}
         self.apps: dict[str, dict] = {}
         self.jobs: dict[str, dict] = {}
-        self.rr_ips: dict[str, str] = {}
+        self.service_subnet = ipaddress.IPv4Network(service_subnet)
+        """The network plugin's range (Oakestra's is 10.30.0.0/16; a container worker's is its network's)."""
+        self.rr_ips: dict[str, str] = {address: "(reserved)" for address in reserved}
         """Service IP -> job_name holding it (the network plugin's table)."""
         self.lifecycle = Lifecycle(timing)
         self.clusters = clusters if clusters is not None else [Cluster("cluster1", self.new_id(0))]
@@ -208,17 +210,21 @@ class SystemManager:
         return job_id
 
     def _net_deploy(self, job: dict) -> bool:
-        """The network plugin's new_job_rr_address: 10.30.x.y, not held by another job_name."""
+        """The network plugin's new_job_rr_address: an address of its range, not held by another job_name."""
         wanted = job["RR_ip"]
         if wanted is None:
-            for n in range(1 << 16):
-                candidate = str(ipaddress.IPv4Address("10.30.0.0") + n)
+            # Observed: the plugin hands out its range from the very first address (10.30.0.0) upwards.
+            for n in range(self.service_subnet.num_addresses):
+                candidate = str(self.service_subnet.network_address + n)
                 if candidate not in self.rr_ips:
                     self.rr_ips[candidate] = job["job_name"]
                     return True
             return False
-        match = RR_IP.match(wanted)
-        if not match or any(int(octet) > 255 for octet in match.groups()):
+        try:
+            address = ipaddress.IPv4Address(wanted)
+        except ValueError:
+            return False
+        if address not in self.service_subnet:
             return False
         holder = self.rr_ips.get(wanted)
         if holder is not None and holder != job["job_name"]:

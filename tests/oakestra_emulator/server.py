@@ -13,6 +13,7 @@ from aiohttp import web
 from .cluster import Cluster, Timing
 from .http import Call, Faults, SystemManagerApp
 from .model import SystemManager
+from .worker import ContainerWorker
 from .tokens import TokenMint
 
 
@@ -123,20 +124,33 @@ async def run_emulator(
     faults: Faults | None = None,
     clusters: Iterable[Cluster] | None = None,
     host: str = "127.0.0.1",
+    worker: ContainerWorker | None = None,
 ) -> AsyncIterator[Emulator]:
-    """`async with run_emulator() as emu:` -> emu.url is http://127.0.0.1:<free port>."""
+    """`async with run_emulator() as emu:` -> emu.url is http://127.0.0.1:<free port>.
+
+    With a `worker` (worker.ContainerWorker), instances run as containers on its network, whose subnet
+    becomes the service-IP range (the host's own address on it is never handed out); the clock is then
+    the wall clock.
+    """
     clock = clock or time.time
+    subnet = {"service_subnet": str(worker.network.subnet), "reserved": (str(worker.network.host_address),)} \
+        if worker is not None else {}
     sm = SystemManager(timing=timing or Timing(), mint=TokenMint(access_ttl=token_ttl),
-                       clusters=list(clusters) if clusters is not None else None)
+                       clusters=list(clusters) if clusters is not None else None, **subnet)
+    sm.lifecycle.runtime = worker
     http = SystemManagerApp(sm, clock, latency=latency, faults=faults)
     runner = web.AppRunner(http.build(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, 0)
     await site.start()
     port = runner.addresses[0][1]
+    if worker is not None:
+        worker.start(sm)
     try:
         yield Emulator(f"http://{host}:{port}", sm, http)
     finally:
+        if worker is not None:
+            await worker.close()
         await runner.cleanup()
 
 

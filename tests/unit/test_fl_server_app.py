@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from flops_aggregator import mlflow_run
 from flops_aggregator.grid import NotEnoughLearners
 from flops_aggregator.server_app import RESULT_FILE, train
-from flops_aggregator.settings import parse
+from tests.projects import aggregator_settings
 
 
 class _NoLearners:
@@ -41,9 +41,8 @@ def in_a_run(monkeypatch):
         monkeypatch.setattr(TaskIdentity, attribute, 1)
 
 
-CONFIG = {"project": {"namespace": "ns", "name": "p", "uid": "u-1"}, "experiment": "ns/p",
-          "task": {"name": "iris-logreg"}, "data": {"dataset": "iris"}, "numLearners": 2,
-          "training": {"rounds": 2, "roundTimeoutSeconds": 0}, "registry": {"modelName": "never"}}
+SPEC = {"task": {"name": "iris-logreg"}, "data": {"dataset": "iris"}, "learners": {"replicas": 2},
+        "training": {"rounds": 2}, "registry": {"modelName": "never"}}
 
 
 def train_until(raised: type[BaseException], grid, tmp_path):
@@ -52,7 +51,7 @@ def train_until(raised: type[BaseException], grid, tmp_path):
     previous = mlflow.get_tracking_uri()
     try:
         with pytest.raises(raised):
-            train(grid, _Context(), parse(json.dumps(CONFIG), tmp_path, uri))
+            train(grid, _Context(), aggregator_settings(SPEC, tmp_path, uri, round_timeout_seconds=0.01))
     finally:
         if mlflow.active_run():
             mlflow.end_run()

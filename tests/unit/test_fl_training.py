@@ -8,7 +8,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, Re
 from flwr.serverapp import strategy as flwr_strategies
 
 from flops_aggregator.grid import BoundedGrid, NotEnoughLearners
-from flops_aggregator.settings import parse
+from tests.projects import aggregator_settings
 from flops_aggregator.strategies import RoundResult, build
 from flops_learner.builtin import DigitsMLP, IrisLogReg
 from flops_learner.client_app import from_record, to_record, train_config
@@ -46,7 +46,7 @@ def in_a_run(monkeypatch):
 
 
 def test_proximal_mu_sent_by_fedprox_reaches_the_learners_training_config(in_a_run):
-    sent = build(_settings({"name": "FedProx", "arguments": {"proximal_mu": 0.7}}, learners=2), observer=None)
+    sent = build(_settings({"name": "FedProx", "proximalMu": 0.7}, learners=2), observer=None)
     config = ConfigRecord({"lr": 0.02, "local-epochs": 3, "batch-size": 8})
     (content, _) = [m.content for m in sent.configure_train(2, ArrayRecord(), config, _FakeGrid(nodes=2))]
     cfg = train_config(content["config"], partition_id=1)
@@ -80,11 +80,15 @@ def test_unknown_task_is_refused():
         load_task({"name": "resnet-9000"})
 
 
-def _settings(strategy: dict, learners: int = 3):
-    import json
-
-    return parse(json.dumps({"task": {"name": "digits-mlp"}, "numLearners": learners,
-                             "training": {"rounds": 2, "strategy": strategy, "minTrainLearners": 2}}), ".", "")
+def _settings(strategy: dict, learners: int = 3, arguments: dict | None = None):
+    settings = aggregator_settings({"task": {"name": "digits-mlp"}, "learners": {"replicas": learners},
+                                    "training": {"rounds": 2, "strategy": strategy, "minTrainLearners": 2}})
+    if arguments is None:
+        return settings
+    # What a hand-written FLOPS_CONFIG could say, though the spec refuses it.
+    config = settings.config.model_copy(update={"training": settings.training.model_copy(update={
+        "strategy": settings.strategy.model_copy(update={"arguments": arguments})})})
+    return type(settings)(config, settings.workdir, settings.tracking_uri)
 
 
 @pytest.mark.parametrize("name, arguments, attribute", [
@@ -97,7 +101,9 @@ def _settings(strategy: dict, learners: int = 3):
     ("FedTrimmedAvg", {"beta": 0.1}, ("beta", 0.1)),
 ])
 def test_strategy_from_the_spec(name, arguments, attribute):
-    strategy = build(_settings({"name": name, "arguments": arguments, "fractionEvaluate": 0.5}), observer=None)
+    wire = {"proximal_mu": "proximalMu", "eta_l": "etaL", "beta_1": "beta1", "beta_2": "beta2"}
+    strategy = build(_settings({"name": name, "fractionEvaluate": 0.5, **{wire.get(k, k): v for k, v in arguments.items()}}),
+                     observer=None)
     assert isinstance(strategy, getattr(flwr_strategies, name))
     assert (strategy.min_train_nodes, strategy.min_evaluate_nodes, strategy.min_available_nodes) == (2, 3, 3)
     assert strategy.fraction_evaluate == 0.5
@@ -107,7 +113,7 @@ def test_strategy_from_the_spec(name, arguments, attribute):
 
 def test_strategy_arguments_of_another_strategy_are_refused():
     with pytest.raises(ValueError, match="does not take"):
-        build(_settings({"name": "FedAvg", "arguments": {"proximal_mu": 0.1}}), observer=None)
+        build(_settings({"name": "FedAvg"}, arguments={"proximal_mu": 0.1}), observer=None)
 
 
 class _FakeGrid:

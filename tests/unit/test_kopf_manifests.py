@@ -97,12 +97,3 @@ def test_rbac_is_least_privilege(rendered: dict[str, dict]) -> None:
     binding = rendered["ClusterRoleBinding/flops-operator"]
     assert binding["roleRef"]["name"] == "flops-operator"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "flops-operator", "namespace": "flops-system"}]
-
-
-def test_dockerfile_runs_flops_operator_as_non_root() -> None:
-    text = (ROOT / "operator" / "Dockerfile").read_text()
-    assert text.startswith("#") and "FROM python:3.11-slim" in text
-    assert "-c constraints.txt" in text and "download.pytorch.org/whl/cpu" in text
-    assert 'ENTRYPOINT ["flops", "operator"]' in text
-    user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
-    assert user and not user[-1].startswith(("0", "root"))

@@ -72,7 +72,7 @@ def test_no_secret_or_credential_in_learner_or_aggregator_env():
 
 def test_aggregator_config_resolves_defaults():
     cfg = aggregator_config(project(learners={"replicas": 4}, training={"minTrainLearners": 2,
-                                                                         "strategy": {"name": "FedProx"}}))
+                                                                         "strategy": {"name": "FedProx"}})).to_wire()
     assert cfg["training"]["minTrainLearners"] == 2
     assert cfg["training"]["minEvaluateLearners"] == 4 and cfg["training"]["minAvailableLearners"] == 4
     assert cfg["training"]["strategy"] == {"name": "FedProx", "arguments": {"proximal_mu": 0.1},

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 import typer
 import yaml
@@ -13,8 +13,9 @@ from rich.console import Console
 
 from ..models import KIND, InvalidProject, Problem, Project, parse_project
 from ..models.spec import Platform
-from .live_view import LiveView, render_summary, ui_command
-from .local_runner import LocalRunner, RunResult
+
+if TYPE_CHECKING:
+    from .local_runner import RunResult
 
 EXIT_INVALID = 2
 
@@ -37,6 +38,8 @@ def load_manifest(path: Path) -> tuple[dict[str, Any], Project]:
 
 
 def print_final(result: RunResult, manifest_path: str, console: Console, output: str | None) -> None:
+    from .live_view import render_summary, ui_command
+
     console.print(render_summary(result.project, result.status, result.layout))
     # Outside the panel and unwrapped: a command people copy must not be cut by the terminal width.
     console.print("Open the MLflow UI: " + ui_command(result.project, result.layout, manifest_path),
@@ -69,6 +72,11 @@ def register(app: typer.Typer) -> None:
             for problem in exc.problems:
                 err.print(f"{file}: {problem}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(EXIT_INVALID)
+        # Imported here, not at the top: `flops operator` (the slim operator image) has none of the
+        # local platform's dependencies (psutil, pyftpdlib, MLflow's server).
+        from .live_view import LiveView
+        from .local_runner import LocalRunner
+
         # With -o yaml stdout carries only the document; people read stderr.
         console = err if output == "yaml" else Console()
         with LiveView(console, project) as view:

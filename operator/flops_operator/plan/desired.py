@@ -1,42 +1,24 @@
 """desired(project) -> the services it needs. Pure: same project in, same specs out.
 
-## The entrypoint contract (the operator's plan already emits exactly this: see plan/desired.py)
-Aggregator: command `flops-aggregator` (console script -> flops_aggregator.__main__:main), env:
-- FLOPS_CONFIG: JSON from plan.desired.aggregator_config(project): {"project": {namespace,name,uid}, "experiment",
-  "task": {name|module,image}, "data": {dataset|path,labelColumn, partitioning:{scheme,alpha,seed}}, "numLearners",
-  "training": {rounds, strategy:{name, arguments:{snake_case Flower args}, fractionTrain, fractionEvaluate},
-  minTrainLearners, minEvaluateLearners, minAvailableLearners, localEpochs, batchSize, learningRate,
-  roundTimeoutSeconds, bestModel:{metric, mode}}, "registry": {modelName, alias}}
-- FLOPS_SUPERLINK_ADDRESS: host:port the SuperLink listens on (one HTTP port in flwr 1.42: --host/--port)
-- FLOPS_WORKDIR: a writable directory (FLWR_HOME, best-model file, ...)
-- MLFLOW_TRACKING_URI: http://host:port of the tracking server (if unset/empty: "bare" mode, no MLflow — used by the benchmark)
-Exit 0 only if the training run succeeded (and model logged/registered when MLflow is on); non-zero otherwise.
-Learner: command `flops-learner` (console script -> flops_learner.__main__:main), env:
-- FLOPS_TASK: JSON {"task": {...}, "data": {...}} (same shapes as above)
-- FLOPS_SUPERLINK: host:port of the aggregator's SuperLink
-- FLOPS_PARTITION_ID, FLOPS_NUM_PARTITIONS
-- FLOPS_CLIENTAPPIO_ADDRESS: 127.0.0.1:port for the SuperNode's own local port (several learners on one host)
-- FLOPS_WORKDIR: writable directory
-- optional FLOPS_MAX_WAIT_SECONDS: how long to wait for an unreachable aggregator before giving up (exit 0)
-Exit 0 when the training run is over or the aggregator is gone past the bound; non-zero on its own failure.
-Both also accept the same settings as CLI flags (`--help` documents them; flags override env).
+What each image's entrypoint reads is its contract (one pydantic model per image, shared with the
+entrypoint): flops_aggregator.contract.AggregatorEnv and flops_learner.contract.LearnerEnv. The MLflow,
+MariaDB and vsftpd images take the environment their upstream images are known by (MLFLOW_*, MARIADB_*,
+FTP_* / PASV_*); each image's README lists it, and the image smoke tests run each with what this renders.
 """
 
 from __future__ import annotations
 
 import json
 
+from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestModel, ProjectId, Registry, Strategy,
+                                       Training)
+from flops_learner.contract import DataRef, LearnerEnv, LearnerTask, TaskRef
+
 from ..models import Project
 from ..models.spec import FLOpsProjectSpec
+from . import images
 from .services import Port, Role, ServiceSpec
 
-# Default images. The aggregator/learner images are built from this repository's folders.
-IMAGE_VERSION = "0.1.0"
-AGGREGATOR_IMAGE = f"ghcr.io/flops-operator/aggregator:{IMAGE_VERSION}"
-LEARNER_IMAGE = f"ghcr.io/flops-operator/learner:{IMAGE_VERSION}"
-TRACKING_IMAGE = "ghcr.io/mlflow/mlflow:v3.17.2"
-MARIADB_IMAGE = "docker.io/library/mariadb:11.4"
-VSFTPD_IMAGE = "docker.io/fauria/vsftpd:latest"
 
 # Container ports (a local platform maps each to a free loopback port).
 MYSQL_PORT = 3306
@@ -45,6 +27,8 @@ MLFLOW_PORT = 5000
 SUPERLINK_PORT = 8000
 CLIENTAPPIO_PORT = 9094
 SERVING_PORT = 8080
+# vsftpd's passive data ports (its image's default range): the tracking server's FTP client connects to them.
+PASV_PORTS = range(21100, 21110)
 
 # Credentials a project may need; generated once, kept in a Secret (cluster) or a 0600 file (local).
 BACKEND_PASSWORD = "backend-password"
@@ -81,8 +65,10 @@ def _backend_store(spec: FLOpsProjectSpec) -> ServiceSpec:
     return ServiceSpec(
         name="backend-store",
         role=Role.backend_store,
-        image=spec.tracking.backend_store.image or MARIADB_IMAGE,
-        command=("mariadbd", "--bind-address={{bind}}", "--port={{port:mysql}}"),
+        image=spec.tracking.backend_store.image or images.BACKEND_STORE,
+        # No command: the image's entrypoint sets the database up from MARIADB_* (Oakestra's `cmd`
+        # would replace it), as the official MariaDB image's does.
+        command=(),
         env=(
             ("MARIADB_DATABASE", DB_NAME),
             ("MARIADB_USER", DB_USER),
@@ -100,16 +86,17 @@ def _artifact_store(spec: FLOpsProjectSpec) -> ServiceSpec:
     return ServiceSpec(
         name="artifact-store",
         role=Role.artifact_store,
-        image=spec.tracking.artifact_store.image or VSFTPD_IMAGE,
+        image=spec.tracking.artifact_store.image or images.ARTIFACT_STORE,
         command=(),
         env=(
             ("FTP_USER", FTP_USER),
             ("FTP_PASS", "{{secret:%s}}" % FTP_PASSWORD),
             ("PASV_ADDRESS", "{{host:artifact-store}}"),
-            ("PASV_MIN_PORT", "21100"),
-            ("PASV_MAX_PORT", "21110"),
+            ("PASV_MIN_PORT", str(PASV_PORTS[0])),
+            ("PASV_MAX_PORT", str(PASV_PORTS[-1])),
         ),
-        ports=(Port("ftp", FTP_PORT),),
+        ports=(Port("ftp", FTP_PORT, published=True),
+               *(Port(f"pasv-{n}", n, published=True) for n in PASV_PORTS)),
         memory_mb=256,
         secrets=(FTP_PASSWORD,),
         options=(("user", FTP_USER),),
@@ -134,7 +121,7 @@ def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
     return ServiceSpec(
         name="tracking-server",
         role=Role.tracking_server,
-        image=spec.tracking.image or TRACKING_IMAGE,
+        image=spec.tracking.image or images.TRACKING_SERVER,
         command=(
             "mlflow", "server",
             "--host", "{{bind}}", "--port", "{{port:http}}",
@@ -144,7 +131,9 @@ def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
             "--allowed-hosts", "*",
         ),
         # The store URIs carry passwords: env (read by mlflow's CLI) keeps them off the process list.
-        env=(("MLFLOW_BACKEND_STORE_URI", backend), ("MLFLOW_ARTIFACTS_DESTINATION", artifacts)),
+        env=(("MLFLOW_BACKEND_STORE_URI", backend), ("MLFLOW_ARTIFACTS_DESTINATION", artifacts),
+             # The job runner (a dozen worker processes, ~2 GB) serves features FLOps does not use.
+             ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")),
         ports=(Port("http", MLFLOW_PORT, published=True),),
         memory_mb=spec.tracking.resources.memory_mb,
         vcpus=spec.tracking.resources.vcpus,
@@ -154,38 +143,41 @@ def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
     )
 
 
-def aggregator_config(project: Project) -> dict:
+def task_ref(spec: FLOpsProjectSpec) -> TaskRef:
+    return TaskRef.model_validate(spec.task.to_wire())
+
+
+def data_ref(spec: FLOpsProjectSpec) -> DataRef:
+    return DataRef.model_validate({**spec.data.to_wire(), "dataset": spec.dataset()})
+
+
+def aggregator_config(project: Project) -> AggregatorConfig:
     """What the aggregator needs to run the training (no credentials: it goes into env as JSON)."""
     spec = project.spec
     min_train, min_eval, min_avail = spec.min_learners()
     t = spec.training
-    return {
-        "project": {"namespace": project.ref.namespace, "name": project.ref.name, "uid": project.ref.uid},
-        "experiment": experiment_name(project),
-        "task": spec.task.to_wire(),
-        "data": {**spec.data.to_wire(), "dataset": spec.dataset()},
-        "numLearners": spec.learners.replicas,
-        "training": {
-            "rounds": t.rounds,
-            "strategy": {"name": t.strategy.name.value, "arguments": t.strategy.arguments(),
-                         "fractionTrain": t.strategy.fraction_train,
-                         "fractionEvaluate": t.strategy.fraction_evaluate},
-            "minTrainLearners": min_train,
-            "minEvaluateLearners": min_eval,
-            "minAvailableLearners": min_avail,
-            "localEpochs": t.local_epochs,
-            "batchSize": t.batch_size,
-            "learningRate": t.learning_rate,
-            "roundTimeoutSeconds": t.round_timeout_seconds,
-            "bestModel": t.best_model.to_wire(),
-        },
-        "registry": {"modelName": model_name(project), "alias": spec.registry.alias},
-    }
+    return AggregatorConfig(
+        project=ProjectId(namespace=project.ref.namespace, name=project.ref.name, uid=project.ref.uid),
+        experiment=experiment_name(project),
+        task=task_ref(spec),
+        data=data_ref(spec),
+        num_learners=spec.learners.replicas,
+        training=Training(
+            rounds=t.rounds,
+            strategy=Strategy(name=t.strategy.name.value, arguments=t.strategy.arguments(),
+                              fraction_train=t.strategy.fraction_train, fraction_evaluate=t.strategy.fraction_evaluate),
+            min_train_learners=min_train, min_evaluate_learners=min_eval, min_available_learners=min_avail,
+            local_epochs=t.local_epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
+            round_timeout_seconds=t.round_timeout_seconds,
+            best_model=BestModel(metric=t.best_model.metric, mode=t.best_model.mode),
+        ),
+        registry=Registry(model_name=model_name(project), alias=spec.registry.alias),
+    )
 
 
 def _scale_free(project: Project) -> dict:
     """The aggregator config without what follows the learner count; explicit minimums stay."""
-    config = aggregator_config(project)
+    config = aggregator_config(project).to_wire()
     del config["numLearners"]
     t = project.spec.training
     config["training"].update(minTrainLearners=t.min_train_learners, minEvaluateLearners=t.min_evaluate_learners,
@@ -193,9 +185,8 @@ def _scale_free(project: Project) -> dict:
     return config
 
 
-def learner_config(project: Project) -> dict:
-    spec = project.spec
-    return {"task": spec.task.to_wire(), "data": {**spec.data.to_wire(), "dataset": spec.dataset()}}
+def learner_task(project: Project) -> LearnerTask:
+    return LearnerTask(task=task_ref(project.spec), data=data_ref(project.spec))
 
 
 def _aggregator(project: Project) -> ServiceSpec:
@@ -203,14 +194,10 @@ def _aggregator(project: Project) -> ServiceSpec:
     return ServiceSpec(
         name="aggregator",
         role=Role.aggregator,
-        image=spec.aggregator.image or spec.task.image or AGGREGATOR_IMAGE,
+        image=spec.aggregator.image or spec.task.image or images.AGGREGATOR,
         command=("flops-aggregator",),
-        env=(
-            ("FLOPS_SUPERLINK_ADDRESS", "{{bind}}:{{port:superlink}}"),
-            ("FLOPS_WORKDIR", "{{workdir}}"),
-            ("MLFLOW_TRACKING_URI", tracking_uri(project)),
-            ("FLOPS_CONFIG", json.dumps(aggregator_config(project), sort_keys=True)),
-        ),
+        env=tuple(AggregatorEnv(config=aggregator_config(project), superlink_address="{{bind}}:{{port:superlink}}",
+                                workdir="{{workdir}}", tracking_uri=tracking_uri(project)).to_env().items()),
         scale_env=("FLOPS_CONFIG",),
         scale_free=(("FLOPS_CONFIG", json.dumps(_scale_free(project), sort_keys=True)),),
         ports=(Port("superlink", SUPERLINK_PORT),),
@@ -227,16 +214,12 @@ def _learner(project: Project, partition_id: int) -> ServiceSpec:
     return ServiceSpec(
         name=f"learner-{partition_id}",
         role=Role.learner,
-        image=spec.learners.image or spec.task.image or LEARNER_IMAGE,
+        image=spec.learners.image or spec.task.image or images.LEARNER,
         command=("flops-learner",),
-        env=(
-            ("FLOPS_TASK", json.dumps(learner_config(project), sort_keys=True)),
-            ("FLOPS_SUPERLINK", "{{addr:aggregator:superlink}}"),
-            ("FLOPS_PARTITION_ID", str(partition_id)),
-            ("FLOPS_NUM_PARTITIONS", str(spec.learners.replicas)),
-            ("FLOPS_CLIENTAPPIO_ADDRESS", "127.0.0.1:{{port:clientappio}}"),
-            ("FLOPS_WORKDIR", "{{workdir}}"),
-        ),
+        env=tuple(LearnerEnv(task=learner_task(project), superlink="{{addr:aggregator:superlink}}",
+                             partition_id=partition_id, num_partitions=spec.learners.replicas,
+                             clientappio_address="127.0.0.1:{{port:clientappio}}",
+                             workdir="{{workdir}}").to_env().items()),
         ports=(Port("clientappio", CLIENTAPPIO_PORT),),
         memory_mb=spec.learners.resources.memory_mb,
         vcpus=spec.learners.resources.vcpus,
@@ -253,7 +236,7 @@ def _model_server(project: Project) -> ServiceSpec:
     return ServiceSpec(
         name="model-server",
         role=Role.model_server,
-        image=spec.serving.image or spec.tracking.image or TRACKING_IMAGE,
+        image=spec.serving.image or images.MODEL_SERVER,
         command=(
             "mlflow", "models", "serve",
             "--model-uri", f"models:/{model_name(project)}@{spec.registry.alias}",

@@ -3,13 +3,15 @@
 The plan (plan/desired.py) describes container services; this table is the one place that says
 what each of them becomes on one machine, so the same desired services run in both worlds:
 
-    role            plan asks for      runs locally as                                  ready when
-    backend-store   mariadbd (image)   private mariadbd, own datadir/port/password      app user can log in
-    artifact-store  vsftpd (image)     pyftpdlib server (ftp_server.py), own root dir   FTP port answers
-    tracking-server mlflow server      the same command from this Python env            GET /health is 200
-    aggregator      flops-aggregator   the same entrypoint from this Python env         SuperLink port answers
-    learner         flops-learner      the same entrypoint from this Python env         process started
-    model-server    mlflow models serve the same command from this Python env           GET /ping is 200
+    role            plan asks for            runs locally as                          ready when
+    backend-store   the image's entrypoint   private mariadbd: own datadir, port and  app user can log in
+                    (MARIADB_* env)          password (init SQL from MARIADB_*)
+    artifact-store  the image's entrypoint   pyftpdlib server (ftp_server.py) with    FTP port answers
+                    (FTP_*, PASV_* env)      its own root directory
+    tracking-server mlflow server            the same command from this Python env   GET /health is 200
+    aggregator      flops-aggregator         the same entrypoint from this env       SuperLink port answers
+    learner         flops-learner            the same entrypoint from this env       process started
+    model-server    mlflow models serve      the same command from this Python env   GET /ping is 200
 
 SQLite needs no service: the plan puts the database file into the tracking server's workdir.
 """
@@ -129,7 +131,7 @@ def _model_server(service: ServiceSpec, argv: list[str], env: dict[str, str], ct
 
 
 LOCAL_COMMANDS: dict[Role, Recipe] = {
-    Role.backend_store: Recipe("mariadbd", _backend_store),
+    Role.backend_store: Recipe(None, _backend_store),
     Role.artifact_store: Recipe(None, _artifact_store),
     Role.tracking_server: Recipe("mlflow", _tracking_server),
     Role.aggregator: Recipe("flops-aggregator", _aggregator),

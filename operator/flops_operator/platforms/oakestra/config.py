@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
+
+from ...plan.images import IMAGE_REGISTRY
 
 # Setting -> (env var, Secret/dict key). Secret keys are the lowercase short names.
 _KEYS = {
@@ -18,6 +21,8 @@ _KEYS = {
     "request_timeout": ("FLOPS_OAKESTRA_REQUEST_TIMEOUT", "requestTimeout"),
     "retries": ("FLOPS_OAKESTRA_RETRIES", "retries"),
     "failure_grace": ("FLOPS_OAKESTRA_FAILURE_GRACE", "failureGrace"),
+    "image_registry": ("FLOPS_OAKESTRA_IMAGE_REGISTRY", "imageRegistry"),
+    "service_subnet": ("FLOPS_OAKESTRA_SERVICE_SUBNET", "serviceSubnet"),
 }
 
 
@@ -54,6 +59,13 @@ class OakestraConfig:
     host_port_range: tuple[int, int] = (30000, 40000)
     """Host ports for published container ports (deterministic per project and service)."""
     workdir: str = "/var/lib/flops"
+    """FLOPS_WORKDIR of every service: each image of this repository owns it (user 10001)."""
+    image_registry: str | None = None
+    """Where Oakestra's workers pull the project's own images from, in place of the plan's default
+    prefix (ghcr.io/flops-operator): e.g. registry.example.com/flops after `make push REGISTRY=...`."""
+    service_subnet: str = "10.30.0.0/16"
+    """The network plugin's range of service (round-robin) IPs; Oakestra's is fixed, the test emulator's
+    container worker uses its network's."""
     customer_id: str | None = None
     """SLA customerID (Oakestra ignores it for ownership); defaults to the username."""
 
@@ -64,6 +76,12 @@ class OakestraConfig:
             raise ConfigError("Oakestra username and password are required")
         if self.max_in_flight < 1 or self.retries < 1 or self.write_attempts < 1:
             raise ConfigError("max_in_flight, retries and write_attempts must be at least 1")
+        try:
+            ipaddress.IPv4Network(self.service_subnet)
+        except ValueError as exc:
+            raise ConfigError(f"Oakestra service subnet {self.service_subnet!r} is not an IPv4 network: {exc}") from None
+        if self.image_registry is not None:
+            object.__setattr__(self, "image_registry", self.image_registry.rstrip("/"))
         object.__setattr__(self, "url", self.url.rstrip("/"))
 
     @classmethod
@@ -77,7 +95,7 @@ class OakestraConfig:
         """From a dict or a Kubernetes Secret: `.data` (base64_values=True) or `.stringData`.
 
         Keys: url, username, password, organization (and optional maxInFlight, requestTimeout,
-        retries, failureGrace); the env-var names are accepted as keys too.
+        retries, failureGrace, imageRegistry, serviceSubnet); the env-var names are accepted as keys too.
         """
         def value(name: str) -> Any:
             var, key = _KEYS[name]
@@ -108,3 +126,10 @@ class OakestraConfig:
 
     def with_(self, **changes: Any) -> "OakestraConfig":
         return replace(self, **changes)
+
+    def image(self, planned: str) -> str:
+        """The image a worker pulls for one the plan names: the plan's default prefix moved to
+        image_registry when one is set; users' own images untouched."""
+        if self.image_registry and planned.startswith(IMAGE_REGISTRY + "/"):
+            return self.image_registry + planned[len(IMAGE_REGISTRY):]
+        return planned

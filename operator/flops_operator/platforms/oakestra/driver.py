@@ -264,7 +264,7 @@ class OakestraPlatform:
                  if s.rr_ip and s.identity is not None and name != service.name}
         taken = self._claimed_ips | self._refused_ips
         tried = 0
-        for rr_ip in names.rr_ip_candidates(project.uid, service.name):
+        for rr_ip in names.rr_ip_candidates(project.uid, service.name, self.config.service_subnet):
             if rr_ip in taken:
                 continue
             if tried >= self.config.rr_ip_attempts:
@@ -272,7 +272,8 @@ class OakestraPlatform:
             tried += 1
             try:
                 ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
-                                      workdir=self.config.workdir, port_range=self.config.host_port_range)
+                                      workdir=self.config.workdir, port_range=self.config.host_port_range,
+                                      image=self.config.image(service.image))
             except sla.MissingPeer as exc:
                 raise TransientPlatformError(
                     f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None

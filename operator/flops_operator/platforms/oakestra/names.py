@@ -16,9 +16,10 @@ from ...models import ProjectRef
 
 NAME = re.compile(r"^[a-zA-Z0-9]{1,30}$")
 SERVICE_NAMESPACE = "flops"
-# The network plugin hands out addresses from 10.30.0.0 upwards when a service does not choose one;
-# staying above 10.30.64.0 keeps our choices clear of those.
-_RR_FIRST_SUBNET, _RR_SUBNETS = 64, 192
+# Oakestra's network plugin hands out 10.30.0.0/16 from its first address upwards to services that
+# do not choose one; in that range ours stay above 10.30.64.0, clear of those.
+SERVICE_SUBNET = "10.30.0.0/16"
+_AUTO_ASSIGNED = 1 / 4
 
 
 def _digest(*parts: str) -> str:
@@ -42,23 +43,29 @@ def service_name(logical: str) -> str:
     return (_alnum(logical)[:24] or "svc") + _digest("svc", logical)[:6]
 
 
-def rr_ip_candidates(project_uid: str, logical: str) -> Iterator[str]:
-    """The service's round-robin IPs in order of preference: deterministic, 10.30.64.1-10.30.255.254."""
+def rr_ip_candidates(project_uid: str, logical: str, subnet: str = SERVICE_SUBNET) -> Iterator[str]:
+    """The service's round-robin IPs in order of preference: deterministic, inside `subnet` (never its
+    network or broadcast address; for a /17 or larger, above the quarter the plugin fills itself)."""
+    network = ipaddress.IPv4Network(subnet)
+    first = int(network.num_addresses * _AUTO_ASSIGNED) if network.prefixlen <= 17 else 1
+    count = network.num_addresses - 1 - first
+    if count < 1:
+        raise ValueError(f"service subnet {subnet} has no addresses to choose from")
     attempt = 0
     while True:
         value = int(_digest("rr", project_uid, logical, str(attempt))[:8], 16)
-        subnet = _RR_FIRST_SUBNET + value % _RR_SUBNETS
-        host = 1 + (value // _RR_SUBNETS) % 254
-        yield f"10.30.{subnet}.{host}"
+        address = network.network_address + first + value % count
+        if int(address) & 0xFF not in (0, 255):  # .0/.255 inside a large range: legal, but confusing
+            yield str(address)
         attempt += 1
 
 
-def valid_rr_ip(address: str) -> bool:
+def valid_rr_ip(address: str, subnet: str = SERVICE_SUBNET) -> bool:
     try:
         ip = ipaddress.IPv4Address(address)
     except ValueError:
         return False
-    return ip in ipaddress.IPv4Network("10.30.0.0/16")
+    return ip in ipaddress.IPv4Network(subnet)
 
 
 def host_port(project_uid: str, logical: str, port: str, port_range: tuple[int, int]) -> int:

@@ -100,7 +100,8 @@ def application(project: ProjectRef, customer: str, app_id: str = "",
 
 
 def microservice(project: ProjectRef, service: ServiceSpec, *, rr_ip: str, peers: Mapping[str, Peer],
-                 secrets: Mapping[str, str], workdir: str, port_range: tuple[int, int]) -> dict:
+                 secrets: Mapping[str, str], workdir: str, port_range: tuple[int, int],
+                 image: str | None = None) -> dict:
     """The SLA microservice for one ServiceSpec. Raises MissingPeer if a referenced service is absent."""
     resolver = OakestraResolver(service, rr_ip, peers, secrets, workdir)
     command, env = render_service(service, resolver)
@@ -118,7 +119,7 @@ def microservice(project: ProjectRef, service: ServiceSpec, *, rr_ip: str, peers
         "memory": service.memory_mb,
         "vcpus": service.vcpus,
         "vgpus": 0, "vtpus": 0, "bandwidth_in": 0, "bandwidth_out": 0, "storage": 0,
-        "code": service.image,
+        "code": image or service.image,
         "state": "",
         "one_shot": service.one_shot,
         "privileged": False,

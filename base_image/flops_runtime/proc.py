@@ -1,4 +1,4 @@
-"""Child-process helpers shared by both entrypoints (the aggregator image installs this package too)."""
+"""Child-process and address helpers of the aggregator and learner entrypoints."""
 
 from __future__ import annotations
 

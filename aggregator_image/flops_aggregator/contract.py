@@ -1,0 +1,93 @@
+"""The aggregator image's contract with the operator: one typed model of what the plan renders into its
+environment, used by the renderer (flops_operator.plan.desired) and by the entrypoint alike.
+
+Every value is set by the plan (no defaults hide here: a field the plan forgets is a validation error, not a
+silent fallback). Only pydantic is imported, so the operator's slim image can import it.
+
+    FLOPS_CONFIG              AggregatorConfig as JSON (the training; never credentials)
+    FLOPS_SUPERLINK_ADDRESS   host:port the SuperLink listens on (Fleet, Control, Runtime APIs)
+    FLOPS_WORKDIR             a writable directory (FLWR_HOME, best model, result)
+    MLFLOW_TRACKING_URI       the tracking server; empty: bare mode, nothing is logged (benchmarks)
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from flops_learner.contract import DataRef, TaskRef, Wire
+
+STRATEGIES = ("FedAvg", "FedProx", "FedAdam", "FedAdagrad", "FedYogi", "FedMedian", "FedTrimmedAvg")
+
+
+class ProjectId(Wire):
+    namespace: str
+    name: str
+    uid: str
+
+
+class Strategy(Wire):
+    name: Literal[STRATEGIES]  # type: ignore[valid-type]
+    arguments: dict[str, float]
+    """The strategy's own arguments, snake_case as Flower names them (proximal_mu, eta, ...)."""
+    fraction_train: float = Field(gt=0, le=1)
+    fraction_evaluate: float = Field(ge=0, le=1)
+
+
+class BestModel(Wire):
+    metric: str
+    mode: Literal["max", "min"]
+
+
+class Training(Wire):
+    rounds: int = Field(ge=1)
+    strategy: Strategy
+    min_train_learners: int = Field(ge=1)
+    min_evaluate_learners: int = Field(ge=1)
+    min_available_learners: int = Field(ge=1)
+    local_epochs: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    learning_rate: float = Field(gt=0)
+    round_timeout_seconds: float = Field(gt=0)
+    best_model: BestModel
+
+
+class Registry(Wire):
+    model_name: str
+    alias: str
+
+
+class AggregatorConfig(Wire):
+    """FLOPS_CONFIG: one training of one project."""
+
+    project: ProjectId
+    experiment: str
+    """The MLflow experiment: <namespace>/<name>."""
+    task: TaskRef
+    data: DataRef
+    num_learners: int = Field(ge=1)
+    training: Training
+    registry: Registry
+
+
+ENV_CONFIG = "FLOPS_CONFIG"
+ENV_SUPERLINK_ADDRESS = "FLOPS_SUPERLINK_ADDRESS"
+ENV_WORKDIR = "FLOPS_WORKDIR"
+ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+
+
+class AggregatorEnv(BaseModel):
+    """The aggregator's whole environment as the plan renders it. String fields may hold the plan's
+    placeholders ({{bind}}, {{workdir}}, {{addr:...}}) until a platform resolves them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    config: AggregatorConfig
+    superlink_address: str
+    workdir: str
+    tracking_uri: str = ""
+
+    def to_env(self) -> dict[str, str]:
+        return {ENV_SUPERLINK_ADDRESS: self.superlink_address, ENV_WORKDIR: self.workdir,
+                ENV_TRACKING_URI: self.tracking_uri, ENV_CONFIG: self.config.dumps()}

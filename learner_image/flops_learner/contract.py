@@ -1,0 +1,117 @@
+"""The learner image's contract with the operator, and the task/data shapes both FL images share.
+
+One typed model per image: the operator's plan renders a learner's environment with `LearnerEnv.to_env()`
+(flops_operator.plan.desired) and the entrypoint reads it back with the same model, so a field renamed or
+added on one side cannot go unnoticed on the other. Only pydantic is imported here: the operator, whose
+image has no torch or Flower, imports this module.
+
+    FLOPS_TASK                 {"task": TaskRef, "data": DataRef} as JSON
+    FLOPS_SUPERLINK            host:port of the aggregator's SuperLink
+    FLOPS_PARTITION_ID         this learner's partition, 0-based
+    FLOPS_NUM_PARTITIONS       how many partitions (learners) the data is split into
+    FLOPS_CLIENTAPPIO_ADDRESS  host:port of the SuperNode's own local ClientApp IO API
+    FLOPS_WORKDIR              a writable directory
+    FLOPS_MAX_WAIT_SECONDS     optional: how long an unreachable aggregator is waited for
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+
+class Wire(BaseModel):
+    """JSON as the operator writes it: camelCase, nothing unknown, immutable."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True,
+                              protected_namespaces=())
+
+    def to_wire(self) -> dict:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def dumps(self) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True)
+
+
+class TaskRef(Wire):
+    """Which task: a built-in one by name, or a user module in a user image."""
+
+    name: str | None = None
+    module: str | None = None
+    image: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TaskRef:
+        if (self.name is None) == (self.module is None):
+            raise ValueError("a task has exactly one of name (built-in) or module (user code)")
+        return self
+
+
+class Partitioning(Wire):
+    scheme: Literal["iid", "dirichlet"]
+    alpha: float = Field(gt=0)
+    seed: int = Field(ge=0)
+
+
+class DataRef(Wire):
+    """Where a learner's data comes from: a built-in dataset or a node-local file."""
+
+    dataset: str | None = None
+    path: str | None = None
+    label_column: str | None = None
+    partitioning: Partitioning
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataRef:
+        if (self.dataset is None) == (self.path is None):
+            raise ValueError("data has exactly one of dataset (built-in) or path (node-local file)")
+        if self.path is not None and self.label_column is None:
+            raise ValueError("data.path needs labelColumn")
+        return self
+
+
+class LearnerTask(Wire):
+    """FLOPS_TASK: what the learner trains, on which data."""
+
+    task: TaskRef
+    data: DataRef
+
+
+ENV_TASK = "FLOPS_TASK"
+ENV_SUPERLINK = "FLOPS_SUPERLINK"
+ENV_PARTITION_ID = "FLOPS_PARTITION_ID"
+ENV_NUM_PARTITIONS = "FLOPS_NUM_PARTITIONS"
+ENV_CLIENTAPPIO = "FLOPS_CLIENTAPPIO_ADDRESS"
+ENV_WORKDIR = "FLOPS_WORKDIR"
+ENV_MAX_WAIT = "FLOPS_MAX_WAIT_SECONDS"
+
+
+class LearnerEnv(BaseModel):
+    """A learner's whole environment as the plan renders it. String fields may hold the plan's
+    placeholders ({{addr:...}}, {{workdir}}) until a platform resolves them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    task: LearnerTask
+    superlink: str
+    partition_id: int = Field(ge=0)
+    num_partitions: int = Field(ge=1)
+    clientappio_address: str
+    workdir: str
+    max_wait_seconds: float | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _partition_exists(self) -> LearnerEnv:
+        if self.partition_id >= self.num_partitions:
+            raise ValueError(f"partition id {self.partition_id} is outside 0..{self.num_partitions - 1}")
+        return self
+
+    def to_env(self) -> dict[str, str]:
+        env = {ENV_TASK: self.task.dumps(), ENV_SUPERLINK: self.superlink, ENV_PARTITION_ID: str(self.partition_id),
+               ENV_NUM_PARTITIONS: str(self.num_partitions), ENV_CLIENTAPPIO: self.clientappio_address,
+               ENV_WORKDIR: self.workdir}
+        if self.max_wait_seconds is not None:
+            env[ENV_MAX_WAIT] = f"{self.max_wait_seconds:g}"
+        return env
