@@ -54,7 +54,8 @@ def split(calls) -> tuple[int, int, int]:
 async def run_driver(manifests: list[dict], latency: float, max_in_flight: int, resyncs: int) -> dict:
     with emulator_in_thread(latency=latency) as emu:
         platform = OakestraPlatform(OakestraConfig(url=emu.url, username="Admin", password="Admin",
-                                                   max_in_flight=max_in_flight))
+                                                   max_in_flight=max_in_flight, ready_after=0.0,
+                                                   health_checks=False))
         creds = MemoryCredentials()
         statuses: dict[str, FLOpsProjectStatus] = {}
         wanted = {m["metadata"]["uid"]: len(desired(parse_project(m), training_done=False)) for m in manifests}

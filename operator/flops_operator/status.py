@@ -145,6 +145,12 @@ def compute_status(
         message = "training completed" + ("" if converged else "; settling services")
     elif waits:
         message = "waiting: " + ", ".join(f"{w.name} for {'/'.join(w.waiting_for)}" for w in waits[:3])
+        # Say what holds the awaited services back (a crash loop, a health check, a placement).
+        awaited = dict.fromkeys(name for w in waits for name in w.waiting_for)
+        why = [f"{name}: {observed[name].message}" for name in awaited
+               if name in observed and observed[name].message]
+        if why:
+            message += " (" + "; ".join(why) + ")"
     elif pending:
         message = f"applying {len(pending)} change(s)"
     elif phase is Phase.Training:

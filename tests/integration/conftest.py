@@ -91,7 +91,7 @@ def oakestra_case(stack: ExitStack) -> PlatformCase:
 
     emu = stack.enter_context(emulator_in_thread())
     config = OakestraConfig(url=emu.url, username="Admin", password="Admin", retries=2, backoff_max=0.2,
-                            request_timeout=5.0)
+                            request_timeout=5.0, ready_after=0.0, health_checks=False)
     logical = {service_name(n): n for n in ("backend-store", "artifact-store", "tracking-server", "aggregator",
                                             "model-server", *(f"learner-{i}" for i in range(32)))}
 

@@ -34,7 +34,9 @@ def scaled(base: dict[str, Any], learners: int) -> dict[str, Any]:
 
 
 def driver_for(emu: Emulator, **overrides: Any) -> OakestraPlatform:
-    settings = {"backoff_initial": 0.01, "backoff_max": 0.05, "request_timeout": 5.0, **overrides}
+    # Instances here are the emulator's clock, not containers: nothing to wait for, nothing to probe.
+    settings = {"backoff_initial": 0.01, "backoff_max": 0.05, "request_timeout": 5.0, "ready_after": 0.0,
+                "health_checks": False, **overrides}
     clock = settings.pop("clock", None)
     config = OakestraConfig(**{"url": emu.url, "username": "Admin", "password": "Admin", **settings})
     return OakestraPlatform(config, clock=clock) if clock else OakestraPlatform(config)

@@ -56,3 +56,37 @@ def test_decode_handles_double_encoding_and_html_json():
     assert decode(json.dumps(json.dumps([{"a": 1}]))) == [{"a": 1}]
     assert decode('{"_id": {"$oid": "x"}}') == {"_id": {"$oid": "x"}}
     assert decode("null") is None and decode("") is None and decode("plain text") == "plain text"
+
+
+def test_image_registry_moves_only_the_plans_own_images():
+    from flops_operator.plan import images
+
+    config = OakestraConfig.from_mapping({"url": "http://x", "password": "pw",
+                                          "imageRegistry": "registry.example.com/flops/"})
+    assert config.image(images.AGGREGATOR) == f"registry.example.com/flops/aggregator:{images.IMAGE_VERSION}"
+    assert config.image("docker.io/me/task:1") == "docker.io/me/task:1"
+    assert OakestraConfig(url="http://x", password="pw").image(images.LEARNER) == images.LEARNER
+
+
+def test_service_subnet_and_readiness_settings_are_checked():
+    env = {"FLOPS_OAKESTRA_URL": "http://x", "FLOPS_OAKESTRA_PASSWORD": "pw",
+           "FLOPS_OAKESTRA_SERVICE_SUBNET": "10.30.7.0/24", "FLOPS_OAKESTRA_HEALTH_CHECKS": "false",
+           "FLOPS_OAKESTRA_READY_AFTER": "2.5"}
+    config = OakestraConfig.from_env(env)
+    assert (config.service_subnet, config.health_checks, config.ready_after) == ("10.30.7.0/24", False, 2.5)
+    with pytest.raises(ConfigError, match="not an IPv4 network"):
+        OakestraConfig.from_env({**env, "FLOPS_OAKESTRA_SERVICE_SUBNET": "10.30.7.0/33"})
+    with pytest.raises(ConfigError, match="true/false"):
+        OakestraConfig.from_env({**env, "FLOPS_OAKESTRA_HEALTH_CHECKS": "perhaps"})
+
+
+def test_round_robin_candidates_stay_inside_the_service_subnet():
+    from itertools import islice
+
+    from flops_operator.platforms.oakestra import names
+
+    small = list(islice(names.rr_ip_candidates("uid", "aggregator", "10.30.7.0/24"), 200))
+    assert all(ip.startswith("10.30.7.") and ip not in ("10.30.7.0", "10.30.7.255") for ip in small)
+    assert len(set(small)) > 100
+    default = list(islice(names.rr_ip_candidates("uid", "aggregator"), 200))
+    assert all(64 <= int(ip.split(".")[2]) <= 255 and names.valid_rr_ip(ip) for ip in default)

@@ -5,6 +5,7 @@ import pytest
 from flops_operator.models import FLOpsProjectStatus, Phase, Problem, parse_project
 from flops_operator.plan.desired import desired
 from flops_operator.plan.diff import diff
+from flops_operator.plan.services import Role
 from flops_operator.platforms.base import Observation, ObservedService, ServiceState
 from flops_operator.progress import TrainingProgress
 from flops_operator.status import compute_status, invalid_status, training_outcome
@@ -138,3 +139,19 @@ def test_status_never_carries_secrets():
     status = run(p, {"backend-store": R, "artifact-store": R, "tracking-server": R})
     text = str(status.to_wire())
     assert "secret" not in text and "password" not in text.lower()
+
+
+def test_the_message_says_what_holds_an_awaited_service_back():
+    p = project()
+    crash = "instance 0 DEAD (Oakestra re-deploys it; fell 3 times); last log lines: OperationalError: 2003"
+    obs = Observation({"artifact-store": ObservedService("artifact-store", Role.artifact_store, R, "h"),
+                       "tracking-server": ObservedService("tracking-server", Role.tracking_server, S, "h",
+                                                          message=crash)})
+    outcome = training_outcome(p, obs, None, FLOpsProjectStatus())
+    wanted = desired(p, training_done=False)
+    status = compute_status(p, wanted, obs, diff(wanted, obs.services), None, FLOpsProjectStatus(), now=NOW,
+                            outcome=outcome)
+    assert status.phase is Phase.Provisioning
+    assert status.message.startswith("waiting: aggregator for tracking-server")
+    assert f"(tracking-server: {crash})" in status.message
+    assert cond(status, "Reconciling") == ("True", "Provisioning") and crash in status.condition("Reconciling").message

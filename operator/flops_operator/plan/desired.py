@@ -134,7 +134,7 @@ def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
         env=(("MLFLOW_BACKEND_STORE_URI", backend), ("MLFLOW_ARTIFACTS_DESTINATION", artifacts),
              # The job runner (a dozen worker processes, ~2 GB) serves features FLOps does not use.
              ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")),
-        ports=(Port("http", MLFLOW_PORT, published=True),),
+        ports=(Port("http", MLFLOW_PORT, published=True, health_path="/health"),),
         memory_mb=spec.tracking.resources.memory_mb,
         vcpus=spec.tracking.resources.vcpus,
         depends_on=tuple(depends),
@@ -244,7 +244,7 @@ def _model_server(project: Project) -> ServiceSpec:
             "--env-manager", "local", "--workers", "1",
         ),
         env=(("MLFLOW_TRACKING_URI", tracking_uri(project)),),
-        ports=(Port("http", SERVING_PORT, published=True),),
+        ports=(Port("http", SERVING_PORT, published=True, health_path="/ping"),),
         memory_mb=1024,
         depends_on=("tracking-server",) if spec.tracking.uri is None else (),
     )

@@ -33,6 +33,8 @@ class Port:
     container_port: int
     published: bool = False
     """Also reachable from outside the platform (a host port on Oakestra)."""
+    health_path: str | None = None
+    """An HTTP path on this port that answers 200 once the service is ready."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,8 @@ _KEYS = {
     "request_timeout": ("FLOPS_OAKESTRA_REQUEST_TIMEOUT", "requestTimeout"),
     "retries": ("FLOPS_OAKESTRA_RETRIES", "retries"),
     "failure_grace": ("FLOPS_OAKESTRA_FAILURE_GRACE", "failureGrace"),
+    "ready_after": ("FLOPS_OAKESTRA_READY_AFTER", "readyAfter"),
+    "health_checks": ("FLOPS_OAKESTRA_HEALTH_CHECKS", "healthChecks"),
     "image_registry": ("FLOPS_OAKESTRA_IMAGE_REGISTRY", "imageRegistry"),
     "service_subnet": ("FLOPS_OAKESTRA_SERVICE_SUBNET", "serviceSubnet"),
 }
@@ -28,6 +30,15 @@ _KEYS = {
 
 class ConfigError(ValueError):
     pass
+
+
+def _boolean(name: str, text: Any) -> bool:
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{name}: {text!r} is not true/false")
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,13 @@ class OakestraConfig:
     """Refresh the access token this many seconds before it expires."""
     failure_grace: float = 120.0
     """FAILED/DEAD instances are retried by Oakestra; only this long a failure is a failure."""
+    ready_after: float = 10.0
+    """A service without a health endpoint is ready once RUNNING this long (as seen by the driver):
+    Oakestra re-deploys crashed instances, so a crash-looping one is RUNNING for a few seconds each time."""
+    health_checks: bool = True
+    """Ready = its health endpoint answers, for services that publish one (tracking and model server);
+    the operator must reach the workers' public addresses (it reads MLflow there too)."""
+    health_timeout: float = 3.0
     unschedulable_retry: float = 300.0
     """After a negative scheduling answer, ask for the instance again after this long."""
     rr_ip_attempts: int = 16
@@ -119,9 +137,11 @@ class OakestraConfig:
                 continue
             kind = types[name]
             try:
-                values[name] = int(text) if kind == "int" else float(text) if kind == "float" else str(text)
+                values[name] = (int(text) if kind == "int" else float(text) if kind == "float"
+                                else _boolean(name, text) if kind == "bool" else str(text))
             except ValueError:
-                raise ConfigError(f"Oakestra setting {name} must be a number (got {text!r})") from None
+                raise ConfigError(f"Oakestra setting {name} must be a {kind.replace('bool', 'true/false')} "
+                                  f"(got {text!r})") from None
         return cls(**{**values, **overrides})
 
     def with_(self, **changes: Any) -> "OakestraConfig":

@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+
+import aiohttp
 from typing import Awaitable, Callable, Mapping, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
@@ -23,7 +25,8 @@ from ..base import Observation, ObservedService, ServiceState, TransientPlatform
 from . import names, sla
 from .client import OakestraClient, OakestraRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
-from .interpret import FAILING, StoredService, Verdict, judge, observed, parse
+from .history import History, health_urls, probe
+from .interpret import StoredService, Verdict, judge, observed, parse
 from .views import AppGone, Views
 
 log = logging.getLogger(__name__)
@@ -47,7 +50,8 @@ class OakestraPlatform:
         """(application_name, application_namespace) -> applicationID."""
         self._listing: asyncio.Task | None = None
         self._views = Views(self._read, self._forget_app)
-        self._failing_since: dict[tuple[str, int], float] = {}
+        self._history = History()
+        self._probes: aiohttp.ClientSession | None = None
         self._unschedulable_since: dict[str, float] = {}
         self._claimed_ips: set[str] = set()
         """Round-robin IPs this process holds or is about to ask for (avoids asking twice)."""
@@ -65,6 +69,8 @@ class OakestraPlatform:
         for task in (self._listing, *self._views.tasks()):
             if task is not None and not task.done():
                 task.cancel()
+        if self._probes is not None:
+            await self._probes.close()
         await self.client.close()
 
     # Applications.
@@ -98,6 +104,7 @@ class OakestraPlatform:
 
     def _forget_app(self, project: ProjectRef) -> None:
         self._apps.pop(self._app_key(project), None)
+        self._history.forget(project.uid)
         state = self._views.forget(project)
         for svc in (state.services or {}).values() if state else ():
             self._claimed_ips.discard(svc.rr_ip or "")
@@ -144,23 +151,33 @@ class OakestraPlatform:
         return services
 
     # Judging what is there.
-    def _verdict(self, svc: StoredService) -> Verdict:
+    def _verdict(self, project: ProjectRef, svc: StoredService) -> Verdict:
         now = self._clock()
-        failing = {}
-        for inst in svc.instances:
-            key = (svc.id, inst.number)
-            if inst.status in FAILING:
-                failing[inst.number] = self._failing_since.setdefault(key, now)
-            else:
-                self._failing_since.pop(key, None)
-        verdict = judge(svc, now=now, failing_since=failing, grace=self.config.failure_grace,
+        verdict = judge(svc, now=now, tracks=self._history.of(project.uid, svc), grace=self.config.failure_grace,
                         unschedulable_since=self._unschedulable_since.get(svc.id),
-                        unschedulable_retry=self.config.unschedulable_retry)
+                        unschedulable_retry=self.config.unschedulable_retry, ready_after=self.config.ready_after,
+                        health_checks=self.config.health_checks)
         if verdict.unschedulable:
             self._unschedulable_since.setdefault(svc.id, now)
         else:
             self._unschedulable_since.pop(svc.id, None)
         return verdict
+
+    async def _check_health(self, project: ProjectRef, services: Mapping[str, StoredService]) -> None:
+        """Probe the health endpoints of RUNNING instances not yet known healthy (published ones only)."""
+        if not self.config.health_checks:
+            return
+        wanted = []
+        for svc in services.values():
+            tracks = self._history.of(project.uid, svc)
+            wanted += [(tracks[n], url) for n, url in health_urls(svc, tracks).items() if n in tracks]
+        if not wanted:
+            return
+        if self._probes is None or self._probes.closed:
+            self._probes = aiohttp.ClientSession()
+        answers = await asyncio.gather(*(probe(self._probes, url, self.config.health_timeout) for _, url in wanted))
+        for (track, _), error in zip(wanted, answers):
+            track.healthy, track.probe_error = error is None, error
 
     @staticmethod
     def _moved_peers(svc: StoredService, by_name: Mapping[str, StoredService]) -> list[str]:
@@ -174,8 +191,9 @@ class OakestraPlatform:
                 moved.append(peer)
         return moved
 
-    def _observed(self, svc: StoredService, by_name: Mapping[str, StoredService]) -> tuple[ObservedService, Verdict]:
-        verdict = self._verdict(svc)
+    def _observed(self, project: ProjectRef, svc: StoredService,
+                  by_name: Mapping[str, StoredService]) -> tuple[ObservedService, Verdict]:
+        verdict = self._verdict(project, svc)
         spec_hash = svc.identity.spec_hash if svc.identity else ""
         # An empty hash makes the reconcile step call ensure(), which finishes what is unfinished:
         # an instance never requested (or lost), a surplus instance, a peer that moved.
@@ -195,11 +213,13 @@ class OakestraPlatform:
             if app_id is None:
                 return Observation({}, None, None)
             services = await self._views.read(project, app_id)
+        self._history.update(project.uid, services.values(), self._clock())
+        await self._check_health(project, services)
         by_name = {s.name: s for s in services.values() if s.name}
         result = {}
         for svc in services.values():
             if svc.name and names.service_name(svc.name) == svc.oakestra_name and svc.name not in result:
-                result[svc.name] = self._observed(svc, by_name)[0]
+                result[svc.name] = self._observed(project, svc, by_name)[0]
         return Observation(result, app_id, names.app_name(project))
 
     async def ensure(self, project: ProjectRef, service: ServiceSpec, secrets: Mapping[str, str]) -> ObservedService:
@@ -310,7 +330,7 @@ class OakestraPlatform:
                              by_name: Mapping[str, StoredService]) -> ObservedService:
         """Request the missing instance (once), remove surplus ones."""
         state = self._views.of(project)
-        result, verdict = self._observed(svc, by_name)
+        result, verdict = self._observed(project, svc, by_name)
         if not verdict.deploy and not verdict.undeploy:
             return result
         try:
@@ -345,6 +365,5 @@ class OakestraPlatform:
         if state.services is not None and state.services.get(svc.oakestra_name) is svc:
             del state.services[svc.oakestra_name]
         self._claimed_ips.discard(svc.rr_ip or "")
-        for inst in svc.instances:
-            self._failing_since.pop((svc.id, inst.number), None)
+        self._history.forget(project.uid, [(svc.id, inst.number) for inst in svc.instances])
         self._unschedulable_since.pop(svc.id, None)

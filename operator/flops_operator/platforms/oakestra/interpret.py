@@ -3,16 +3,22 @@
 Only per-instance statuses are trusted for readiness: the job-level status is whatever its last
 writer set and goes stale (oakestra-api.md §7.2). The job-level status is used for what only it
 carries: a pending request (REQUESTED) and negative scheduling answers, which add no instance.
+Oakestra re-deploys FAILED/DEAD instances every 15 s, so RUNNING once is not ready: ready is its
+health endpoint answering (history.py probes it) or, for a service without one, RUNNING held for a
+stated time; a one-shot service that ended DEAD has failed its run.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 from ...plan.services import Role
 from ..base import ObservedService, ServiceState
 from .sla import Identity, identity
+
+if TYPE_CHECKING:
+    from .history import Track
 
 ROOT_NEGATIVE = frozenset({"TargetClusterNotFound", "TargetClusterNotActive", "NoActiveClusterWithCapacity"})
 CLUSTER_NEGATIVE = frozenset({"NO_WORKER_CAPACITY", "NO_QUALIFIED_WORKER_FOUND", "NO_NODE_FOUND"})
@@ -21,6 +27,7 @@ FAILING = frozenset({"FAILED", "DEAD", "UNDEPLOYED"}) | CLUSTER_NEGATIVE
 STARTING = frozenset({"CLUSTER_SCHEDULED", "NODE_SCHEDULED", "CREATING", "CREATED"})
 WAITING_DETAIL = "Waiting for scheduling decision"
 WANTED_INSTANCES = 1
+LOG_LINES, LOG_CHARS = 3, 300
 
 
 @dataclass(frozen=True)
@@ -29,6 +36,13 @@ class Instance:
     status: str
     detail: str = ""
     publicip: str | None = None
+    logs: str = ""
+    """The container's last lines, as the node engine reports them."""
+
+    def log_tail(self) -> str:
+        lines = [line.strip() for line in self.logs.splitlines() if line.strip()][-LOG_LINES:]
+        text = " | ".join(lines)
+        return text if len(text) <= LOG_CHARS else "…" + text[-LOG_CHARS:]
 
 
 @dataclass(frozen=True)
@@ -42,6 +56,7 @@ class StoredService:
     status: str | None
     status_detail: str
     instances: tuple[Instance, ...]
+    one_shot: bool = False
 
     @property
     def name(self) -> str | None:
@@ -57,12 +72,13 @@ def parse(doc: Mapping[str, Any]) -> StoredService:
         except (TypeError, ValueError):
             continue
         instances.append(Instance(number, str(item.get("status") or ""), str(item.get("status_detail") or ""),
-                                  item.get("publicip") or None))
+                                  item.get("publicip") or None, str(item.get("logs") or "")))
     return StoredService(
         id=str(raw_id), oakestra_name=str(doc.get("microservice_name") or ""), identity=identity(doc),
         rr_ip=doc.get("RR_ip") or (doc.get("addresses") or {}).get("rr_ip"),
         status=doc.get("status"), status_detail=str(doc.get("status_detail") or ""),
         instances=tuple(sorted(instances, key=lambda i: i.number)),
+        one_shot=bool(doc.get("one_shot")),
     )
 
 
@@ -79,18 +95,41 @@ class Verdict:
     """Oakestra answered the last request with a negative scheduling status."""
 
 
-def judge(svc: StoredService, *, now: float, failing_since: Mapping[int, float], grace: float,
-          unschedulable_since: float | None, unschedulable_retry: float,
-          wanted: int = WANTED_INSTANCES) -> Verdict:
-    """The service's state; `failing_since`/`unschedulable_since` are when the driver first saw that."""
+def _fell(track: Track | None) -> str:
+    if track is None or track.falls < 1:
+        return ""
+    return f"; fell {track.falls} time{'s' if track.falls != 1 else ''}"
+
+
+def _logs(inst: Instance) -> str:
+    tail = inst.log_tail()
+    return f"; last log lines: {tail}" if tail else ""
+
+
+def judge(svc: StoredService, *, now: float, tracks: Mapping[int, Track], grace: float,
+          unschedulable_since: float | None, unschedulable_retry: float, ready_after: float = 0.0,
+          health_checks: bool = False, wanted: int = WANTED_INSTANCES) -> Verdict:
+    """The service's state from its document and the driver's history of its instances (`tracks`, by
+    instance number; `since` is when the driver first saw the current status)."""
     keep, surplus = svc.instances[:wanted], tuple(i.number for i in svc.instances[wanted:])
     missing = wanted - len(keep)
-    failing = {i.number: now - failing_since.get(i.number, now) for i in keep if i.status in FAILING}
-    overdue = [i for i in keep if i.number in failing and failing[i.number] >= grace]
+
+    def held(inst: Instance) -> float:
+        track = tracks.get(inst.number)
+        return now - track.since if track is not None and track.status == inst.status else 0.0
+
+    if svc.one_shot:
+        dead = [i for i in keep if i.status == "DEAD"]
+        if dead:
+            # Its one run is over: it exited with an error or was killed (Oakestra reports no exit code).
+            first = dead[0]
+            return Verdict(ServiceState.failed, f"instance {first.number} DEAD: stopped before finishing its run "
+                           f"(an error exit or killed){_logs(first)}", undeploy=surplus)
+    overdue = [i for i in keep if i.status in FAILING and held(i) >= grace]
     if overdue:
         first = overdue[0]
-        return Verdict(ServiceState.failed, f"instance {first.number} {first.status} for "
-                       f"{int(failing[first.number])}s: {first.detail or 'Oakestra gave no detail'}",
+        return Verdict(ServiceState.failed, f"instance {first.number} {first.status} for {int(held(first))}s: "
+                       f"{first.detail or 'Oakestra gave no detail'}{_fell(tracks.get(first.number))}{_logs(first)}",
                        undeploy=surplus)
     if missing and svc.status in ROOT_NEGATIVE | CLUSTER_NEGATIVE:
         detail = f" ({svc.status_detail})" if svc.status_detail and svc.status_detail != WAITING_DETAIL else ""
@@ -105,11 +144,24 @@ def judge(svc: StoredService, *, now: float, failing_since: Mapping[int, float],
     if all(i.status == "COMPLETED" for i in keep):
         return Verdict(ServiceState.completed, exit_code=0, undeploy=surplus)
     if all(i.status in ("RUNNING", "COMPLETED") for i in keep):
-        return Verdict(ServiceState.running, undeploy=surplus)
+        checked = health_checks and bool(svc.identity and set(svc.identity.health) & set(svc.identity.host_ports))
+        waiting = []
+        for inst in (i for i in keep if i.status == "RUNNING"):
+            track = tracks.get(inst.number)
+            if checked and not (track is not None and track.healthy):
+                why = track.probe_error if track is not None and track.probe_error else "not checked yet"
+                waiting.append(f"instance {inst.number} RUNNING; health check: {why}")
+            elif not checked and held(inst) < ready_after:
+                waiting.append(f"instance {inst.number} RUNNING for {int(held(inst))}s "
+                               f"(ready once up {ready_after:g}s){_fell(track)}")
+        if waiting:
+            return Verdict(ServiceState.starting, "; ".join(waiting), undeploy=surplus)
+        fell = "".join(_fell(tracks.get(i.number)) for i in keep)
+        return Verdict(ServiceState.running, fell[2:] or None, undeploy=surplus)
     busy = any(i.status in STARTING or i.status in FAILING for i in keep)
     message = "; ".join(
         f"instance {i.number} {i.status}" + (f": {i.detail}" if i.detail else "")
-        + (" (Oakestra retries it)" if i.status in FAILING else "")
+        + (f" (Oakestra re-deploys it{_fell(tracks.get(i.number))}){_logs(i)}" if i.status in FAILING else "")
         for i in keep if i.status not in ("RUNNING", "COMPLETED"))
     return Verdict(ServiceState.starting if busy else ServiceState.pending, message or None, undeploy=surplus)
 

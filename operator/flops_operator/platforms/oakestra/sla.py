@@ -133,6 +133,7 @@ def microservice(project: ProjectRef, service: ServiceSpec, *, rr_ip: str, peers
             "spec_hash": spec_hash,
             "ports": {p.name: p.container_port for p in service.ports},
             "host_ports": host_ports,
+            "health": {p.name: p.health_path for p in service.ports if p.health_path},
             "peers": dict(resolver.used),
         },
     }
@@ -157,6 +158,8 @@ class Identity:
     ports: Mapping[str, int] = field(default_factory=dict)
     host_ports: Mapping[str, int] = field(default_factory=dict)
     peers: Mapping[str, str] = field(default_factory=dict)
+    health: Mapping[str, str] = field(default_factory=dict)
+    """Port name -> the HTTP path that answers 200 once the service is ready."""
 
 
 def identity(doc: Mapping[str, Any]) -> Identity | None:
@@ -165,7 +168,7 @@ def identity(doc: Mapping[str, Any]) -> Identity | None:
     if isinstance(meta, dict) and isinstance(meta.get("service"), str):
         return Identity(meta["service"], str(meta.get("spec_hash") or ""), meta.get("role"),
                         dict(meta.get("ports") or {}), dict(meta.get("host_ports") or {}),
-                        dict(meta.get("peers") or {}))
+                        dict(meta.get("peers") or {}), dict(meta.get("health") or {}))
     env = dict(item.split("=", 1) for item in doc.get("environment") or [] if "=" in item)
     if ENV_SERVICE in env:
         return Identity(env[ENV_SERVICE], env.get(ENV_SPEC_HASH, ""))
