@@ -83,15 +83,20 @@ def fake_case() -> PlatformCase:
     )
 
 
-def oakestra_case(stack: ExitStack) -> PlatformCase:
-    """The Oakestra driver against the Oakestra emulator (its own loop, in its own thread)."""
+def oakestra_case(stack: ExitStack, emu: Any = None, **config_overrides: Any) -> PlatformCase:
+    """The Oakestra driver against the Oakestra emulator (its own loop, in its own thread): a new one on
+    its simulated clock, or `emu` (e.g. one whose instances are containers) with the driver's defaults
+    for readiness unless overridden."""
     from flops_operator.platforms.oakestra import OakestraConfig, OakestraPlatform
     from flops_operator.platforms.oakestra.names import app_name, service_name
     from tests.oakestra_emulator import emulator_in_thread
 
-    emu = stack.enter_context(emulator_in_thread())
+    if emu is None:
+        emu = stack.enter_context(emulator_in_thread())
+        # Instances are the emulator's clock, not processes: nothing to wait for, nothing to probe.
+        config_overrides = {"ready_after": 0.0, "health_checks": False, **config_overrides}
     config = OakestraConfig(url=emu.url, username="Admin", password="Admin", retries=2, backoff_max=0.2,
-                            request_timeout=5.0, ready_after=0.0, health_checks=False)
+                            request_timeout=5.0, **config_overrides)
     logical = {service_name(n): n for n in ("backend-store", "artifact-store", "tracking-server", "aggregator",
                                             "model-server", *(f"learner-{i}" for i in range(32)))}
 
@@ -226,7 +231,10 @@ def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
         yield from _run_cluster(PLATFORM_CASES[request.param](stack))
 
 
-def _run_cluster(case: PlatformCase) -> Iterator[Cluster]:
+def _run_cluster(case: PlatformCase, progress: Any = None,
+                 resync_seconds: float = RESYNC_SECONDS) -> Iterator[Cluster]:
+    """kmock and the kopf operator serving `case`, in a background thread. `progress` is the training
+    progress source (default: SteeredProgress, which tests set by hand)."""
     ready, stop = threading.Event(), threading.Event()
     box: dict[str, Any] = {}
     liveness_url = f"http://127.0.0.1:{free_port()}/healthz"
@@ -234,11 +242,11 @@ def _run_cluster(case: PlatformCase) -> Iterator[Cluster]:
     async def main() -> None:
         async with serve_kubernetes() as (emulator, url):
             config = kubernetes.client.Configuration(host=url)
-            progress = SteeredProgress()
-            ctx = build_context([case.spec_platform], config, factories=case.factories, progress=progress)
-            box.update(url=url, emulator=emulator, ctx=ctx, config=config, progress=progress)
+            source = progress if progress is not None else SteeredProgress()
+            ctx = build_context([case.spec_platform], config, factories=case.factories, progress=source)
+            box.update(url=url, emulator=emulator, ctx=ctx, config=config, progress=source)
             await run_operator(ctx, clusterwide=True, liveness=liveness_url, metrics_host="127.0.0.1",
-                               metrics_port=0, resync_seconds=RESYNC_SECONDS, stop_flag=stop, ready_flag=ready)
+                               metrics_port=0, resync_seconds=resync_seconds, stop_flag=stop, ready_flag=ready)
 
     def thread_main() -> None:
         try:

@@ -88,16 +88,20 @@ class Network:
         label_args = [arg for key, value in labels.items() for arg in ("--label", f"{key}={value}")]
         podman_sync("network", "create", "--internal", "--subnet", str(net), *label_args, name)
         host = next(net.hosts())
+        created = cls(name, net, host)
         try:
             # An internal CNI network gives its bridge no address: without one the host cannot reach
-            # the containers, and nothing else can either (no route out, no port publishing).
-            bridge = json.loads(podman_sync("network", "inspect", name).out)[0]["network_interface"]
-            subprocess.run(["ip", "addr", "add", f"{host}/{net.prefixlen}", "dev", bridge], check=True,
-                           capture_output=True, text=True, timeout=30)
+            # the containers, and nothing else can either (no route out, no port publishing). CNI makes
+            # the bridge only for the first container; made here first, it is the one CNI then uses.
+            bridge = created.bridge
+            if _ip("link", "show", bridge, check=False).returncode != 0:
+                _ip("link", "add", "name", bridge, "type", "bridge")
+                _ip("link", "set", bridge, "up")
+            _ip("addr", "add", f"{host}/{net.prefixlen}", "dev", bridge)
         except Exception:
-            podman_sync("network", "rm", "-f", name, check=False)
+            created.remove()
             raise
-        return cls(name, net, host)
+        return created
 
     @property
     def bridge(self) -> str:
@@ -105,10 +109,23 @@ class Network:
 
     def forget_neighbour(self, address: str) -> None:
         """A container re-made at an address keeps it but not its MAC: drop the host's stale entry."""
-        subprocess.run(["ip", "neigh", "del", address, "dev", self.bridge], capture_output=True, timeout=30)
+        _ip("neigh", "del", address, "dev", self.bridge, check=False)
 
     def remove(self) -> None:
+        try:
+            bridge = self.bridge
+        except (PodmanError, IndexError, KeyError, ValueError):
+            bridge = None
         podman_sync("network", "rm", "-f", self.name, check=False)
+        if bridge is not None:
+            _ip("link", "del", bridge, check=False)
+
+
+def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    done = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30)
+    if check and done.returncode != 0:
+        raise PodmanError(f"ip {' '.join(args)}: {done.stderr.strip()}")
+    return done
 
 
 _LIST = {"container": ("ps", "-a", "--format", "{{.Names}}"), "network": ("network", "ls", "--format", "{{.Name}}"),

@@ -44,6 +44,32 @@ def container_name(job: dict, number: int) -> str:
     return re.sub(r"[^a-zA-Z0-9_.-]", "-", f"{job['job_name']}.instance.{number}")
 
 
+def podman_run_args(job: dict, number: int, *, name: str, network: str, label: str) -> list[str]:
+    """`podman run` arguments for one instance of a service document (or an SLA microservice), as
+    the node engine would run it; the environment goes separately (env_file_text)."""
+    args = ["run", "-d", "--name", name, "--label", label, "--network", network,
+            "--hostname", f"instance-{number}", "--no-healthcheck", "--log-driver", "k8s-file"]
+    rr_ip = service_address(job)
+    if rr_ip:
+        args += ["--ip", rr_ip]
+    if int(job.get("memory") or 0) > 0:
+        args += ["--memory", f"{int(job['memory'])}m"]
+    if int(job.get("vcpus") or 0) > 0:
+        args += ["--cpus", str(int(job["vcpus"]))]
+    if job.get("cmd"):
+        # The node engine's WithProcessArgs: the SLA's cmd replaces ENTRYPOINT and CMD both.
+        args += ["--entrypoint", json.dumps(list(job["cmd"]))]
+    return args
+
+
+def env_file_text(job: dict, number: int) -> str:
+    return "\n".join([f"HOSTNAME=instance-{number}", *(job.get("environment") or [])]) + "\n"
+
+
+def service_address(job: dict) -> str | None:
+    return job.get("RR_ip") or (job.get("addresses") or {}).get("rr_ip")
+
+
 def port_mappings(port: str | None) -> list[tuple[int, int]]:
     """Oakestra's `port`: "host[:container][/proto]" items separated by ';' -> (host, container) TCP pairs."""
     pairs = []
@@ -179,25 +205,16 @@ class ContainerWorker:
     async def _deploy(self, key: Key, job: dict) -> None:
         await self._remove(key, "re-deployed")
         name = container_name(job, key[1])
-        image, rr_ip = job.get("image") or job.get("code"), job.get("RR_ip")
+        image, rr_ip = job.get("image") or job.get("code"), service_address(job)
         exists = await podman("image", "exists", image, check=False)
         if exists.code != 0:
             self.events.append((time.time(), name, f"image {image} not found"))
             self._report(key, "FAILED", f"failed to pull image {image}: not found and no registry reachable")
             return
-        args = ["run", "-d", "--name", name, "--label", self.label, "--network", self.network.name,
-                "--hostname", f"instance-{key[1]}", "--no-healthcheck", "--log-driver", "k8s-file"]
-        if rr_ip:
-            args += ["--ip", rr_ip]
-        if int(job.get("memory") or 0) > 0:
-            args += ["--memory", f"{int(job['memory'])}m"]
-        if int(job.get("vcpus") or 0) > 0:
-            args += ["--cpus", str(int(job["vcpus"]))]
-        if job.get("cmd"):
-            args += ["--entrypoint", json.dumps(list(job["cmd"]))]
+        args = podman_run_args(job, key[1], name=name, network=self.network.name, label=self.label)
         # Values (passwords among them) go through a private file, not podman's argv.
         with tempfile.NamedTemporaryFile("w", prefix="flops-env-", suffix=".env", delete=True) as env_file:
-            env_file.write("\n".join([f"HOSTNAME=instance-{key[1]}", *(job.get("environment") or [])]) + "\n")
+            env_file.write(env_file_text(job, key[1]))
             env_file.flush()
             if rr_ip:
                 self.network.forget_neighbour(rr_ip)
