@@ -4,7 +4,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test crd bench clean
+# Images: every one the plan references, built here (podman, else docker), tagged $(REGISTRY)/<name>:<version>.
+REGISTRY ?= ghcr.io/flops-operator
+
+.PHONY: install demo test crd bench clean images push
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -17,8 +20,14 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flops run manifests/examples/digits-local.yaml
 
-test: $(STAMP)
+test: $(STAMP) images
 	$(BIN)/pytest -ra
+
+images:
+	REGISTRY=$(REGISTRY) base_image/build.sh
+
+push:
+	PUSH=1 REGISTRY=$(REGISTRY) base_image/build.sh
 
 crd: $(STAMP)
 	$(BIN)/flops crd > crds/flopsproject.yaml

@@ -2,6 +2,7 @@
 # `make images`: build every image the operator's plan references, from this repository.
 #
 #   REGISTRY=ghcr.io/flops-operator VERSION=<pyproject version> base_image/build.sh [IMAGE...]
+#   PUSH=1 REGISTRY=registry.example.com/flops base_image/build.sh     (make push: build, then push)
 #
 # Tags are $REGISTRY/<image>:$VERSION. Order: upstream bases (made locally when no registry answers,
 # local_bases.sh), the shared layers (base_image/Dockerfile: mlflow-base, fl-base), then each image.
@@ -61,7 +62,9 @@ for row in "${IMAGES[@]}"; do
   [ "$base" != - ] && args+=(--build-arg "BASE=$REGISTRY/$base:$VERSION")
   [ "$name" = fl-base ] && args+=("${torch_args[@]}")
   case "$ENGINE" in *podman) args+=(--format docker) ;; esac  # keeps HEALTHCHECK
-  echo "== $REGISTRY/$name:$VERSION ($dockerfile${target/#-/})"
+  where=$dockerfile
+  [ "$target" != - ] && where="$dockerfile, stage $target"
+  echo "== $REGISTRY/$name:$VERSION ($where)"
   t0=$(date +%s)
   "$ENGINE" build "${args[@]}" -f "$dockerfile" -t "$REGISTRY/$name:$VERSION" . \
     > "${BUILD_LOG_DIR:-/tmp}/flops-image-$name.log" 2>&1 \
@@ -70,3 +73,14 @@ for row in "${IMAGES[@]}"; do
 done
 echo "== all built in $(( $(date +%s) - started )) s"
 "$ENGINE" images --format '{{.Repository}}:{{.Tag}}  {{.Size}}' | grep -F "$REGISTRY/" | sort
+
+if [ "${PUSH:-}" = 1 ]; then
+  # What Oakestra's workers pull: the images the plan names (the base layers go with them).
+  for row in "${IMAGES[@]}"; do
+    read -r name _ target _ <<<"$row"
+    [ "$target" = - ] || continue
+    selected "$name" || continue
+    echo "== pushing $REGISTRY/$name:$VERSION"
+    "$ENGINE" push "$REGISTRY/$name:$VERSION"
+  done
+fi

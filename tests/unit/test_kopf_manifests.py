@@ -77,7 +77,7 @@ def test_deployment_args_are_accepted_by_flops_operator(rendered: dict[str, dict
 def test_oakestra_credentials_come_from_a_secret(rendered: dict[str, dict]) -> None:
     env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in _container(rendered)["env"]}
     assert set(env) == {"FLOPS_OAKESTRA_URL", "FLOPS_OAKESTRA_USERNAME", "FLOPS_OAKESTRA_PASSWORD",
-                        "FLOPS_OAKESTRA_ORGANIZATION"}
+                        "FLOPS_OAKESTRA_ORGANIZATION", "FLOPS_OAKESTRA_IMAGE_REGISTRY", "FLOPS_OAKESTRA_HEALTH_CHECKS"}
     assert {ref["name"] for ref in env.values()} == {"flops-oakestra-credentials"}
     assert all(ref["key"] == name for name, ref in env.items())
 
