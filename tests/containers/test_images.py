@@ -233,3 +233,17 @@ def test_operator_image_is_slim_and_serves_projects(scene: Scene, tmp_path: Path
             podman_sync("rm", "-f", name, check=False)
         assert final["ExitCode"] == 0, output
         assert "Traceback" not in output, output
+
+
+def test_make_images_built_every_image_the_plan_names_non_root_labelled_with_a_health_check(built_images):
+    for image in built_images:
+        inspected = json.loads(podman_sync("image", "inspect", image).out)[0]
+        config = inspected["Config"]
+        labels = config.get("Labels") or {}
+        assert labels.get("org.opencontainers.image.version") and labels.get("org.opencontainers.image.title"), image
+        assert (inspected.get("Healthcheck") or {}).get("Test"), f"{image} has no health check"
+        user = config.get("User") or "root"
+        if "artifact-store" not in image:  # vsftpd's master must start as root (artifact_store_image/README.md)
+            assert user.split(":")[0] not in ("", "0", "root"), f"{image} runs as {user!r}"
+        env = dict(item.split("=", 1) for item in config.get("Env") or [])
+        assert not any(k for k in env if "PASSWORD" in k or k in ("FTP_PASS", "MLFLOW_TRACKING_PASSWORD")), image

@@ -183,3 +183,14 @@ def test_diff_replaces_a_changed_long_running_service_but_not_a_finished_one_sho
     assert _names(diff(new, seen)) == [("Replace", "aggregator")]
     seen = observed(old, aggregator=ServiceState.completed)
     assert diff(new, seen) == []
+
+
+def test_every_default_image_is_one_this_repository_builds():
+    from flops_operator.plan import images
+
+    p = project(tracking={"backendStore": {"type": "mysql"}, "artifactStore": {"type": "ftp"}},
+                serving={"enabled": True})
+    planned = {s.image for done in (False, True) for s in desired(p, training_done=done, model_registered=True)}
+    assert planned == set(images.PLANNED)
+    assert all(image.startswith(f"{images.IMAGE_REGISTRY}/") and image.endswith(f":{images.IMAGE_VERSION}")
+               for image in planned)
