@@ -202,3 +202,43 @@ async def test_app_deleted_behind_the_operators_back_is_recreated():
     assert app["applicationID"] != old_app and result.status.oakestra.application_id == app["applicationID"]
     assert service_names(emu) == sorted(STACK + ["learner-0", "learner-1", "learner-2"])
     assert result.status.condition("Ready").status == "True"
+
+
+async def test_a_crash_looping_store_holds_its_dependents_back_and_is_named_in_status():
+    """Oakestra re-deploys a DEAD instance every 15 s and it shows RUNNING for a moment each time: with
+    readiness held for 10 s the tracking server is not created on such a moment, and the status says why."""
+    clock = ManualClock()
+    m = manifest()
+    async with run_emulator(clock=clock) as emu:
+        platform, creds = driver_for(emu, clock=clock, ready_after=10.0), MemoryCredentials()
+        try:
+            status, created = FLOpsProjectStatus(), set()
+            for _ in range(3):  # both stores created and RUNNING (not yet held: nothing depends yet)
+                result = await reconcile(m, status, platform=platform, credentials=creds, progress_source=NoProgress())
+                status = result.status
+                created |= {a.service.name for a in result.applied if hasattr(a, "service")}
+            store = emu.job(names.service_name("backend-store"))
+            for crash in range(3):
+                clock.advance(4)  # up 4 s, then it crashes; the cluster brings it back 15 s later
+                emu.fail_instance(store["microserviceID"], 0, status="DEAD", detail="", stay=False)
+                result = await reconcile(m, status, platform=platform, credentials=creds, progress_source=NoProgress())
+                status = result.status
+                created |= {a.service.name for a in result.applied if hasattr(a, "service")}
+                clock.advance(15)
+                result = await reconcile(m, status, platform=platform, credentials=creds, progress_source=NoProgress())
+                status = result.status
+                created |= {a.service.name for a in result.applied if hasattr(a, "service")}
+                assert "tracking-server" not in created, f"created on RUNNING after crash {crash + 1}"
+            assert "waiting: tracking-server for backend-store" in status.message
+            assert "backend-store: instance 0 RUNNING for 0s (ready once up 10s); fell 3 times" in status.message
+            seen = {c.name: c for c in status.components}["backend-store"]
+            assert seen.state == "starting"
+            # Once it stays up, the rest follows (each held 10 s in turn).
+            for _ in range(2):
+                clock.advance(11)
+                result = await converge(m, platform, creds, status)
+                status = result.status
+        finally:
+            await platform.close()
+    assert "tracking-server" in {j["flops_operator"]["service"] for j in emu.jobs()}
+    assert result.status.condition("TrackingServerReady").status == "True"
