@@ -5,7 +5,7 @@
 #   PUSH=1 REGISTRY=registry.example.com/flops base_image/build.sh     (make push: build, then push)
 #
 # Tags are $REGISTRY/<image>:$VERSION. Order: upstream bases (made locally when no registry answers,
-# local_bases.sh), the shared layers (base_image/Dockerfile: mlflow-base, fl-base), then each image.
+# local_bases.sh), the shared layers (base_image/Dockerfile: python-base, mlflow-base, fl-base), then each image.
 # Torch's CPU wheel comes from PyTorch's CPU index, or from a local wheel directory when one holds
 # it (TORCH_WHEELS=DIR, or found in pip's configured find-links): a build argument, no file edited.
 set -euo pipefail
@@ -19,9 +19,10 @@ torch_version=$(sed -n 's/^torch==//p' constraints.txt)
 
 # name  Dockerfile  target  base image (build argument BASE)
 IMAGES=(
+  "python-base       base_image/Dockerfile            python-base -"
   "mlflow-base       base_image/Dockerfile            mlflow-base -"
   "fl-base           base_image/Dockerfile            fl-base     -"
-  "operator          operator/Dockerfile              -           -"
+  "operator          operator/Dockerfile              -           python-base"
   "aggregator        aggregator_image/Dockerfile      -           fl-base"
   "learner           learner_image/Dockerfile         -           fl-base"
   "model-server      model_server_image/Dockerfile    -           fl-base"

@@ -89,18 +89,15 @@ def scene(built_images, tmp_path_factory) -> Iterator[Scene]:
         assert not left, f"left behind: {left}"
 
 
-def serving_example(tracking_uri: str, model_uri: str, dst: Path) -> bytes:
-    """The logged model's serving input example (the body /invocations takes), read through the
-    tracking server (which also serves the registry that `models:/` URIs name)."""
-    import mlflow
+def serving_example(tracking_uri: str, name: str, alias: str, dst: Path) -> bytes:
+    """The registered model's serving input example (the body /invocations takes), read through the
+    tracking server (MLflow's process-wide tracking/registry settings stay untouched: other tests use them)."""
     import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
 
-    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    try:
-        model_dir = mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst))
-    finally:
-        mlflow.set_tracking_uri(previous[0])
-        mlflow.set_registry_uri(previous[1])
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    version = client.get_model_version_by_alias(name, alias)
+    location = client.get_model_version_download_uri(name, version.version)
+    model_dir = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst),
+                                                    tracking_uri=tracking_uri)
     return (Path(model_dir) / "serving_input_example.json").read_bytes()

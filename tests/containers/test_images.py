@@ -178,7 +178,7 @@ def test_model_server_serves_the_registered_model(scene: Scene, rendered: Render
     assert trained["exit"] == 0
     container = start(scene, "model-server", rendered.microservice("model-server"))
     wait_healthy(container, rendered.url("model-server", "/ping"))
-    payload = serving_example(tracking, "models:/digits-mlp@champion", tmp_path)
+    payload = serving_example(tracking, "digits-mlp", "champion", tmp_path)
     request = urllib.request.Request(rendered.url("model-server", "/invocations"), data=payload,
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as rsp:

@@ -122,7 +122,7 @@ def test_the_oakestra_example_trains_registers_and_serves_in_containers(world: W
 
     # The model server answers a prediction for the logged input example, through its published port.
     tracking = status["mlflow"]["trackingUri"]
-    payload = serving_example(tracking, f"models:/{model['name']}@{model['alias']}", tmp_path)
+    payload = serving_example(tracking, model["name"], model["alias"], tmp_path)
     request = urllib.request.Request(f"http://{components['model-server']['externalAddress']}/invocations",
                                      data=payload, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as rsp:

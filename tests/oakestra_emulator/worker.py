@@ -238,6 +238,8 @@ class ContainerWorker:
 
     async def _observe(self) -> None:
         listing = await podman("ps", "-a", "--filter", f"label={self.label}", "--format", "json", check=False)
+        if listing.code != 0:  # no answer is no news: never read it as "every container is gone"
+            return
         states = {}
         for entry in json.loads(listing.out or "[]"):
             for name in entry.get("Names") or []:
