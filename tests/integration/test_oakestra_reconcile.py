@@ -2,6 +2,8 @@
 
 from collections import Counter
 
+import pytest
+
 from flops_operator.credentials import MemoryCredentials
 from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
 from flops_operator.plan.desired import desired
@@ -202,3 +204,55 @@ async def test_app_deleted_behind_the_operators_back_is_recreated():
     assert app["applicationID"] != old_app and result.status.oakestra.application_id == app["applicationID"]
     assert service_names(emu) == sorted(STACK + ["learner-0", "learner-1", "learner-2"])
     assert result.status.condition("Ready").status == "True"
+
+
+async def converge_collecting(m, platform, creds, status, *, steps: int = 12):
+    """Like converge(), but returns every action applied on the way, and the last result."""
+    applied = []
+    for _ in range(steps):
+        result = await reconcile(m, status, platform=platform, credentials=creds, progress_source=NoProgress())
+        applied += result.applied
+        status = result.status
+        if not result.applied:
+            return applied, result
+    raise AssertionError(f"did not converge in {steps} steps; applied so far: {applied}")
+
+
+@pytest.mark.parametrize("vanished", ["tracking-server", "aggregator"])
+async def test_a_service_deleted_out_of_band_comes_back_at_its_own_address_and_nothing_else_moves(vanished):
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m, platform, creds)
+            before = {j["flops_operator"]["service"]: (j["microserviceID"], j["RR_ip"]) for j in emu.jobs()}
+            gone = emu.job(names.service_name(vanished))
+            emu.sm.delete_service("Admin", gone["microserviceID"], emu.clock())  # someone else's delete
+            applied, result = await converge_collecting(m, platform, creds, result.status)
+        finally:
+            await platform.close()
+    after = {j["flops_operator"]["service"]: (j["microserviceID"], j["RR_ip"]) for j in emu.jobs()}
+    assert [(type(a).__name__, a.service.name) for a in applied] == [("Create", vanished)]
+    assert after[vanished][1] == before[vanished][1], "the recreated service moved to another address"
+    assert {n: v for n, v in after.items() if n != vanished} == {n: v for n, v in before.items() if n != vanished}
+    assert result.status.phase is Phase.Training and result.status.condition("Ready").status == "True"
+
+
+async def test_address_bookkeeping_holds_only_what_exists():
+    projects = [manifest(uid=f"held-{i}", name=f"p{i}") for i in range(3)]
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            for m in projects:
+                await converge(m, platform, creds)
+            assert platform.addresses_held() == {j["RR_ip"] for j in emu.jobs()}
+            await finalize(projects[0], platform=platform, credentials=creds)
+            # The second project's app is deleted behind the operator's back; a read notices.
+            second = parse_project(projects[1]).ref
+            app = next(a for a in emu.apps() if a["application_name"] == names.app_name(second))
+            emu.sm.delete_application("Admin", app["applicationID"], emu.clock())
+            await platform.observe(second)
+            held = platform.addresses_held()
+        finally:
+            await platform.close()
+    assert held == {j["RR_ip"] for j in emu.jobs()} and len(held) == 7

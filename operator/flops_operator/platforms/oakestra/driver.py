@@ -49,9 +49,6 @@ class OakestraPlatform:
         self._views = Views(self._read, self._forget_app)
         self._failing_since: dict[tuple[str, int], float] = {}
         self._unschedulable_since: dict[str, float] = {}
-        self._claimed_ips: set[str] = set()
-        """Round-robin IPs this process holds or is about to ask for (avoids asking twice)."""
-        self._refused_ips: set[str] = set()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "OakestraPlatform":
@@ -98,9 +95,11 @@ class OakestraPlatform:
 
     def _forget_app(self, project: ProjectRef) -> None:
         self._apps.pop(self._app_key(project), None)
-        state = self._views.forget(project)
-        for svc in (state.services or {}).values() if state else ():
-            self._claimed_ips.discard(svc.rr_ip or "")
+        self._views.forget(project)
+
+    def addresses_held(self) -> set[str]:
+        """Round-robin addresses the driver will not ask for: those its last reads show, and creates in flight."""
+        return self._views.addresses()
 
     async def _ensure_app(self, project: ProjectRef) -> str:
         state = self._views.of(project)
@@ -124,7 +123,7 @@ class OakestraPlatform:
                 found = self._apps.get(self._app_key(project))
                 if found is not None:
                     # A new app has no services: nothing to read before its first create.
-                    state.known_empty()
+                    self._views.known_empty(project)
             if found is None:
                 raise _TryAgain(f"application {names.app_name(project)} is not listed after its create")
             return found
@@ -139,8 +138,6 @@ class OakestraPlatform:
             svc = parse(doc)
             if svc.oakestra_name and svc.oakestra_name not in services:
                 services[svc.oakestra_name] = svc
-                if svc.rr_ip:
-                    self._claimed_ips.add(svc.rr_ip)
         return services
 
     # Judging what is there.
@@ -249,7 +246,6 @@ class OakestraPlatform:
 
     async def _ensure_service(self, project: ProjectRef, app_id: str, service: ServiceSpec,
                               secrets: Mapping[str, str]) -> ObservedService:
-        state = self._views.of(project)
         oakestra_name = names.service_name(service.name)
         view = await self._views.current(project, app_id, fresh_for=oakestra_name)
         current = view.get(oakestra_name)
@@ -262,48 +258,58 @@ class OakestraPlatform:
             raise _TryAgain(f"{service.name}: replaced, creating it anew")
         peers = {name: sla.Peer(s.rr_ip, dict(s.identity.ports)) for name, s in by_name.items()
                  if s.rr_ip and s.identity is not None and name != service.name}
-        taken = self._claimed_ips | self._refused_ips
+        # Where the peers expect it first: a service that vanished comes back where it was, and
+        # nothing rendered with its address needs replacing.
+        recorded = [s.identity.peers[service.name] for s in by_name.values()
+                    if s.identity is not None and service.name in s.identity.peers]
         tried = 0
-        for rr_ip in names.rr_ip_candidates(project.uid, service.name):
-            if rr_ip in taken:
-                continue
+        for rr_ip in names.rr_ip_preferences(project.uid, service.name, recorded):
             if tried >= self.config.rr_ip_attempts:
                 break
+            if not self._views.claim(project, rr_ip):
+                continue
             tried += 1
             try:
-                ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
-                                      workdir=self.config.workdir, port_range=self.config.host_port_range)
-            except sla.MissingPeer as exc:
-                raise TransientPlatformError(
-                    f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
-            self._claimed_ips.add(rr_ip)
-            try:
-                answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
-            except WriteOutcomeUnknown:
-                raise _TryAgain(f"{service.name}: create answer lost") from None
-            except OakestraRefused as exc:
-                self._claimed_ips.discard(rr_ip)
-                if exc.status == 400:
-                    # Also what Oakestra says when the app vanished: look for it again next round.
-                    self._forget_app(project)
-                    raise _TryAgain(f"{service.name}: Oakestra refused the service (HTTP 400)") from None
-                raise
+                created = await self._create_at(project, app_id, service, secrets, rr_ip, peers)
             finally:
-                # Marked when the write is over: a read must start after it to count as seeing it.
-                state.wrote(oakestra_name)
-            if answer.get("failed_services"):
-                # The network plugin refused the round-robin IP (taken by another service) or failed.
-                log.info("%s: %s refused at %s, trying the next address", project.key, service.name, rr_ip)
-                self._claimed_ips.discard(rr_ip)
-                self._refused_ips.add(rr_ip)
-                continue
-            view = await self._views.current(project, app_id, fresh_for=oakestra_name)
-            created = view.get(oakestra_name)
+                self._views.unclaim(rr_ip)
             if created is None:
-                raise _TryAgain(f"{service.name}: created but not listed yet")
+                continue
             return await self._finish_deploy(project, created, by_name)
         raise TransientPlatformError(
             f"{service.name}: Oakestra refused {tried} round-robin addresses (taken, or its network plugin fails)")
+
+    async def _create_at(self, project: ProjectRef, app_id: str, service: ServiceSpec, secrets: Mapping[str, str],
+                         rr_ip: str, peers: Mapping[str, sla.Peer]) -> StoredService | None:
+        """One POST /api/service/ at this address: the service as listed after it, or None if the
+        network plugin refused the address (held by a service not of ours, or failing)."""
+        state = self._views.of(project)
+        oakestra_name = names.service_name(service.name)
+        try:
+            ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
+                                  workdir=self.config.workdir, port_range=self.config.host_port_range)
+        except sla.MissingPeer as exc:
+            raise TransientPlatformError(f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
+        try:
+            answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
+        except WriteOutcomeUnknown:
+            raise _TryAgain(f"{service.name}: create answer lost") from None
+        except OakestraRefused as exc:
+            if exc.status == 400:
+                # Also what Oakestra says when the app vanished: look for it again next round.
+                self._forget_app(project)
+                raise _TryAgain(f"{service.name}: Oakestra refused the service (HTTP 400)") from None
+            raise
+        finally:
+            # Marked when the write is over: a read must start after it to count as seeing it.
+            state.wrote(oakestra_name)
+        if answer.get("failed_services"):
+            log.info("%s: %s refused at %s, trying the next address", project.key, service.name, rr_ip)
+            return None
+        created = (await self._views.current(project, app_id, fresh_for=oakestra_name)).get(oakestra_name)
+        if created is None:
+            raise _TryAgain(f"{service.name}: created but not listed yet")
+        return created
 
     async def _finish_deploy(self, project: ProjectRef, svc: StoredService,
                              by_name: Mapping[str, StoredService]) -> ObservedService:
@@ -341,9 +347,7 @@ class OakestraPlatform:
             still = (await self._views.current(project, app_id, fresh_for=svc.oakestra_name)).get(svc.oakestra_name)
             if still is not None and still.id == svc.id:
                 raise _TryAgain(f"{svc.name or svc.oakestra_name}: delete refused, still listed")
-        if state.services is not None and state.services.get(svc.oakestra_name) is svc:
-            del state.services[svc.oakestra_name]
-        self._claimed_ips.discard(svc.rr_ip or "")
+        self._views.dropped(project, svc)
         for inst in svc.instances:
             self._failing_since.pop((svc.id, inst.number), None)
         self._unschedulable_since.pop(svc.id, None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from typing import Iterator
+from collections import Counter
+from typing import Iterable, Iterator
 
 from ...models import ProjectRef
 
@@ -51,6 +52,19 @@ def rr_ip_candidates(project_uid: str, logical: str) -> Iterator[str]:
         host = 1 + (value // _RR_SUBNETS) % 254
         yield f"10.30.{subnet}.{host}"
         attempt += 1
+
+
+def rr_ip_preferences(project_uid: str, logical: str, recorded: Iterable[str] = ()) -> Iterator[str]:
+    """Addresses to ask for, each once: those the service's peers recorded for it (most often
+    recorded first), then its own candidates."""
+    seen = set()
+    for address, _ in Counter(a for a in recorded if valid_rr_ip(a)).most_common():
+        seen.add(address)
+        yield address
+    for address in rr_ip_candidates(project_uid, logical):
+        if address not in seen:
+            seen.add(address)
+            yield address
 
 
 def valid_rr_ip(address: str) -> bool:
