@@ -241,11 +241,17 @@ async def test_a_non_admin_user_works_through_its_own_routes():
         try:
             await platform.ensure(REF, STORE, SECRETS)
             seen = await platform.observe(REF)
+            assert not any(c.status == 403 for c in emu.calls)
+            owned = [a["userId"] for a in emu.apps("alice")]
+            for _ in range(2):
+                await platform.remove_all(REF)
         finally:
             await platform.close()
     assert seen.services["backend-store"].state is ServiceState.running
-    assert [a["userId"] for a in emu.apps("alice")] == ["alice"] and emu.apps("Admin") == []
-    assert not any(c.status == 403 for c in emu.calls)
+    assert owned == ["alice"] and emu.apps("Admin") == [] and emu.apps("alice") == [] and emu.jobs() == []
+    # Deleting checks what is left through the app's own listing; Admin's listing of every job is
+    # asked for once, and its refusal remembered.
+    assert [(c.route, c.status) for c in emu.calls if c.status == 403] == [("/api/services/", 403)]
 
 
 async def test_unknown_organization_is_permanent():

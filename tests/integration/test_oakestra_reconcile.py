@@ -1,5 +1,7 @@
 """The real reconcile step driving Oakestra (the emulator): converge, scale, restart, tokens, delete."""
 
+import asyncio
+import re
 from collections import Counter
 
 import pytest
@@ -7,7 +9,7 @@ import pytest
 from flops_operator.credentials import MemoryCredentials
 from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
 from flops_operator.plan.desired import desired
-from flops_operator.platforms.base import ServiceState
+from flops_operator.platforms.base import ServiceState, TransientPlatformError
 from flops_operator.platforms.oakestra import names
 from flops_operator.progress import NoProgress
 from flops_operator.reconcile import finalize, reconcile
@@ -256,3 +258,60 @@ async def test_address_bookkeeping_holds_only_what_exists():
         finally:
             await platform.close()
     assert held == {j["RR_ip"] for j in emu.jobs()} and len(held) == 7
+
+
+async def test_writes_to_one_apps_service_list_go_one_at_a_time_different_apps_at_once():
+    """Against an SM whose overlapping list writes lose ids (§13.13): nothing is lost."""
+    projects = [manifest(uid=f"serial-{i}", name=f"p{i}") for i in range(2)]
+    async with run_emulator(list_write_gap=0.05) as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            results = await asyncio.gather(*(converge(m, platform, creds, steps=6) for m in projects))
+            lost_after_create = emu.lost_services()
+            await asyncio.gather(*(finalize(m, platform=platform, credentials=creds) for m in projects))
+        finally:
+            await platform.close()
+    assert dict(emu.sm.overlapping_list_writes) == {}
+    assert lost_after_create == []
+    assert emu.sm.peak_list_writers == 2, "writes to different applications should overlap"
+    assert all(r.status.condition("Ready").status == "True" for r in results)
+    assert (emu.apps(), emu.jobs(), emu.sm.rr_ips) == ([], [], {})
+
+
+def lose_from_app_list(emu, service: str) -> dict:
+    """What another client's overlapping write does (§13.13): the job stays, its id leaves the app's list."""
+    job = emu.job(names.service_name(service))
+    app = emu.sm.apps[job["applicationID"]]
+    app["microservices"] = [i for i in app["microservices"] if i != job["microserviceID"]]
+    return job
+
+
+async def test_delete_reports_what_oakestra_left_behind_instead_of_success():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu, backoff_max=0.01), MemoryCredentials()
+        try:
+            await converge(m, platform, creds)
+            lost = lose_from_app_list(emu, "learner-1")
+            with pytest.raises(TransientPlatformError, match=r"learner-1 .*%s" % re.escape(lost["RR_ip"])):
+                await finalize(m, platform=platform, credentials=creds)
+        finally:
+            await platform.close()
+    assert [j["microserviceID"] for j in emu.jobs()] == [lost["microserviceID"]]
+    assert len(emu.apps()) == 1, "the app is kept: its service listing is what still finds the leftover"
+    assert creds.store, "credentials stay while the project's services are not all gone"
+
+
+async def test_delete_finds_leftovers_by_name_after_the_app_is_gone():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu, backoff_max=0.01), MemoryCredentials()
+        try:
+            await converge(m, platform, creds)
+            lost = lose_from_app_list(emu, "aggregator")
+            emu.sm.delete_application("Admin", lost["applicationID"], emu.clock())  # e.g. an earlier delete
+            with pytest.raises(TransientPlatformError, match=r"aggregator .*%s" % re.escape(lost["RR_ip"])):
+                await finalize(m, platform=platform, credentials=creds)
+        finally:
+            await platform.close()
+    assert emu.apps() == [] and [j["microserviceID"] for j in emu.jobs()] == [lost["microserviceID"]]

@@ -10,13 +10,16 @@ timing=Timing(schedule_delay, step_delay, redeploy_after, orphan_cleanup_after) 
 lifecycle REQUESTED -> CLUSTER_SCHEDULED -> NODE_SCHEDULED -> CREATING -> RUNNING (all 0 by
 default: RUNNING by the next call), token_ttl (600 s), latency (seconds per call),
 faults=Faults(rate, kinds, after_effect, hang, seed, script), clusters=[Cluster(...)] (capacity,
-activity: negative scheduling). Also settable later: emu.latency, emu.faults.rate,
-emu.set_on_request(hook).
+activity: negative scheduling), list_write_gap (seconds between reading an app's service list and
+writing it back; writes to one app that overlap there lose an id, §13.13). Also settable later:
+emu.latency, emu.faults.rate, emu.set_on_request(hook); emu.restart() (new signing key, as after a
+System Manager restart).
 
 Records: emu.calls (method, path, route template, status, injected fault, whether it took
 effect), emu.count(method, route), emu.writes(), emu.reads(); the world: emu.apps(), emu.jobs(),
 emu.job(name), emu.cluster_instances() (what runs on clusters, orphans included), emu.sm.rr_ips,
-emu.sm.upserts / emu.sm.instance_requests (effects applied per job_name). Steering:
+emu.sm.upserts / emu.sm.instance_requests (effects applied per job_name),
+emu.sm.overlapping_list_writes (per app) / emu.sm.peak_list_writers, emu.lost_services(). Steering:
 emu.complete(job_id, exit_code), emu.fail_instance(job_id, n, status, detail, stay).
 """
 

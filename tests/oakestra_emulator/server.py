@@ -88,6 +88,13 @@ class Emulator:
             raise LookupError(f"{len(found)} jobs named {service_name}")
         return found[0]
 
+    def lost_services(self) -> list[dict]:
+        """Jobs missing from their application's service list (§13.13): Oakestra can no longer
+        deploy, read or delete them, and deleting the app leaves them behind."""
+        self.tick()
+        return [j for j in self.sm.jobs.values()
+                if j["microserviceID"] not in ((self.sm.apps.get(j["applicationID"]) or {}).get("microservices") or [])]
+
     def cluster_instances(self) -> list[dict]:
         """Instances the clusters run, including those the root record forgot."""
         self.tick()
@@ -120,6 +127,7 @@ async def run_emulator(
     timing: Timing | None = None,
     token_ttl: float = 600.0,
     latency: float = 0.0,
+    list_write_gap: float = 0.0,
     faults: Faults | None = None,
     clusters: Iterable[Cluster] | None = None,
     host: str = "127.0.0.1",
@@ -128,7 +136,7 @@ async def run_emulator(
     clock = clock or time.time
     sm = SystemManager(timing=timing or Timing(), mint=TokenMint(access_ttl=token_ttl),
                        clusters=list(clusters) if clusters is not None else None)
-    http = SystemManagerApp(sm, clock, latency=latency, faults=faults)
+    http = SystemManagerApp(sm, clock, latency=latency, faults=faults, list_write_gap=list_write_gap)
     runner = web.AppRunner(http.build(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, 0)

@@ -217,6 +217,13 @@ class OakestraClient:
             return None
         return [doc for doc in body if isinstance(doc, dict)] if isinstance(body, list) else []
 
+    async def list_all_services(self) -> list[dict] | None:
+        """Every job of every user (Admin only), or None if this user may not list them (403)."""
+        status, body = await self.call("GET", "/api/services/", ok=(200, 403), repeatable=True, retry_on=(500,))
+        if status == 403:
+            return None
+        return [doc for doc in body if isinstance(doc, dict)] if isinstance(body, list) else []
+
     async def create_service(self, sla: dict) -> dict:
         _, body = await self.call("POST", "/api/service/", body=sla, repeatable=False, retry_on=(500,))
         return body if isinstance(body, dict) else {}

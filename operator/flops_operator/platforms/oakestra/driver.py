@@ -20,7 +20,7 @@ from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt,
 from ...models import ProjectRef
 from ...plan.services import ServiceSpec
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
-from . import names, sla
+from . import leftovers, names, sla
 from .client import OakestraClient, OakestraRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
 from .interpret import FAILING, StoredService, Verdict, judge, observed, parse
@@ -32,6 +32,10 @@ T = TypeVar("T")
 
 class _TryAgain(TransientPlatformError):
     """This round of observe-then-write did not settle; observe again and decide again."""
+
+
+class LeftBehind(_TryAgain):
+    """Services of a deleted project are still on Oakestra (tried again, then reported)."""
 
 
 class OakestraPlatform:
@@ -49,6 +53,7 @@ class OakestraPlatform:
         self._views = Views(self._read, self._forget_app)
         self._failing_since: dict[tuple[str, int], float] = {}
         self._unschedulable_since: dict[str, float] = {}
+        self._jobs = leftovers.JobListing(self.client.list_all_services)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "OakestraPlatform":
@@ -62,6 +67,7 @@ class OakestraPlatform:
         for task in (self._listing, *self._views.tasks()):
             if task is not None and not task.done():
                 task.cancel()
+        self._jobs.cancel()
         await self.client.close()
 
     # Applications.
@@ -218,20 +224,32 @@ class OakestraPlatform:
         await self._rounds(one_round)
 
     async def remove_all(self, project: ProjectRef) -> None:
+        """Delete the app's services, then the app, then make sure nothing named after it is left."""
         async def one_round() -> None:
             app_id = await self._find_app(project, refresh=True)
-            if app_id is None:
-                self._forget_app(project)
-                return
-            services = await self._read(app_id) or {}
-            # Undeploy instance by instance first: Oakestra's own cascade skips every second one.
-            await asyncio.gather(*(self._delete_service(project, svc, verify=False, app_id=app_id)
-                                   for svc in services.values()))
-            await self.client.delete_app(app_id)
+            if app_id is not None:
+                await self._empty_app(project, app_id)
+                async with self._views.of(project).app_writes:
+                    await self.client.delete_app(app_id)
+                self._jobs.deletes += 1
             self._forget_app(project)
-            if await self._find_app(project, refresh=True) is not None:
+            if app_id is not None and await self._find_app(project, refresh=True) is not None:
                 raise _TryAgain(f"application {app_id} of {project.key} still listed after delete")
+            # Only an Admin may list every job; for others the app's own listing above has to do.
+            left = leftovers.of_project(project, await self._jobs.after_deletes() or [])
+            if left:
+                raise LeftBehind(leftovers.describe(project, left))
         await self._rounds(one_round)
+
+    async def _empty_app(self, project: ProjectRef, app_id: str) -> None:
+        services = await self._read(app_id) or {}
+        # Undeploy instance by instance first: Oakestra's own cascade skips every second one.
+        await asyncio.gather(*(self._delete_service(project, svc, verify=False, app_id=app_id)
+                               for svc in services.values()))
+        # The app's listing shows jobs its service list lost, which deleting the app would leave behind.
+        left = await self.client.list_services(app_id)
+        if left:
+            raise LeftBehind(leftovers.describe(project, left))
 
     # Effects.
     async def _rounds(self, step: Callable[[], Awaitable[T]]) -> T:
@@ -291,7 +309,8 @@ class OakestraPlatform:
         except sla.MissingPeer as exc:
             raise TransientPlatformError(f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
         try:
-            answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
+            async with state.app_writes:
+                answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
         except WriteOutcomeUnknown:
             raise _TryAgain(f"{service.name}: create answer lost") from None
         except OakestraRefused as exc:
@@ -339,7 +358,8 @@ class OakestraPlatform:
         try:
             for inst in svc.instances:
                 await self.client.undeploy_instance(svc.id, inst.number)
-            deleted = await self.client.delete_service(svc.id)
+            async with state.app_writes:
+                deleted = await self.client.delete_service(svc.id)
         finally:
             state.wrote(svc.oakestra_name)
         if not deleted and verify:

@@ -37,6 +37,9 @@ class ProjectView:
     written: dict[str, int] = field(default_factory=dict)
     """Oakestra service name -> write_seq of the last write that touched it."""
     reading: asyncio.Task | None = None
+    app_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held by every write that changes the app's service list: Oakestra stores the list by
+    read-modify-write, so overlapping writes lose ids (oakestra-api.md §13.13)."""
     held: frozenset[str] = frozenset()
     """The round-robin addresses of `services`."""
 
