@@ -315,3 +315,23 @@ async def test_delete_finds_leftovers_by_name_after_the_app_is_gone():
         finally:
             await platform.close()
     assert emu.apps() == [] and [j["microserviceID"] for j in emu.jobs()] == [lost["microserviceID"]]
+
+
+async def test_after_a_system_manager_restart_the_driver_logs_in_again_and_projects_go_on():
+    m, later = manifest(uid="before-restart"), manifest(uid="after-restart", name="later")
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            first = await converge(m, platform, creds)
+            emu.restart()  # new signing key, new user ids
+            new = await converge(later, platform, creds)
+            again = await reconcile(m, first.status, platform=platform, credentials=creds,
+                                    progress_source=NoProgress())
+        finally:
+            await platform.close()
+    refused = [(c.route, c.status) for c in emu.calls if c.status in (401, 422)]
+    # The old token: "Signature verification failed"; then the fresh one with the old user id.
+    assert refused == [("/api/applications/{userid}", 422), ("/api/applications/{userid}", 401)]
+    assert again.status.condition("Ready").status == "True" and again.applied == []
+    assert new.status.condition("Ready").status == "True"
+    assert platform.client.logins == 2 and emu.count("GET", "/api/user/{username}") == 2

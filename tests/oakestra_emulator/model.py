@@ -82,6 +82,14 @@ class SystemManager:
         self.users[name] = user
         return user
 
+    def restart(self, *, fresh_users: bool = True) -> None:
+        """What a client notices of a System Manager restart: tokens signed with the old key fail
+        verification, and with a fresh users collection create_admin() gives users new ids."""
+        self.mint.rotate()
+        if fresh_users:
+            for user in self.users.values():
+                user.id = self.new_id(0)
+
     # Authentication (§2).
     def login(self, body: Any, now: float) -> dict:
         if not isinstance(body, dict):

@@ -54,6 +54,12 @@ class Emulator:
     def clock(self) -> float:
         return self.http.clock()
 
+    def restart(self, *, fresh_users: bool = True) -> None:
+        """As after a System Manager restart: a new signing key (old tokens: 422 "Signature
+        verification failed" on the flask-jwt-extended routes, 401 on the others) and, with
+        `fresh_users`, new user ids (records survive: apps are owned by username)."""
+        self.sm.restart(fresh_users=fresh_users)
+
     # The call record.
     @property
     def calls(self) -> list[Call]:

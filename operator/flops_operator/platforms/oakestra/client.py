@@ -20,7 +20,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ..base import PermanentPlatformError, TransientPlatformError
-from .auth import Token
+from .auth import Token, token_refused
 from .config import OakestraConfig
 
 log = logging.getLogger(__name__)
@@ -33,6 +33,10 @@ class OakestraUnavailable(TransientPlatformError):
 
 class WriteOutcomeUnknown(OakestraUnavailable):
     """A create failed in transit: it may or may not have taken effect. Observe before deciding."""
+
+
+class TokenRefused(TransientPlatformError):
+    """Oakestra refused a freshly issued token too: its auth is in trouble, not the project."""
 
 
 class OakestraRefused(PermanentPlatformError):
@@ -160,15 +164,20 @@ class OakestraClient:
     # Calls.
     async def call(self, method: str, path: str, *, body: Any = None, ok: Iterable[int] = (200,),
                    repeatable: bool, retry_on: Iterable[int] = ()) -> tuple[int, Any]:
-        """One API call; statuses in `ok` are returned, others raise. 401 -> log in again, once."""
+        """One API call; statuses in `ok` are returned, others raise. A refused token -> log in
+        again and send once more; refused again -> TokenRefused (transient)."""
         ok, retry_on = frozenset(ok), RETRY_STATUSES | frozenset(retry_on)
 
         async def once() -> tuple[int, Any]:
             bearer = await self._bearer()
             status, answer = await self._send(method, path, body=body, bearer=bearer)
-            if status == 401:
-                # Expired or revoked: the request was refused before it did anything.
+            if token_refused(status, answer):
+                # Expired, revoked or signed with a key Oakestra no longer has (it restarted): the
+                # request was refused before it did anything.
                 status, answer = await self._send(method, path, body=body, bearer=await self._bearer(stale=bearer))
+                if token_refused(status, answer):
+                    raise TokenRefused(f"Oakestra refused a fresh token for {method} {path} "
+                                       f"(HTTP {status}: {_short(answer)})")
             if status in ok:
                 return status, answer
             if status in retry_on:

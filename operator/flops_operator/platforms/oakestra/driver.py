@@ -21,7 +21,7 @@ from ...models import ProjectRef
 from ...plan.services import ServiceSpec
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
 from . import leftovers, names, sla
-from .client import OakestraClient, OakestraRefused, WriteOutcomeUnknown
+from .client import OakestraClient, OakestraRefused, TokenRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
 from .interpret import FAILING, StoredService, Verdict, judge, observed, parse
 from .views import AppGone, Views
@@ -87,9 +87,21 @@ class OakestraPlatform:
         """List the user's apps once for everyone waiting (a cold start lists once, not per project)."""
         if self._listing is None or self._listing.done():
             async def listing() -> None:
-                if self._user_id is None:
-                    self._user_id = await self.client.user_id()
-                self._index(await self.client.list_apps(self._user_id))
+                for last in (False, True):
+                    logins = self.client.logins
+                    if self._user_id is None:
+                        self._user_id = await self.client.user_id()
+                    try:
+                        apps = await self.client.list_apps(self._user_id)
+                    except TokenRefused:
+                        if last or self.client.logins == logins:
+                            raise
+                        # Logged in anew: Oakestra may have restarted with a new record (and id) of
+                        # this user, which the listing's path names. Read it again, once.
+                        self._user_id = None
+                        continue
+                    self._index(apps)
+                    return
             self._listing = asyncio.ensure_future(listing())
         await asyncio.shield(self._listing)
 
