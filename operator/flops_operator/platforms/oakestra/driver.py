@@ -24,6 +24,7 @@ from . import leftovers, names, sla
 from .client import OakestraClient, OakestraRefused, TokenRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
 from .interpret import FAILING, StoredService, Verdict, judge, observed, parse
+from .shared import Shared
 from .views import AppGone, Views
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ class OakestraPlatform:
         self._user_id: str | None = None
         self._apps: dict[tuple[str, str], str] = {}
         """(application_name, application_namespace) -> applicationID."""
-        self._listing: asyncio.Task | None = None
+        self._listing: Shared[None] | None = None
         self._views = Views(self._read, self._forget_app)
         self._failing_since: dict[tuple[str, int], float] = {}
         self._unschedulable_since: dict[str, float] = {}
@@ -64,9 +65,9 @@ class OakestraPlatform:
         return cls(OakestraConfig.from_mapping(data, base64_values=base64_values, **overrides))
 
     async def close(self) -> None:
-        for task in (self._listing, *self._views.tasks()):
-            if task is not None and not task.done():
-                task.cancel()
+        for shared in (self._listing, *self._views.reads()):
+            if shared is not None and not shared.done():
+                shared.cancel()
         self._jobs.cancel()
         await self.client.close()
 
@@ -102,8 +103,8 @@ class OakestraPlatform:
                         continue
                     self._index(apps)
                     return
-            self._listing = asyncio.ensure_future(listing())
-        await asyncio.shield(self._listing)
+            self._listing = Shared(listing())
+        await self._listing.result()
 
     async def _find_app(self, project: ProjectRef, *, refresh: bool = False) -> str | None:
         key = self._app_key(project)

@@ -7,11 +7,11 @@ deleted through the API. So a delete counts as done only once a listing shows no
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any, Awaitable, Callable, Iterable, Mapping
 
 from ...models import ProjectRef
 from . import names
+from .shared import Shared
 from .sla import identity
 
 
@@ -39,7 +39,7 @@ class JobListing:
 
     def __init__(self, fetch: Callable[[], Awaitable[list[dict] | None]]):
         self._fetch = fetch
-        self._task: asyncio.Task | None = None
+        self._listing: Shared[list[dict] | None] | None = None
         self._started_after = 0
         self._forbidden = False
         self.deletes = 0
@@ -48,10 +48,10 @@ class JobListing:
     async def after_deletes(self) -> list[dict] | None:
         mark = self.deletes
         while not self._forbidden:
-            if self._task is None or self._task.done():
-                self._task, self._started_after = asyncio.ensure_future(self._fetch()), self.deletes
-            task, fresh = self._task, self._started_after >= mark
-            result = await asyncio.shield(task)
+            if self._listing is None or self._listing.done():
+                self._listing, self._started_after = Shared(self._fetch()), self.deletes
+            listing, fresh = self._listing, self._started_after >= mark
+            result = await listing.result()
             # Roles do not change while the operator runs: one refusal is enough to know.
             self._forbidden = result is None
             if fresh:
@@ -59,5 +59,5 @@ class JobListing:
         return None
 
     def cancel(self) -> None:
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
+        if self._listing is not None and not self._listing.done():
+            self._listing.cancel()

@@ -18,6 +18,7 @@ from typing import Awaitable, Callable
 from ...models import ProjectRef
 from ..base import TransientPlatformError
 from .interpret import StoredService
+from .shared import Shared
 
 Services = dict[str, StoredService]
 """By Oakestra service name."""
@@ -36,7 +37,7 @@ class ProjectView:
     write_seq: int = 0
     written: dict[str, int] = field(default_factory=dict)
     """Oakestra service name -> write_seq of the last write that touched it."""
-    reading: asyncio.Task | None = None
+    reading: Shared[None] | None = None
     app_writes: asyncio.Lock = field(default_factory=asyncio.Lock)
     """Held by every write that changes the app's service list: Oakestra stores the list by
     read-modify-write, so overlapping writes lose ids (oakestra-api.md §13.13)."""
@@ -112,7 +113,7 @@ class Views:
     def addresses(self) -> set[str]:
         return set(self._holders) | set(self._claims)
 
-    def tasks(self) -> list[asyncio.Task]:
+    def reads(self) -> list[Shared[None]]:
         return [p.reading for p in self._projects.values() if p.reading is not None]
 
     async def current(self, project: ProjectRef, app_id: str, *, fresh_for: str) -> Services:
@@ -124,13 +125,13 @@ class Views:
             if state.reading is None:
                 return await self.read(project, app_id)
             # Join the read in flight; if it started before our write, the loop starts another.
-            await asyncio.shield(state.reading)
+            await state.reading.result()
 
     async def read(self, project: ProjectRef, app_id: str) -> Services:
         """A new read (raises AppGone if the app no longer exists)."""
         state = self.of(project)
         seq = state.write_seq
-        task: asyncio.Task | None = None
+        shared: Shared[None] | None = None
 
         async def reading() -> None:
             try:
@@ -142,10 +143,9 @@ class Views:
                 if state.read_seq <= seq:
                     self._set(project, state, services, seq)
             finally:
-                if state.reading is task:
+                if state.reading is shared:
                     state.reading = None
 
-        task = asyncio.ensure_future(reading())
-        state.reading = task
-        await asyncio.shield(task)
+        shared = state.reading = Shared(reading())
+        await shared.result()
         return state.services or {}
