@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project, ProjectRef, parse_project
 from .models.spec import DeletionPolicy
+from .models.spec import Platform as PlatformName
 from .plan.desired import credential_names, desired
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
@@ -120,13 +121,46 @@ def project_ref(manifest: dict[str, Any]) -> ProjectRef:
     return ProjectRef(namespace=namespace, name=name, uid=str(meta.get("uid") or f"local-{namespace}-{name}"))
 
 
-async def finalize(manifest: dict[str, Any], *, platform: Platform, credentials: Credentials) -> bool:
-    """Clean up a deleted project according to its deletionPolicy. Returns True if it removed services."""
-    policy = ((manifest.get("spec") or {}).get("deletionPolicy")) or DeletionPolicy.Delete.value
-    ref = project_ref(manifest)
-    if policy == DeletionPolicy.Orphan.value:
+@dataclass(frozen=True)
+class Cleanup:
+    """What deleting a project takes, read from whatever its manifest holds (any shape)."""
+
+    orphan: bool
+    """spec.deletionPolicy Orphan: its services stay."""
+    platform: str | None
+    """Where its services would be; None when neither spec nor status names a platform that holds any."""
+    created: bool
+    """Its status shows something it created (services, an Oakestra application)."""
+
+
+def cleanup_plan(manifest: Any) -> Cleanup:
+    """Pure. The platform comes from the spec while it names one (even if the spec is otherwise
+    invalid); otherwise from the status, if that shows anything created."""
+    manifest = manifest if isinstance(manifest, dict) else {}
+    spec, status = manifest.get("spec"), manifest.get("status")
+    spec = spec if isinstance(spec, dict) else None
+    status = status if isinstance(status, dict) else {}
+    oakestra = status.get("oakestra") if isinstance(status.get("oakestra"), dict) else {}
+    created = bool(status.get("components")) or bool(oakestra.get("applicationId"))
+    named = spec.get("platform", PlatformName.local.value) if spec is not None else None
+    if isinstance(named, str) and named in {p.value for p in PlatformName}:
+        platform = named
+    elif created:
+        platform = PlatformName.oakestra.value if oakestra else PlatformName.local.value
+    else:
+        platform = None
+    return Cleanup(orphan=spec is not None and spec.get("deletionPolicy") == DeletionPolicy.Orphan.value,
+                   platform=platform, created=created)
+
+
+async def finalize(manifest: dict[str, Any], *, platform: Platform | None, credentials: Credentials) -> bool:
+    """Clean up a deleted project according to its deletionPolicy. Returns True if it removed
+    services; `platform` None: nothing of it is on any platform (it never created anything)."""
+    plan, ref = cleanup_plan(manifest), project_ref(manifest)
+    if plan.orphan:
         log.info("%s: deletionPolicy Orphan: leaving its services in place", ref.key)
         return False
-    await platform.remove_all(ref)
+    if platform is not None:
+        await platform.remove_all(ref)
     await credentials.remove(ref)
-    return True
+    return platform is not None

@@ -11,7 +11,7 @@ import yaml
 
 from flops_operator.adapters.kopf_secrets import secret_name
 from flops_operator.adapters.kopf_cli import USER_AGENT
-from flops_operator.models import FINALIZER, GROUP
+from flops_operator.models import FINALIZER, GROUP, PLURAL, VERSION
 from flops_operator.progress import TrainingProgress
 
 from .conftest import Cluster, eventually
@@ -326,3 +326,37 @@ def test_every_call_of_the_operator_is_allowed_by_its_cluster_role(cluster: Clus
         used.add((request.resource.group, resource, _verb(request)))
     assert {("", "secrets", "create"), (GROUP, "flopsprojects/status", "patch"), ("", "events", "create")} <= used
     assert used <= allowed, f"calls the ClusterRole does not allow: {sorted(used - allowed)}"
+
+
+SHAPES = {
+    "string": ("hello", "spec: must be a mapping"),
+    "list": ([1, 2, 3], "spec: must be a mapping"),
+    "null": (None, "spec: must be a mapping"),
+    "missing": ("(missing)", "spec: required field is missing"),
+    "unknown-platform": ({"platform": "kubernetes", "task": {"name": "digits-mlp"}}, "spec.platform: "),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_any_manifest_shape_gets_a_status_naming_the_problem_and_deletes_at_once(cluster: Cluster, shape: str) -> None:
+    """An API server enforcing the schema refuses these; the operator must not depend on it."""
+    ns, name = cluster.namespace(), f"odd-{shape}"
+    value, problem = SHAPES[shape]
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FLOpsProject", "metadata": {"name": name, "namespace": ns}}
+    if value != "(missing)":
+        body["spec"] = value
+    ref = cluster.ref(cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body))
+
+    def stalled():
+        obj = cluster.get(ns, name)
+        return obj.get("status") and condition(obj, "Stalled")["status"] == "True" and obj
+    obj = eventually(stalled, what=f"a Stalled status for spec {value!r}")
+    assert problem in obj["status"]["message"] and obj["status"]["phase"] == "Failed"
+    eventually(lambda: [e for e in cluster.events(ns, name) if e.reason == "InvalidSpec" and problem in e.message],
+               what="an InvalidSpec Event naming the problem")
+    assert FINALIZER in obj["metadata"]["finalizers"]
+
+    cluster.delete(ns, name)
+    eventually(lambda: cluster.gone(ns, name), what="the invalid project gone")
+    assert not [e for e in cluster.events(ns, name) if e.reason == "CleanupFailed"], "its delete was retried"
+    assert cluster.platform.services(ref) == set()

@@ -9,7 +9,7 @@ from flops_operator.models import FLOpsProjectStatus, Phase
 from flops_operator.platforms.base import ServiceState, TransientPlatformError
 from flops_operator.platforms.fake import FakePlatform
 from flops_operator.progress import NoProgress
-from flops_operator.reconcile import finalize, project_ref, reconcile
+from flops_operator.reconcile import Cleanup, cleanup_plan, finalize, project_ref, reconcile
 
 MANIFEST = {
     "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
@@ -120,6 +120,41 @@ async def test_finalize_works_for_a_spec_that_no_longer_validates():
     broken["spec"]["training"] = {"rounds": "many"}
     assert await finalize(broken, platform=platform, credentials=creds) is True
     assert platform.projects == {}
+
+
+MADE = {"components": [{"name": "aggregator"}]}
+ON_OAKESTRA = {"oakestra": {"applicationId": "6b07d46693280389573db3aa"}}
+
+
+@pytest.mark.parametrize("spec, status, plan", [
+    ({"platform": "oakestra", "task": {}}, None, Cleanup(False, "oakestra", False)),
+    ({"task": {}}, None, Cleanup(False, "local", False)),  # the model's default platform
+    ({"platform": "local", "training": {"rounds": "many"}, "deletionPolicy": "Orphan"}, MADE,
+     Cleanup(True, "local", True)),  # invalid otherwise: the platform it names still counts
+    ("hello", None, Cleanup(False, None, False)),
+    ([1, 2, 3], {"phase": "Failed"}, Cleanup(False, None, False)),
+    (None, None, Cleanup(False, None, False)),
+    ("(missing)", None, Cleanup(False, None, False)),
+    ({"platform": "kubernetes"}, {"components": []}, Cleanup(False, None, False)),
+    ({"platform": "kubernetes"}, MADE, Cleanup(False, "local", True)),  # made something earlier: status says where
+    (None, {**MADE, **ON_OAKESTRA}, Cleanup(False, "oakestra", True)),
+    ("hello", ON_OAKESTRA, Cleanup(False, "oakestra", True)),
+    ({"platform": ["oakestra"]}, "garbage", Cleanup(False, None, False)),
+])
+def test_cleanup_plan_for_any_manifest_shape(spec, status, plan):
+    manifest = {"metadata": {"name": "x", "namespace": "n", "uid": "u"}}
+    if spec != "(missing)":
+        manifest["spec"] = spec
+    if status is not None:
+        manifest["status"] = status
+    assert cleanup_plan(manifest) == plan
+
+
+async def test_finalize_without_a_platform_removes_only_the_credentials():
+    creds = MemoryCredentials()
+    await creds.ensure(project_ref(MANIFEST), ["a"])
+    assert await finalize({**MANIFEST, "spec": "hello"}, platform=None, credentials=creds) is False
+    assert creds.store == {}
 
 
 async def test_file_credentials_are_private_and_stable(tmp_path):
