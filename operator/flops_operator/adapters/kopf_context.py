@@ -97,8 +97,7 @@ class OperatorContext:
     metrics: Metrics
     kube_config: kubernetes.client.Configuration
     statuses: dict[str, dict] = field(default_factory=dict)
-    """The status last written per project uid: what the next reconcile compares against, even
-    before the watch stream has brought our own patch back."""
+    """Per project uid, its status as the watch last brought it (never ahead of the cluster)."""
     metrics_port: int | None = None
     """Where /metrics listens once started (the port actually bound, when asked for port 0)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

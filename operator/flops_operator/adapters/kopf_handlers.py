@@ -33,14 +33,15 @@ def _context(memo: Any) -> OperatorContext:
 
 def _write(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, manifest: dict[str, Any],
            new: FLOpsProjectStatus, events) -> None:
-    """Patch status only where it changed; post the Events; keep what was written for next time."""
-    uid = manifest["metadata"]["uid"]
-    old = ctx.statuses.get(uid, _cluster_status(body))
-    wire = new.to_wire()
-    changes = merge_patch(old, wire)
+    """Patch status where it differs from the object's; post the Events.
+
+    The object's status as the watch last brought it is the base, never what this process meant
+    to write: kopf applies the patch after the handler returns, and a patch that did not land is
+    then sent again by the next reconcile (timers see a live body, so one that landed is not).
+    """
+    changes = merge_patch(_cluster_status(body), new.to_wire())
     if changes:
         patch["status"] = changes
-    ctx.statuses[uid] = wire
     ctx.metrics.phase(project_ref(manifest).key, new.phase)
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -53,8 +54,8 @@ def _cluster_status(body: kopf.Body) -> dict[str, Any]:
 
 
 def _previous(ctx: OperatorContext, body: kopf.Body) -> FLOpsProjectStatus | None:
-    """The status last written (ours, in memory) or, after a restart, the one on the object."""
-    raw = ctx.statuses.get(body["metadata"]["uid"], body.get("status"))
+    """The status on the object (also what the liveness probe counts)."""
+    raw = ctx.statuses[body["metadata"]["uid"]] = _cluster_status(body)
     return parse_status(raw) if raw else None
 
 
