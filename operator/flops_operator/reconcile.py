@@ -158,7 +158,8 @@ async def finalize(manifest: dict[str, Any], *, platform: Platform | None, crede
     services; `platform` None: nothing of it is on any platform (it never created anything)."""
     plan, ref = cleanup_plan(manifest), project_ref(manifest)
     if plan.orphan:
-        log.info("%s: deletionPolicy Orphan: leaving its services in place", ref.key)
+        log.info("%s: deletionPolicy Orphan: leaving its services and their credentials in place", ref.key)
+        await credentials.orphan(ref)
         return False
     if platform is not None:
         await platform.remove_all(ref)

@@ -297,10 +297,18 @@ def test_delete_with_orphan_policy_leaves_services(cluster: Cluster, policy: str
     ref = cluster.ref(cluster.create(ns, name, spec(cluster.platform.spec_platform, replicas=1,
                                                     deletionPolicy=policy)))
     ready(cluster, ns, name, 1)
+    values = secret_values(cluster, ns, name)
     cluster.delete(ns, name)
     eventually(lambda: cluster.gone(ns, name), what="the project gone")
     assert cluster.platform.services(ref) == STACK | {"aggregator"} | learners(1)
     eventually(lambda: [e for e in cluster.events(ns, name) if e.reason == "Orphaned"], what="an Orphaned Event")
+    # The services' credentials outlive the project: in a Secret nothing owns (garbage collection
+    # would delete one owned by the project; kmock has none, so the owner references are what counts).
+    secrets = cluster.core.list_namespaced_secret(ns).items
+    assert all(not s.metadata.owner_references for s in secrets), "a Secret is still owned by the deleted project"
+    [kept] = [s for s in secrets if (s.metadata.labels or {}).get("flops.oakestra.io/orphaned-from") == ref.uid]
+    assert sorted(base64.b64decode(v).decode() for v in kept.data.values()) == sorted(values)
+    assert kept.metadata.name != f"{name}-flops-credentials", "a new project of that name would take them over"
 
 
 def _verb(request) -> str:
