@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test crd bench clean
+.PHONY: install deps demo test crd bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -17,8 +17,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flops run manifests/examples/digits-local.yaml
 
-test: $(STAMP)
-	$(BIN)/pytest -ra
+# System packages the tests need (MariaDB): installed with apt-get as root on Debian, else named.
+deps:
+	PY=$(PY) tests/system-deps.sh
+
+test: deps $(STAMP)
+	FLOPS_REQUIRE_MARIADB=1 $(BIN)/pytest -ra
 
 crd: $(STAMP)
 	$(BIN)/flops crd > crds/flopsproject.yaml
