@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -17,7 +16,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from flops_learner.proc import stop_tree
+from flops_learner.proc import reachable, stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_operator.plan.desired import aggregator_config, learner_config
@@ -30,18 +29,21 @@ UID = "5e1a-signal"
 LEARNERS = 2
 # Far more rounds than the test lets it reach: the aggregator must still be training when signalled.
 ROUNDS = 50
-# Bounds for hangs only (a round costs a few seconds here); the assertions are about what happens.
-FIRST_ROUND_BOUND_SECONDS = 60
-AGGREGATOR_EXIT_BOUND_SECONDS = 30
-# Learners give up this long after the SuperLink went away (their default, 600 s, would dominate the test).
+# Bounds for hangs only, generous for 2 busy cores (a round costs a few seconds on a quiet machine,
+# and waited 52 s for round 1 at load 10); the assertions are about what happens, never how fast.
+SUPERLINK_BOUND_SECONDS = 600
+FIRST_ROUND_BOUND_SECONDS = 600
+AGGREGATOR_EXIT_BOUND_SECONDS = 120
+# Learners give up this long after the SuperLink went away (their default, 600 s, would dominate the
+# test). It counts from their start too, so they start only once the SuperLink answers.
 LEARNER_MAX_WAIT_SECONDS = 3
-LEARNER_EXIT_BOUND_SECONDS = 30
+LEARNER_EXIT_BOUND_SECONDS = 120
 
 
 def project() -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
-        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": 60, "strategy": {"name": "FedAvg"}},
+        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": 600, "strategy": {"name": "FedAvg"}},
         "learners": {"replicas": LEARNERS},
         "registry": {"modelName": "digits-signal"},
     })
@@ -53,6 +55,17 @@ def start(name: str, command: list[str], env: dict[str, str], tmp_path: Path) ->
     with (tmp_path / f"{name}.log").open("wb") as log:
         return subprocess.Popen(command, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def superlink_up(address: str) -> None:
+    """Returns once the aggregator's SuperLink accepts connections."""
+
+    @retry(retry=retry_if_result(lambda up: not up), wait=wait_fixed(0.5),
+           stop=stop_after_delay(SUPERLINK_BOUND_SECONDS))
+    def poll() -> bool:
+        return reachable(address)
+
+    poll()
 
 
 def running_round(client: MlflowClient) -> Run:
@@ -103,6 +116,7 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
         processes["aggregator"] = start("aggregator", [venv_script("flops-aggregator")], {
             "FLOPS_CONFIG": json.dumps(aggregator_config(p)), "FLOPS_SUPERLINK_ADDRESS": superlink,
             "FLOPS_WORKDIR": str(tmp_path / "aggregator"), "MLFLOW_TRACKING_URI": mlflow_server.uri}, tmp_path)
+        superlink_up(superlink)
         for i in range(LEARNERS):
             processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], {
                 "FLOPS_TASK": json.dumps(learner_config(p)), "FLOPS_SUPERLINK": superlink,
@@ -118,10 +132,8 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
         assert any("flwr-serverapp" in line for line in command_lines(started_by(tmp_path)))
 
         aggregator = processes["aggregator"]
-        signalled = time.monotonic()
         aggregator.send_signal(signal.SIGTERM)
         code = aggregator.wait(timeout=AGGREGATOR_EXIT_BOUND_SECONDS)
-        stop_seconds = time.monotonic() - signalled
         learner_codes = {name: proc.wait(timeout=LEARNER_EXIT_BOUND_SECONDS)
                          for name, proc in processes.items() if name != "aggregator"}
         # Taken before the cleanup below, which would otherwise hide what the entrypoints left behind.
@@ -134,7 +146,6 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
     logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace")[-3000:] for name in processes}
 
     assert code == 128 + signal.SIGTERM, logs["aggregator"]
-    assert stop_seconds < AGGREGATOR_EXIT_BOUND_SECONDS
     ended = client.get_run(run.info.run_id)
     assert ended.info.status == "KILLED", logs["aggregator"]
     assert ended.data.tags.get("flops.end_reason") == "signal SIGTERM"

@@ -63,7 +63,7 @@ def test_flops_operator_serves_projects_probe_and_metrics_until_stopped(tmp_path
             api.close()
         finally:
             proc.send_signal(signal.SIGTERM)
-            code = proc.wait(timeout=60)
+            code = proc.wait(timeout=120)
             log.close()
         output = (tmp_path / "operator.log").read_text()
         assert code == 0, output
