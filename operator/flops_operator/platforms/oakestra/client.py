@@ -13,17 +13,18 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ..base import PermanentPlatformError, TransientPlatformError
 from .auth import Token, token_refused
 from .config import OakestraConfig
+from .retries import attempts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
@@ -95,11 +96,10 @@ class OakestraClient:
         if self._session is not None:
             await self._session.close()
 
-    def _retrying(self, attempts: int) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_random_exponential(multiplier=self.config.backoff_initial, max=self.config.backoff_max),
-            retry=retry_if_exception_type(_Retryable), reraise=True)
+    async def _attempts(self, step: Callable[[], Awaitable[T]], tries: int) -> T:
+        """Network failures, timeouts and retryable statuses (_Retryable) are tried again."""
+        return await attempts(step, tries=tries, retry_on=(_Retryable,), initial=self.config.backoff_initial,
+                              maximum=self.config.backoff_max)
 
     async def _send(self, method: str, path: str, *, body: Any = None, bearer: str | None = None) -> tuple[int, Any]:
         """One HTTP exchange. Network failures and timeouts raise _Retryable."""
@@ -146,12 +146,14 @@ class OakestraClient:
         credentials = {"username": self.config.username, "password": self.config.password}
         if self.config.organization:
             credentials["organization_name"] = self.config.organization
+        async def login() -> tuple[int, Any]:
+            status, body = await self._send("POST", "/api/auth/login", body=credentials)
+            if status in RETRY_STATUSES or status == 500:
+                raise _Retryable(f"HTTP {status}")
+            return status, body
+
         try:
-            async for attempt in self._retrying(self.config.retries):
-                with attempt:
-                    status, body = await self._send("POST", "/api/auth/login", body=credentials)
-                    if status in RETRY_STATUSES or status == 500:
-                        raise _Retryable(f"HTTP {status}")
+            status, body = await self._attempts(login, self.config.retries)
         except _Retryable as exc:
             raise OakestraUnavailable(f"Oakestra login failed: {exc.reason}") from None
         if status != 200 or not isinstance(body, dict) or "token" not in body:
@@ -185,13 +187,10 @@ class OakestraClient:
             raise OakestraRefused(method, path, status, answer)
 
         try:
-            async for attempt in self._retrying(self.config.retries if repeatable else 1):
-                with attempt:
-                    return await once()
+            return await self._attempts(once, self.config.retries if repeatable else 1)
         except _Retryable as exc:
             error = OakestraUnavailable if repeatable else WriteOutcomeUnknown
             raise error(f"{method} {path}: {exc.reason}") from None
-        raise AssertionError("unreachable")
 
     # The endpoints the driver uses (paths with the trailing slashes Oakestra declares).
     async def user_id(self) -> str:

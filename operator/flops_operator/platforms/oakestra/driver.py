@@ -15,8 +15,6 @@ import logging
 import time
 from typing import Awaitable, Callable, Mapping, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
-
 from ...models import ProjectRef
 from ...plan.services import ServiceSpec
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
@@ -24,6 +22,7 @@ from . import leftovers, names, sla
 from .client import OakestraClient, OakestraRefused, TokenRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
 from .interpret import FAILING, StoredService, Verdict, judge, observed, parse
+from .retries import attempts
 from .shared import Shared
 from .views import AppGone, Views
 
@@ -266,14 +265,8 @@ class OakestraPlatform:
 
     # Effects.
     async def _rounds(self, step: Callable[[], Awaitable[T]]) -> T:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.write_attempts),
-            wait=wait_random_exponential(multiplier=self.config.backoff_initial, max=self.config.backoff_max),
-            retry=retry_if_exception_type((_TryAgain, AppGone, WriteOutcomeUnknown)), reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                return await step()
-        raise AssertionError("unreachable")
+        return await attempts(step, tries=self.config.write_attempts, retry_on=(_TryAgain, AppGone, WriteOutcomeUnknown),
+                              initial=self.config.backoff_initial, maximum=self.config.backoff_max)
 
     async def _ensure_service(self, project: ProjectRef, app_id: str, service: ServiceSpec,
                               secrets: Mapping[str, str]) -> ObservedService:
@@ -338,6 +331,14 @@ class OakestraPlatform:
         if answer.get("failed_services"):
             log.info("%s: %s refused at %s, trying the next address", project.key, service.name, rr_ip)
             return None
+        job_id = answer.get("job_id")
+        if isinstance(job_id, str) and job_id:
+            # One microservice per request, none failed: job_id is this service (oakestra-api.md §6.2),
+            # stored as sent, without instances. No read is needed to request its instance.
+            created = StoredService(id=job_id, oakestra_name=oakestra_name, identity=sla.identity(ms), rr_ip=rr_ip,
+                                    status=None, status_detail="", instances=())
+            self._views.created(project, created)
+            return created
         created = (await self._views.current(project, app_id, fresh_for=oakestra_name)).get(oakestra_name)
         if created is None:
             raise _TryAgain(f"{service.name}: created but not listed yet")

@@ -91,6 +91,15 @@ class Views:
         state = self.of(project)
         self._set(project, state, {}, state.write_seq)
 
+    def created(self, project: ProjectRef, service: StoredService) -> None:
+        """This process created the service: the view (and the address index) shows it before the
+        next read. Reads for it are still due: the write is newer than the last read."""
+        state = self.of(project)
+        if state.services is not None:
+            services = {**state.services, service.oakestra_name: service}
+            self._hold(project.uid, state, services)
+            state.services = services
+
     def dropped(self, project: ProjectRef, service: StoredService) -> None:
         """This process deleted the service: the view stops showing it before the next read."""
         state = self.of(project)
