@@ -4,6 +4,7 @@
         OakestraConfig(url=emu.url, username="Admin", password="Admin")
         ...
     with emulator_in_thread() as emu: ...              # same, on its own loop in a background thread
+    with emulator_in_process() as emu: ...             # in a process of its own (emu.calls(), emu.world())
 
 Knobs (keyword arguments of both): clock (e.g. ManualClock(); wall-clock seconds by default),
 timing=Timing(schedule_delay, step_delay, redeploy_after, orphan_cleanup_after) for the instance
@@ -26,7 +27,8 @@ emu.complete(job_id, exit_code), emu.fail_instance(job_id, n, status, detail, st
 from .cluster import ROOT_NEGATIVE, Cluster, Timing
 from .http import Call, Faults
 from .model import ApiError, SystemManager
+from .process import EmulatorProcess, emulator_in_process
 from .server import Emulator, ManualClock, emulator_in_thread, run_emulator
 
-__all__ = ["ROOT_NEGATIVE", "ApiError", "Call", "Cluster", "Emulator", "Faults", "ManualClock", "SystemManager",
-           "Timing", "emulator_in_thread", "run_emulator"]
+__all__ = ["ROOT_NEGATIVE", "ApiError", "Call", "Cluster", "Emulator", "EmulatorProcess", "Faults", "ManualClock",
+           "SystemManager", "Timing", "emulator_in_process", "emulator_in_thread", "run_emulator"]
