@@ -176,3 +176,20 @@ async def test_services_are_wired_by_rendered_addresses():
     assert services["learner-2"].env["FLOPS_SUPERLINK"] == "aggregator.team-a.digits:8000"
     assert services["aggregator"].env["MLFLOW_TRACKING_URI"] == "http://tracking-server.team-a.digits:5000"
     assert "@backend-store.team-a.digits:3306/mlflow" in services["tracking-server"].env["MLFLOW_BACKEND_STORE_URI"]
+
+
+def test_the_plan_is_reused_for_the_same_spec_and_flags_and_the_cache_is_bounded(monkeypatch):
+    from flops_operator import reconcile as module
+    from flops_operator.models import parse_project
+
+    monkeypatch.setattr(module, "_PLANS", type(module._PLANS)())
+    monkeypatch.setattr(module, "_PLANS_KEPT", 2)
+    project = parse_project(MANIFEST)
+    first = module._plan(MANIFEST, project, training_done=False, model_registered=False)
+    assert module._plan(copy.deepcopy(MANIFEST), project, training_done=False, model_registered=False) is first
+    done = module._plan(MANIFEST, project, training_done=True, model_registered=False)
+    assert done is not first and [s.name for s in done] != [s.name for s in first]
+    scaled = copy.deepcopy(MANIFEST)
+    scaled["spec"]["learners"]["replicas"] = 5
+    assert len(module._plan(scaled, parse_project(scaled), training_done=False, model_registered=False)) == len(first) + 2
+    assert len(module._PLANS) == 2

@@ -88,7 +88,8 @@ class OakestraClient:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.config.request_timeout, connect=self.config.connect_timeout)
             connector = aiohttp.TCPConnector(limit=self.config.max_in_flight)
-            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector,
+            # Oakestra sets no cookies: no jar to consult on every call.
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                                   headers={"Accept": "application/json"})
         return self._session
 
