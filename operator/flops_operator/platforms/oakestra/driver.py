@@ -75,13 +75,21 @@ class OakestraPlatform:
         return names.app_name(project), names.app_namespace(project)
 
     def _index(self, apps: list[dict]) -> None:
-        """Both the app listing and the create answer are the user's complete list of apps."""
+        """The app listing is the user's complete list of apps."""
         index = {}
         for app in apps:
             key = (app.get("application_name"), app.get("application_namespace"))
             if isinstance(app.get("applicationID"), str) and all(isinstance(k, str) for k in key):
                 index[key] = app["applicationID"]
         self._apps = index
+
+    @staticmethod
+    def _app_id_in(apps: list[dict], key: tuple[str, str]) -> str | None:
+        for app in apps:
+            if (app.get("application_name"), app.get("application_namespace")) == key:
+                found = app.get("applicationID")
+                return found if isinstance(found, str) else None
+        return None
 
     async def _list_apps(self) -> None:
         """List the user's apps once for everyone waiting (a cold start lists once, not per project)."""
@@ -137,9 +145,11 @@ class OakestraPlatform:
                 # 409: it exists after all (created by an earlier attempt whose answer was lost).
                 found = await self._find_app(project, refresh=True)
             else:
-                self._index(apps)
-                found = self._apps.get(self._app_key(project))
+                # The answer lists every app of the user; re-indexing them all at each create made
+                # creating n projects cost n^2. Only this project's entry is news.
+                found = self._app_id_in(apps, self._app_key(project))
                 if found is not None:
+                    self._apps[self._app_key(project)] = found
                     # A new app has no services: nothing to read before its first create.
                     self._views.known_empty(project)
             if found is None:
