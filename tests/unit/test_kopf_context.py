@@ -57,7 +57,7 @@ async def test_a_platform_not_served_refuses_every_call_with_a_message() -> None
     ({"platform": "kubernetes"}, r"spec.platform 'kubernetes' is not a platform \(known: local, oakestra\)$"),
     ({"platform": ["oakestra"]}, r"spec.platform \['oakestra'\] is not a platform"),
     ({"platform": "oakestra"}, r"not served by this operator \(it serves: local\); start one with --platform oakestra$"),
-])
+], ids=["string", "list", "null", "unknown-platform", "unhashable-platform", "not-served"])
 async def test_any_spec_shape_gets_a_platform_that_says_what_is_wrong(spec, message) -> None:
     platforms = PlatformSet({"local": FakePlatform}, Metrics())
     with pytest.raises(PermanentPlatformError, match=message):
