@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Images: every one the plan references, built here (podman, else docker), tagged $(REGISTRY)/<name>:<version>.
 REGISTRY ?= ghcr.io/flops-operator
 
-.PHONY: install demo test crd bench clean images push
+.PHONY: install deps demo test crd bench clean images push
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -20,8 +20,13 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/flops run manifests/examples/digits-local.yaml
 
-test: $(STAMP) images
-	$(BIN)/pytest -ra
+# System packages the tests need (MariaDB): installed with apt-get as root on Debian, else named.
+deps:
+	PY=$(PY) tests/system-deps.sh
+
+# The images are built first (podman installed where it is missing), so tests/containers must run.
+test: deps $(STAMP) images
+	FLOPS_REQUIRE_MARIADB=1 FLOPS_REQUIRE_CONTAINERS=1 $(BIN)/pytest -ra
 
 images:
 	REGISTRY=$(REGISTRY) base_image/build.sh

@@ -11,7 +11,9 @@ import yaml
 
 from .models import InvalidProject, parse_project
 
-app = typer.Typer(add_completion=False, no_args_is_help=True,
+# No rich tracebacks: they print every frame's local variables (credentials included) and ran to
+# thousands of lines; a plain traceback is enough for a bug, and expected failures are one line.
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FLOps: federated learning with MLOps on Oakestra, as an operator.")
 
 

@@ -20,6 +20,7 @@ def generate() -> str:
 class MemoryCredentials:
     def __init__(self) -> None:
         self.store: dict[str, dict[str, str]] = {}
+        self.orphaned: dict[str, dict[str, str]] = {}
 
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         values = self.store.setdefault(project.uid, {})
@@ -29,6 +30,9 @@ class MemoryCredentials:
 
     async def remove(self, project: ProjectRef) -> None:
         self.store.pop(project.uid, None)
+
+    async def orphan(self, project: ProjectRef) -> None:
+        self.orphaned[project.uid] = self.store.pop(project.uid, {})
 
 
 class FileCredentials:
@@ -51,3 +55,6 @@ class FileCredentials:
 
     async def remove(self, project: ProjectRef) -> None:
         self._path_for(project).unlink(missing_ok=True)
+
+    async def orphan(self, project: ProjectRef) -> None:
+        """The file stays where it is, for the services left running."""

@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
@@ -16,7 +15,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from flops_runtime.proc import stop_tree
+from flops_runtime.proc import reachable, stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
@@ -31,18 +30,21 @@ UID = "5e1a-signal"
 LEARNERS = 2
 # Far more rounds than the test lets it reach: the aggregator must still be training when signalled.
 ROUNDS = 50
-# Bounds for hangs only (a round costs a few seconds here); the assertions are about what happens.
-FIRST_ROUND_BOUND_SECONDS = 60
-AGGREGATOR_EXIT_BOUND_SECONDS = 30
-# Learners give up this long after the SuperLink went away (their default, 600 s, would dominate the test).
+# Bounds for hangs only, generous for 2 busy cores (a round costs a few seconds on a quiet machine,
+# and waited 52 s for round 1 at load 10); the assertions are about what happens, never how fast.
+SUPERLINK_BOUND_SECONDS = 600
+FIRST_ROUND_BOUND_SECONDS = 600
+AGGREGATOR_EXIT_BOUND_SECONDS = 120
+# Learners give up this long after the SuperLink went away (their default, 600 s, would dominate the
+# test). It counts from their start too, so they start only once the SuperLink answers.
 LEARNER_MAX_WAIT_SECONDS = 3
-LEARNER_EXIT_BOUND_SECONDS = 30
+LEARNER_EXIT_BOUND_SECONDS = 120
 
 
 def project() -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
-        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": 60, "strategy": {"name": "FedAvg"}},
+        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": 600, "strategy": {"name": "FedAvg"}},
         "learners": {"replicas": LEARNERS},
         "registry": {"modelName": "digits-signal"},
     })
@@ -54,6 +56,17 @@ def start(name: str, command: list[str], env: dict[str, str], tmp_path: Path) ->
     with (tmp_path / f"{name}.log").open("wb") as log:
         return subprocess.Popen(command, env={**base, **env}, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+
+
+def superlink_up(address: str) -> None:
+    """Returns once the aggregator's SuperLink accepts connections."""
+
+    @retry(retry=retry_if_result(lambda up: not up), wait=wait_fixed(0.5),
+           stop=stop_after_delay(SUPERLINK_BOUND_SECONDS))
+    def poll() -> bool:
+        return reachable(address)
+
+    poll()
 
 
 def running_round(client: MlflowClient) -> Run:
@@ -104,6 +117,7 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
         processes["aggregator"] = start("aggregator", [venv_script("flops-aggregator")], AggregatorEnv(
             config=aggregator_config(p), superlink_address=superlink, workdir=str(tmp_path / "aggregator"),
             tracking_uri=mlflow_server.uri).to_env(), tmp_path)
+        superlink_up(superlink)
         for i in range(LEARNERS):
             processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], LearnerEnv(
                 task=learner_task(p), superlink=superlink, partition_id=i, num_partitions=LEARNERS,
@@ -117,10 +131,8 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
         assert any("flwr-serverapp" in line for line in command_lines(started_by(tmp_path)))
 
         aggregator = processes["aggregator"]
-        signalled = time.monotonic()
         aggregator.send_signal(signal.SIGTERM)
         code = aggregator.wait(timeout=AGGREGATOR_EXIT_BOUND_SECONDS)
-        stop_seconds = time.monotonic() - signalled
         learner_codes = {name: proc.wait(timeout=LEARNER_EXIT_BOUND_SECONDS)
                          for name, proc in processes.items() if name != "aggregator"}
         # Taken before the cleanup below, which would otherwise hide what the entrypoints left behind.
@@ -133,7 +145,6 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
     logs = {name: (tmp_path / f"{name}.log").read_text(errors="replace")[-3000:] for name in processes}
 
     assert code == 128 + signal.SIGTERM, logs["aggregator"]
-    assert stop_seconds < AGGREGATOR_EXIT_BOUND_SECONDS
     ended = client.get_run(run.info.run_id)
     assert ended.info.status == "KILLED", logs["aggregator"]
     assert ended.data.tags.get("flops.end_reason") == "signal SIGTERM"

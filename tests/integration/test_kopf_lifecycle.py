@@ -11,7 +11,7 @@ import yaml
 
 from flops_operator.adapters.kopf_secrets import secret_name
 from flops_operator.adapters.kopf_cli import USER_AGENT
-from flops_operator.models import FINALIZER, GROUP
+from flops_operator.models import FINALIZER, GROUP, PLURAL, VERSION
 from flops_operator.progress import TrainingProgress
 
 from .conftest import Cluster, eventually
@@ -297,10 +297,18 @@ def test_delete_with_orphan_policy_leaves_services(cluster: Cluster, policy: str
     ref = cluster.ref(cluster.create(ns, name, spec(cluster.platform.spec_platform, replicas=1,
                                                     deletionPolicy=policy)))
     ready(cluster, ns, name, 1)
+    values = secret_values(cluster, ns, name)
     cluster.delete(ns, name)
     eventually(lambda: cluster.gone(ns, name), what="the project gone")
     assert cluster.platform.services(ref) == STACK | {"aggregator"} | learners(1)
     eventually(lambda: [e for e in cluster.events(ns, name) if e.reason == "Orphaned"], what="an Orphaned Event")
+    # The services' credentials outlive the project: in a Secret nothing owns (garbage collection
+    # would delete one owned by the project; kmock has none, so the owner references are what counts).
+    secrets = cluster.core.list_namespaced_secret(ns).items
+    assert all(not s.metadata.owner_references for s in secrets), "a Secret is still owned by the deleted project"
+    [kept] = [s for s in secrets if (s.metadata.labels or {}).get("flops.oakestra.io/orphaned-from") == ref.uid]
+    assert sorted(base64.b64decode(v).decode() for v in kept.data.values()) == sorted(values)
+    assert kept.metadata.name != f"{name}-flops-credentials", "a new project of that name would take them over"
 
 
 def _verb(request) -> str:
@@ -326,3 +334,37 @@ def test_every_call_of_the_operator_is_allowed_by_its_cluster_role(cluster: Clus
         used.add((request.resource.group, resource, _verb(request)))
     assert {("", "secrets", "create"), (GROUP, "flopsprojects/status", "patch"), ("", "events", "create")} <= used
     assert used <= allowed, f"calls the ClusterRole does not allow: {sorted(used - allowed)}"
+
+
+SHAPES = {
+    "string": ("hello", "spec: must be a mapping"),
+    "list": ([1, 2, 3], "spec: must be a mapping"),
+    "null": (None, "spec: must be a mapping"),
+    "missing": ("(missing)", "spec: required field is missing"),
+    "unknown-platform": ({"platform": "kubernetes", "task": {"name": "digits-mlp"}}, "spec.platform: "),
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_any_manifest_shape_gets_a_status_naming_the_problem_and_deletes_at_once(cluster: Cluster, shape: str) -> None:
+    """An API server enforcing the schema refuses these; the operator must not depend on it."""
+    ns, name = cluster.namespace(), f"odd-{shape}"
+    value, problem = SHAPES[shape]
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "FLOpsProject", "metadata": {"name": name, "namespace": ns}}
+    if value != "(missing)":
+        body["spec"] = value
+    ref = cluster.ref(cluster.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body))
+
+    def stalled():
+        obj = cluster.get(ns, name)
+        return obj.get("status") and condition(obj, "Stalled")["status"] == "True" and obj
+    obj = eventually(stalled, what=f"a Stalled status for spec {value!r}")
+    assert problem in obj["status"]["message"] and obj["status"]["phase"] == "Failed"
+    eventually(lambda: [e for e in cluster.events(ns, name) if e.reason == "InvalidSpec" and problem in e.message],
+               what="an InvalidSpec Event naming the problem")
+    assert FINALIZER in obj["metadata"]["finalizers"]
+
+    cluster.delete(ns, name)
+    eventually(lambda: cluster.gone(ns, name), what="the invalid project gone")
+    assert not [e for e in cluster.events(ns, name) if e.reason == "CleanupFailed"], "its delete was retried"
+    assert cluster.platform.services(ref) == set()

@@ -7,7 +7,7 @@ import pytest
 
 from flops_operator.models import ProjectRef
 from flops_operator.plan.services import Port, Role, ServiceSpec
-from flops_operator.platforms.base import PermanentPlatformError, ServiceState
+from flops_operator.platforms.base import PermanentPlatformError, ServiceState, TransientPlatformError
 from flops_operator.platforms.oakestra import names
 from tests.oakestra_emulator import Cluster, ManualClock, Timing, run_emulator
 from tests.oakestra_emulator.testing import driver_for
@@ -241,11 +241,17 @@ async def test_a_non_admin_user_works_through_its_own_routes():
         try:
             await platform.ensure(REF, STORE, SECRETS)
             seen = await platform.observe(REF)
+            assert not any(c.status == 403 for c in emu.calls)
+            owned = [a["userId"] for a in emu.apps("alice")]
+            for _ in range(2):
+                await platform.remove_all(REF)
         finally:
             await platform.close()
     assert seen.services["backend-store"].state is ServiceState.running
-    assert [a["userId"] for a in emu.apps("alice")] == ["alice"] and emu.apps("Admin") == []
-    assert not any(c.status == 403 for c in emu.calls)
+    assert owned == ["alice"] and emu.apps("Admin") == [] and emu.apps("alice") == [] and emu.jobs() == []
+    # Deleting checks what is left through the app's own listing; Admin's listing of every job is
+    # asked for once, and its refusal remembered.
+    assert [(c.route, c.status) for c in emu.calls if c.status == 403] == [("/api/services/", 403)]
 
 
 async def test_unknown_organization_is_permanent():
@@ -276,3 +282,22 @@ async def test_a_failure_oakestra_recovers_from_within_the_bound_is_not_reported
     assert dead.state is ServiceState.starting and "DEAD" in dead.message
     assert back.state is ServiceState.running and later.state is ServiceState.running
     assert emu.count("POST", INSTANCE) == 1
+
+
+async def test_a_token_oakestra_cannot_verify_is_renewed_once_and_never_a_permanent_verdict():
+    other = ProjectRef("team-a", "other", "0d4b9a52-9999-4222-8333-444455556666")
+    async with run_emulator() as emu:
+        platform = driver_for(emu)
+        try:
+            await platform.observe(REF)  # logged in, user id known
+            emu.restart(fresh_users=False)
+            await platform.observe(other)  # the app listing answers 422 to the old token
+            logins = platform.client.logins
+            # An SM whose key changes with every listing: no token will do.
+            emu.set_on_request(lambda r: emu.sm.mint.rotate() if r.path.startswith("/api/applications") else None)
+            with pytest.raises(TransientPlatformError, match="HTTP 422"):
+                await platform.observe(ProjectRef("team-a", "third", "third-uid"))
+        finally:
+            await platform.close()
+    # One new login per refused call (listing; the user record read anew once; listing again), no more.
+    assert logins == 2 and platform.client.logins == 5

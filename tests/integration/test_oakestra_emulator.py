@@ -1,5 +1,6 @@
 """The emulator answers as oakestra-api.md says the real System Manager does, quirks included."""
 
+import asyncio
 import json
 
 import aiohttp
@@ -227,3 +228,37 @@ async def test_call_record_and_injected_faults():
     [call] = emu.calls
     assert (call.method, call.route, call.status, call.fault, call.effect) == \
         ("POST", "/api/auth/login", 502, "502-after", True)
+
+
+async def test_overlapping_creates_in_one_app_lose_an_id_with_the_consequences_of_section_13_13():
+    """Two POST /api/service/ for one application at once: both answer 200, one id is lost."""
+    async with run_emulator(list_write_gap=0.05) as emu:
+        async with aiohttp.ClientSession() as session:
+            api = Api(emu, session)
+            await api.login()
+            app_id = await api.app()
+            answers = await asyncio.gather(*(api.raw("POST", "/api/service/", sla(app_id=app_id, services=[ms(n)]))
+                                             for n in ("web", "db")))
+            assert [status for status, _ in answers] == [200, 200]
+            assert all(body["failed_services"] == [] for _, body in answers)
+            assert len(await api.services(app_id)) == 2  # still listed by the app's service listing
+            [lost] = emu.lost_services()
+            job = lost["microserviceID"]
+            assert emu.sm.overlapping_list_writes[app_id] == 1
+            assert await api.raw("POST", f"/api/service/{job}/instance") == (200, {"message": "ok"})
+            assert emu.sm.instance_requests[lost["job_name"]] == 0  # scheduled nothing
+            assert (await api.raw("GET", f"/api/service/{job}"))[0] == 404
+            assert (await api.raw("DELETE", f"/api/service/{job}"))[0] == 500
+            assert (await api.raw("DELETE", f"/api/application/{app_id}"))[0] == 200
+            assert [j["microserviceID"] for j in emu.jobs()] == [job]  # the job and its address remain
+            assert list(emu.sm.rr_ips.values()) == [lost["job_name"]]
+
+
+async def test_writes_to_different_apps_may_overlap_without_loss():
+    async with run_emulator(list_write_gap=0.05) as emu:
+        async with aiohttp.ClientSession() as session:
+            api = Api(emu, session)
+            await api.login()
+            apps = [await api.app("one"), await api.app("two")]
+            await asyncio.gather(*(api.raw("POST", "/api/service/", sla(app_id=a, services=[ms("web")])) for a in apps))
+    assert emu.sm.peak_list_writers == 2 and not emu.sm.overlapping_list_writes and emu.lost_services() == []

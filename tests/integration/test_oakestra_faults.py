@@ -33,6 +33,7 @@ def assert_exactly_once(emu, projects):
     assert len(emu.sm.upserts) == len(SERVICES) * projects and set(emu.sm.upserts.values()) == {1}
     assert len(emu.sm.instance_requests) == len(SERVICES) * projects
     assert set(emu.sm.instance_requests.values()) == {1}
+    assert not emu.sm.overlapping_list_writes and emu.lost_services() == []
 
 
 async def test_lost_answers_of_creates_and_deletes_do_not_duplicate_or_leak():

@@ -1,11 +1,15 @@
 """The real reconcile step driving Oakestra (the emulator): converge, scale, restart, tokens, delete."""
 
+import asyncio
+import re
 from collections import Counter
+
+import pytest
 
 from flops_operator.credentials import MemoryCredentials
 from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
 from flops_operator.plan.desired import desired
-from flops_operator.platforms.base import ServiceState
+from flops_operator.platforms.base import ServiceState, TransientPlatformError
 from flops_operator.platforms.oakestra import names
 from flops_operator.progress import NoProgress
 from flops_operator.reconcile import finalize, reconcile
@@ -242,3 +246,132 @@ async def test_a_crash_looping_store_holds_its_dependents_back_and_is_named_in_s
             await platform.close()
     assert "tracking-server" in {j["flops_operator"]["service"] for j in emu.jobs()}
     assert result.status.condition("TrackingServerReady").status == "True"
+
+
+async def converge_collecting(m, platform, creds, status, *, steps: int = 12):
+    """Like converge(), but returns every action applied on the way, and the last result."""
+    applied = []
+    for _ in range(steps):
+        result = await reconcile(m, status, platform=platform, credentials=creds, progress_source=NoProgress())
+        applied += result.applied
+        status = result.status
+        if not result.applied:
+            return applied, result
+    raise AssertionError(f"did not converge in {steps} steps; applied so far: {applied}")
+
+
+@pytest.mark.parametrize("vanished", ["tracking-server", "aggregator"])
+async def test_a_service_deleted_out_of_band_comes_back_at_its_own_address_and_nothing_else_moves(vanished):
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            result = await converge(m, platform, creds)
+            before = {j["flops_operator"]["service"]: (j["microserviceID"], j["RR_ip"]) for j in emu.jobs()}
+            gone = emu.job(names.service_name(vanished))
+            emu.sm.delete_service("Admin", gone["microserviceID"], emu.clock())  # someone else's delete
+            applied, result = await converge_collecting(m, platform, creds, result.status)
+        finally:
+            await platform.close()
+    after = {j["flops_operator"]["service"]: (j["microserviceID"], j["RR_ip"]) for j in emu.jobs()}
+    assert [(type(a).__name__, a.service.name) for a in applied] == [("Create", vanished)]
+    assert after[vanished][1] == before[vanished][1], "the recreated service moved to another address"
+    assert {n: v for n, v in after.items() if n != vanished} == {n: v for n, v in before.items() if n != vanished}
+    assert result.status.phase is Phase.Training and result.status.condition("Ready").status == "True"
+
+
+async def test_address_bookkeeping_holds_only_what_exists():
+    projects = [manifest(uid=f"held-{i}", name=f"p{i}") for i in range(3)]
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            for m in projects:
+                await converge(m, platform, creds)
+            assert platform.addresses_held() == {j["RR_ip"] for j in emu.jobs()}
+            await finalize(projects[0], platform=platform, credentials=creds)
+            # The second project's app is deleted behind the operator's back; a read notices.
+            second = parse_project(projects[1]).ref
+            app = next(a for a in emu.apps() if a["application_name"] == names.app_name(second))
+            emu.sm.delete_application("Admin", app["applicationID"], emu.clock())
+            await platform.observe(second)
+            held = platform.addresses_held()
+        finally:
+            await platform.close()
+    assert held == {j["RR_ip"] for j in emu.jobs()} and len(held) == 7
+
+
+async def test_writes_to_one_apps_service_list_go_one_at_a_time_different_apps_at_once():
+    """Against an SM whose overlapping list writes lose ids (§13.13): nothing is lost."""
+    projects = [manifest(uid=f"serial-{i}", name=f"p{i}") for i in range(2)]
+    async with run_emulator(list_write_gap=0.05) as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            results = await asyncio.gather(*(converge(m, platform, creds, steps=6) for m in projects))
+            lost_after_create = emu.lost_services()
+            await asyncio.gather(*(finalize(m, platform=platform, credentials=creds) for m in projects))
+        finally:
+            await platform.close()
+    assert dict(emu.sm.overlapping_list_writes) == {}
+    assert lost_after_create == []
+    assert emu.sm.peak_list_writers == 2, "writes to different applications should overlap"
+    assert all(r.status.condition("Ready").status == "True" for r in results)
+    assert (emu.apps(), emu.jobs(), emu.sm.rr_ips) == ([], [], {})
+
+
+def lose_from_app_list(emu, service: str) -> dict:
+    """What another client's overlapping write does (§13.13): the job stays, its id leaves the app's list."""
+    job = emu.job(names.service_name(service))
+    app = emu.sm.apps[job["applicationID"]]
+    app["microservices"] = [i for i in app["microservices"] if i != job["microserviceID"]]
+    return job
+
+
+async def test_delete_reports_what_oakestra_left_behind_instead_of_success():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu, backoff_max=0.01), MemoryCredentials()
+        try:
+            await converge(m, platform, creds)
+            lost = lose_from_app_list(emu, "learner-1")
+            with pytest.raises(TransientPlatformError, match=r"learner-1 .*%s" % re.escape(lost["RR_ip"])):
+                await finalize(m, platform=platform, credentials=creds)
+        finally:
+            await platform.close()
+    assert [j["microserviceID"] for j in emu.jobs()] == [lost["microserviceID"]]
+    assert len(emu.apps()) == 1, "the app is kept: its service listing is what still finds the leftover"
+    assert creds.store, "credentials stay while the project's services are not all gone"
+
+
+async def test_delete_finds_leftovers_by_name_after_the_app_is_gone():
+    m = manifest()
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu, backoff_max=0.01), MemoryCredentials()
+        try:
+            await converge(m, platform, creds)
+            lost = lose_from_app_list(emu, "aggregator")
+            emu.sm.delete_application("Admin", lost["applicationID"], emu.clock())  # e.g. an earlier delete
+            with pytest.raises(TransientPlatformError, match=r"aggregator .*%s" % re.escape(lost["RR_ip"])):
+                await finalize(m, platform=platform, credentials=creds)
+        finally:
+            await platform.close()
+    assert emu.apps() == [] and [j["microserviceID"] for j in emu.jobs()] == [lost["microserviceID"]]
+
+
+async def test_after_a_system_manager_restart_the_driver_logs_in_again_and_projects_go_on():
+    m, later = manifest(uid="before-restart"), manifest(uid="after-restart", name="later")
+    async with run_emulator() as emu:
+        platform, creds = driver_for(emu), MemoryCredentials()
+        try:
+            first = await converge(m, platform, creds)
+            emu.restart()  # new signing key, new user ids
+            new = await converge(later, platform, creds)
+            again = await reconcile(m, first.status, platform=platform, credentials=creds,
+                                    progress_source=NoProgress())
+        finally:
+            await platform.close()
+    refused = [(c.route, c.status) for c in emu.calls if c.status in (401, 422)]
+    # The old token: "Signature verification failed"; then the fresh one with the old user id.
+    assert refused == [("/api/applications/{userid}", 422), ("/api/applications/{userid}", 401)]
+    assert again.status.condition("Ready").status == "True" and again.applied == []
+    assert new.status.condition("Ready").status == "True"
+    assert platform.client.logins == 2 and emu.count("GET", "/api/user/{username}") == 2

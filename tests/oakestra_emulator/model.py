@@ -3,7 +3,9 @@
 Operations raise ApiError with the status code and body the real SM answers; the HTTP layer only
 encodes. Quirks are reproduced on purpose: job upsert by the global job_name, app.microservices
 duplicates, failed_services in a 200, DELETE /api/service skipping every second instance, PUT on an
-app replacing microservices (None breaks later lookups).
+app replacing microservices (None breaks later lookups), and the lost update of app.microservices
+when two writes to one application's service list overlap (§13.13): the `*_steps` generators yield
+between reading the list and writing it back, where the HTTP layer lets other requests run.
 """
 
 from __future__ import annotations
@@ -16,7 +18,11 @@ import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Generator
+
+Steps = Generator[None, None, Any]
+"""An operation that yields where the real SM would let another request in (between reading an
+app's service list and writing it back); its return value is the answer."""
 
 from .cluster import Cluster, Lifecycle, Timing
 from .schema import SlaVersionError, validate_sla
@@ -63,6 +69,12 @@ class SystemManager:
         """job_name -> times a POST /api/service/ wrote it (created or overwrote)."""
         self.instance_requests: Counter[str] = Counter()
         """job_name -> instances requested (POST .../instance that reached a known job)."""
+        self.list_writers: Counter[str] = Counter()
+        """app id -> writes of its service list between their read and their write-back, now."""
+        self.overlapping_list_writes: Counter[str] = Counter()
+        """app id -> list writes that began while another one of the same app was in progress."""
+        self.peak_list_writers = 0
+        """Most list writes in progress at once, across all apps (different apps may overlap)."""
 
     def new_id(self, now: float) -> str:
         return f"{int(now) & 0xFFFFFFFF:08x}{self._oid_prefix}{next(self._counter) & 0xFFFFFF:06x}"
@@ -71,6 +83,14 @@ class SystemManager:
         user = User(name, password, self.new_id(0), {organization: list(roles)})
         self.users[name] = user
         return user
+
+    def restart(self, *, fresh_users: bool = True) -> None:
+        """What a client notices of a System Manager restart: tokens signed with the old key fail
+        verification, and with a fresh users collection create_admin() gives users new ids."""
+        self.mint.rotate()
+        if fresh_users:
+            for user in self.users.values():
+                user.id = self.new_id(0)
 
     # Authentication (§2).
     def login(self, body: Any, now: float) -> dict:
@@ -119,7 +139,7 @@ class SystemManager:
             if spec["microservices"]:
                 one = {**sla, "applications": [{**spec, "applicationID": app_id}]}
                 try:
-                    self.create_services(user, one, now)
+                    run(self.create_services_steps(user, one, now))
                 except ApiError:
                     del self.apps[app_id]
                     raise
@@ -147,7 +167,7 @@ class SystemManager:
             raise ApiError(501)
         for job_id in list(app["microservices"] or []):
             if job_id in self.jobs:
-                self._delete_job(job_id, now)
+                run(self._delete_job_steps(job_id, now))
         self.apps.pop(app_id, None)
         return {"message": "Application Deleted"}
 
@@ -161,6 +181,9 @@ class SystemManager:
         return None
 
     def create_services(self, user: str, sla: Any, now: float) -> dict:
+        return run(self.create_services_steps(user, sla, now))
+
+    def create_services_steps(self, user: str, sla: Any, now: float) -> Steps:
         try:
             errors = validate_sla(sla)
         except SlaVersionError:
@@ -176,11 +199,14 @@ class SystemManager:
             job_id = self._upsert_job(app, ms, now)
             result["job_id"] = job_id
             if app["microservices"] is not None:
-                app["microservices"].append(job_id)
+                # add_service_to_app: read the app, append the id, write the whole list back.
+                listed = list(app["microservices"])
+                yield from self._list_write(app["applicationID"])
+                app["microservices"] = listed + [job_id]
             if self._net_deploy(self.jobs[job_id]):
                 result["deployed_services"].append({"service_name": ms["microservice_name"], "status": 200})
             else:
-                self._delete_job(job_id, now)
+                yield from self._delete_job_steps(job_id, now)
                 result["failed_services"].append({"service_name": ms["microservice_name"],
                                                   "message": "failed to deploy service", "status": 500})
         return result
@@ -232,7 +258,20 @@ class SystemManager:
         self.rr_ips[wanted] = job["job_name"]
         return True
 
-    def _delete_job(self, job_id: str, now: float) -> None:
+    def _list_write(self, app_id: str) -> Steps:
+        """The gap between reading an app's service list and writing it back."""
+        if self.list_writers[app_id]:
+            self.overlapping_list_writes[app_id] += 1
+        self.list_writers[app_id] += 1
+        self.peak_list_writers = max(self.peak_list_writers, sum(self.list_writers.values()))
+        try:
+            yield
+        finally:
+            self.list_writers[app_id] -= 1
+            if not self.list_writers[app_id]:
+                del self.list_writers[app_id]
+
+    def _delete_job_steps(self, job_id: str, now: float) -> Steps:
         job = self.jobs[job_id]
         listed = job["instance_list"]
         # The real loop removes from the list it iterates: every second instance gets no cluster
@@ -244,8 +283,11 @@ class SystemManager:
             self.lifecycle.orphan((job_id, instance["instance_number"]), now)
         app = self.apps.get(job["applicationID"])
         if app is not None and app["microservices"] and job_id in app["microservices"]:
-            app["microservices"].remove(job_id)
-        del self.jobs[job_id]
+            listed = list(app["microservices"])
+            yield from self._list_write(app["applicationID"])
+            listed.remove(job_id)
+            app["microservices"] = listed
+        self.jobs.pop(job_id, None)
         for ip, holder in list(self.rr_ips.items()):
             if holder == job["job_name"]:
                 del self.rr_ips[ip]
@@ -262,9 +304,12 @@ class SystemManager:
         return [j for j in self.jobs.values() if j["applicationID"] == app_id]
 
     def delete_service(self, user: str, job_id: str, now: float) -> dict:
+        return run(self.delete_service_steps(user, job_id, now))
+
+    def delete_service_steps(self, user: str, job_id: str, now: float) -> Steps:
         if self._walk_user_apps(user, job_id) is None:
             raise ApiError(500)
-        self._delete_job(job_id, now)
+        yield from self._delete_job_steps(job_id, now)
         return {"message": "Job deleted"}
 
     def deploy_instance(self, user: str, job_id: str, now: float) -> dict:
@@ -291,3 +336,12 @@ class SystemManager:
 
     def tick(self, now: float) -> None:
         self.lifecycle.tick(now, self.jobs, self.clusters)
+
+
+def run(steps: Steps) -> Any:
+    """Carry out an operation at once, with nothing in between (a single-threaded SM)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value

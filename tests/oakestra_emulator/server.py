@@ -55,6 +55,12 @@ class Emulator:
     def clock(self) -> float:
         return self.http.clock()
 
+    def restart(self, *, fresh_users: bool = True) -> None:
+        """As after a System Manager restart: a new signing key (old tokens: 422 "Signature
+        verification failed" on the flask-jwt-extended routes, 401 on the others) and, with
+        `fresh_users`, new user ids (records survive: apps are owned by username)."""
+        self.sm.restart(fresh_users=fresh_users)
+
     # The call record.
     @property
     def calls(self) -> list[Call]:
@@ -89,6 +95,13 @@ class Emulator:
             raise LookupError(f"{len(found)} jobs named {service_name}")
         return found[0]
 
+    def lost_services(self) -> list[dict]:
+        """Jobs missing from their application's service list (§13.13): Oakestra can no longer
+        deploy, read or delete them, and deleting the app leaves them behind."""
+        self.tick()
+        return [j for j in self.sm.jobs.values()
+                if j["microserviceID"] not in ((self.sm.apps.get(j["applicationID"]) or {}).get("microservices") or [])]
+
     def cluster_instances(self) -> list[dict]:
         """Instances the clusters run, including those the root record forgot."""
         self.tick()
@@ -121,6 +134,7 @@ async def run_emulator(
     timing: Timing | None = None,
     token_ttl: float = 600.0,
     latency: float = 0.0,
+    list_write_gap: float = 0.0,
     faults: Faults | None = None,
     clusters: Iterable[Cluster] | None = None,
     host: str = "127.0.0.1",
@@ -138,7 +152,7 @@ async def run_emulator(
     sm = SystemManager(timing=timing or Timing(), mint=TokenMint(access_ttl=token_ttl),
                        clusters=list(clusters) if clusters is not None else None, **subnet)
     sm.lifecycle.runtime = worker
-    http = SystemManagerApp(sm, clock, latency=latency, faults=faults)
+    http = SystemManagerApp(sm, clock, latency=latency, faults=faults, list_write_gap=list_write_gap)
     runner = web.AppRunner(http.build(), access_log=None, handler_cancellation=True, shutdown_timeout=0.5)
     await runner.setup()
     site = web.TCPSite(runner, host, 0)

@@ -31,6 +31,11 @@ class TokenMint:
         self.access_ttl = access_ttl
         self.refresh_ttl = refresh_ttl
 
+    def rotate(self) -> None:
+        """A new signing key (the jwt-generator's key changes when Oakestra restarts): every token
+        issued so far fails verification."""
+        self._key = secrets.token_bytes(32)
+
     def _sign(self, claims: dict) -> str:
         header = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
         payload = _b64(json.dumps(claims, separators=(",", ":")).encode())

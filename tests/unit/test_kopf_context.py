@@ -50,6 +50,27 @@ async def test_a_platform_not_served_refuses_every_call_with_a_message() -> None
         await unusable.remove_all(REF)
 
 
+@pytest.mark.parametrize("spec, message", [
+    ("hello", "spec is not a mapping"),
+    ([1, 2, 3], "spec is not a mapping"),
+    (None, "spec is not a mapping"),
+    ({"platform": "kubernetes"}, r"spec.platform 'kubernetes' is not a platform \(known: local, oakestra\)$"),
+    ({"platform": ["oakestra"]}, r"spec.platform \['oakestra'\] is not a platform"),
+    ({"platform": "oakestra"}, r"not served by this operator \(it serves: local\); start one with --platform oakestra$"),
+], ids=["string", "list", "null", "unknown-platform", "unhashable-platform", "not-served"])
+async def test_any_spec_shape_gets_a_platform_that_says_what_is_wrong(spec, message) -> None:
+    platforms = PlatformSet({"local": FakePlatform}, Metrics())
+    with pytest.raises(PermanentPlatformError, match=message):
+        await platforms.for_manifest({"spec": spec}).observe(REF)
+
+
+def test_every_platform_a_hint_names_is_a_value_of_the_platform_flag() -> None:
+    from flops_operator.adapters.kopf_cli import PlatformChoice
+    from flops_operator.models.spec import Platform
+
+    assert {p.value for p in Platform} <= {c.value for c in PlatformChoice}
+
+
 async def test_a_misconfigured_platform_is_unusable_not_a_crash() -> None:
     def broken() -> FakePlatform:
         raise ValueError("Oakestra URL is missing")

@@ -65,6 +65,18 @@ def build(service, tmp_path):
     return local_command(service, argv, env, ctx), resolver
 
 
+@pytest.fixture
+def stub_mariadb(tmp_path, monkeypatch):
+    """Stand-ins for the MariaDB binaries, which only the end-to-end test runs for real."""
+    bin_dir = tmp_path / "stub-bin"
+    bin_dir.mkdir()
+    for name in ("mariadbd", "mariadb-install-db"):
+        (bin_dir / name).write_text("#!/bin/sh\nexit 1\n")
+        (bin_dir / name).chmod(0o755)
+    monkeypatch.setattr(mariadb, "_SEARCH_PATH", str(bin_dir))
+    return bin_dir
+
+
 def by_name(proj, **kwargs):
     return {s.name: s for s in desired(proj, **kwargs)}
 
@@ -73,7 +85,7 @@ def test_the_table_covers_every_role():
     assert set(LOCAL_COMMANDS) == set(Role)
 
 
-def test_every_planned_service_has_a_local_command(tmp_path):
+def test_every_planned_service_has_a_local_command(tmp_path, stub_mariadb):
     for backend in ("sqlite", "mysql"):
         services = [*desired(project(backend), training_done=False),
                     *desired(project(backend, serving=True), training_done=True, model_registered=True)]
@@ -120,10 +132,10 @@ def test_artifact_store_is_pyftpdlib_with_the_password_only_in_env(tmp_path):
     assert command.probe == TcpProbe("127.0.0.1", 4002)
 
 
-def test_backend_store_is_a_private_mariadbd(tmp_path):
+def test_backend_store_is_a_private_mariadbd(tmp_path, stub_mariadb):
     command, resolver = build(by_name(project("mysql"), training_done=False)["backend-store"], tmp_path)
     workdir = tmp_path / "backend-store"
-    assert Path(command.argv[0]).name == "mariadbd" and "--no-defaults" in command.argv
+    assert command.argv[0] == str(stub_mariadb / "mariadbd") and "--no-defaults" in command.argv
     assert f"--datadir={workdir / 'data'}" in command.argv and "--port=4001" in command.argv
     assert "--bind-address=127.0.0.1" in command.argv and f"--init-file={workdir / 'init.sql'}" in command.argv
     assert command.env == {} and resolver.secrets["backend-password"] not in " ".join(command.argv)

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from flops_operator.platforms.oakestra import ConfigError, OakestraConfig
-from flops_operator.platforms.oakestra.auth import Token, lifetime
+from flops_operator.platforms.oakestra.auth import Token, lifetime, token_refused
 from flops_operator.platforms.oakestra.client import decode
 
 
@@ -90,3 +90,17 @@ def test_round_robin_candidates_stay_inside_the_service_subnet():
     assert len(set(small)) > 100
     default = list(islice(names.rr_ip_candidates("uid", "aggregator"), 200))
     assert all(64 <= int(ip.split(".")[2]) <= 255 and names.valid_rr_ip(ip) for ip in default)
+
+
+@pytest.mark.parametrize("status, body, refused", [
+    (401, {"message": "Missing authentication token"}, True),  # jwt_auth routes, any token trouble
+    (401, {"msg": "Token has expired"}, True),
+    (422, {"msg": "Signature verification failed"}, True),  # the SM's key changed (restart)
+    (422, {"msg": "Only non-refresh tokens are allowed"}, True),
+    (422, {"code": 422, "status": "Unprocessable Entity", "errors": {"json": {}}}, False),  # an invalid SLA
+    (422, "Signature verification failed", False),
+    (403, {"message": "You have not enough permissions!"}, False),
+    (200, {"msg": "ok"}, False),
+])
+def test_token_refused_tells_a_refused_token_from_a_refused_request(status, body, refused):
+    assert token_refused(status, body) is refused

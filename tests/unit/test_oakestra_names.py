@@ -1,6 +1,9 @@
 """Oakestra names and addresses: valid, deterministic, unique where Oakestra needs them to be."""
 
 import ipaddress
+import itertools
+
+import pytest
 
 from flops_operator.models import ProjectRef
 from flops_operator.platforms.oakestra import names
@@ -45,3 +48,21 @@ def test_host_ports_are_in_range_and_stable():
     port = names.host_port(REF.uid, "tracking-server", "http", (30000, 40000))
     assert 30000 <= port < 40000
     assert port == names.host_port(REF.uid, "tracking-server", "http", (30000, 40000))
+
+
+@pytest.mark.parametrize("recorded, first", [
+    ([], []),
+    (["10.30.70.7"], ["10.30.70.7"]),
+    (["10.30.70.7", "10.30.80.8", "10.30.80.8"], ["10.30.80.8", "10.30.70.7"]),  # most often recorded first
+    (["192.168.1.1", "10.30.1"], []),  # not an Oakestra service address: ignored
+])
+def test_rr_ip_preferences_put_recorded_addresses_first_then_the_candidates_each_once(recorded, first):
+    own = list(itertools.islice(names.rr_ip_candidates("uid-1", "aggregator"), 10))
+    got = list(itertools.islice(names.rr_ip_preferences("uid-1", "aggregator", recorded), len(first) + 5))
+    assert got == (first + [a for a in own if a not in first])[:len(first) + 5]
+
+
+def test_a_recorded_address_that_is_also_a_candidate_is_not_asked_twice():
+    own = list(itertools.islice(names.rr_ip_candidates("uid-1", "aggregator"), 3))
+    got = list(itertools.islice(names.rr_ip_preferences("uid-1", "aggregator", [own[1]]), 3))
+    assert got == [own[1], own[0], own[2]]

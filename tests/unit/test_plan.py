@@ -194,3 +194,25 @@ def test_every_default_image_is_one_this_repository_builds():
     assert planned == set(images.PLANNED)
     assert all(image.startswith(f"{images.IMAGE_REGISTRY}/") and image.endswith(f":{images.IMAGE_VERSION}")
                for image in planned)
+
+
+def _asdict_hash(service) -> str:
+    """spec_hash as first defined: services running today carry hashes made this way."""
+    import hashlib
+    from dataclasses import asdict
+
+    basis = asdict(service)
+    basis["env"] = [(k, v) for k, v in service.env if k not in service.scale_env]
+    return hashlib.sha256(json.dumps(basis, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@pytest.mark.parametrize("spec", [
+    {"task": {"name": "digits-mlp"}, "learners": {"replicas": 3}, "tracking": {"backendStore": {"type": "mysql"}}},
+    {"platform": "oakestra", "task": {"module": "mypkg.task", "image": "example.org/t:1"},
+     "learners": {"replicas": 2, "placement": {"cluster": "edge1"}}, "serving": {"enabled": True}},
+])
+def test_spec_hash_is_what_it_always_was(spec):
+    project = parse_project({"apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
+                             "metadata": {"name": "h", "namespace": "n", "uid": "u"}, "spec": spec})
+    services = [*desired(project, training_done=False), *desired(project, training_done=True, model_registered=True)]
+    assert services and all(s.spec_hash == _asdict_hash(s) for s in services)

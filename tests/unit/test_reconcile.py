@@ -9,7 +9,7 @@ from flops_operator.models import FLOpsProjectStatus, Phase
 from flops_operator.platforms.base import ServiceState, TransientPlatformError
 from flops_operator.platforms.fake import FakePlatform
 from flops_operator.progress import NoProgress
-from flops_operator.reconcile import finalize, project_ref, reconcile
+from flops_operator.reconcile import Cleanup, cleanup_plan, finalize, project_ref, reconcile
 
 MANIFEST = {
     "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
@@ -109,6 +109,7 @@ async def test_finalize_honours_deletion_policy():
     orphan["spec"]["deletionPolicy"] = "Orphan"
     assert await finalize(orphan, platform=platform, credentials=creds) is False
     assert platform.services(result.project.ref)
+    assert set(creds.orphaned[result.project.ref.uid]) == {"backend-password", "backend-root-password", "ftp-password"}
     assert await finalize(MANIFEST, platform=platform, credentials=creds) is True
     assert platform.projects == {} and creds.store == {}
 
@@ -120,6 +121,41 @@ async def test_finalize_works_for_a_spec_that_no_longer_validates():
     broken["spec"]["training"] = {"rounds": "many"}
     assert await finalize(broken, platform=platform, credentials=creds) is True
     assert platform.projects == {}
+
+
+MADE = {"components": [{"name": "aggregator"}]}
+ON_OAKESTRA = {"oakestra": {"applicationId": "6b07d46693280389573db3aa"}}
+
+
+@pytest.mark.parametrize("spec, status, plan", [
+    ({"platform": "oakestra", "task": {}}, None, Cleanup(False, "oakestra", False)),
+    ({"task": {}}, None, Cleanup(False, "local", False)),  # the model's default platform
+    ({"platform": "local", "training": {"rounds": "many"}, "deletionPolicy": "Orphan"}, MADE,
+     Cleanup(True, "local", True)),  # invalid otherwise: the platform it names still counts
+    ("hello", None, Cleanup(False, None, False)),
+    ([1, 2, 3], {"phase": "Failed"}, Cleanup(False, None, False)),
+    (None, None, Cleanup(False, None, False)),
+    ("(missing)", None, Cleanup(False, None, False)),
+    ({"platform": "kubernetes"}, {"components": []}, Cleanup(False, None, False)),
+    ({"platform": "kubernetes"}, MADE, Cleanup(False, "local", True)),  # made something earlier: status says where
+    (None, {**MADE, **ON_OAKESTRA}, Cleanup(False, "oakestra", True)),
+    ("hello", ON_OAKESTRA, Cleanup(False, "oakestra", True)),
+    ({"platform": ["oakestra"]}, "garbage", Cleanup(False, None, False)),
+])
+def test_cleanup_plan_for_any_manifest_shape(spec, status, plan):
+    manifest = {"metadata": {"name": "x", "namespace": "n", "uid": "u"}}
+    if spec != "(missing)":
+        manifest["spec"] = spec
+    if status is not None:
+        manifest["status"] = status
+    assert cleanup_plan(manifest) == plan
+
+
+async def test_finalize_without_a_platform_removes_only_the_credentials():
+    creds = MemoryCredentials()
+    await creds.ensure(project_ref(MANIFEST), ["a"])
+    assert await finalize({**MANIFEST, "spec": "hello"}, platform=None, credentials=creds) is False
+    assert creds.store == {}
 
 
 async def test_file_credentials_are_private_and_stable(tmp_path):
@@ -140,3 +176,20 @@ async def test_services_are_wired_by_rendered_addresses():
     assert services["learner-2"].env["FLOPS_SUPERLINK"] == "aggregator.team-a.digits:8000"
     assert services["aggregator"].env["MLFLOW_TRACKING_URI"] == "http://tracking-server.team-a.digits:5000"
     assert "@backend-store.team-a.digits:3306/mlflow" in services["tracking-server"].env["MLFLOW_BACKEND_STORE_URI"]
+
+
+def test_the_plan_is_reused_for_the_same_spec_and_flags_and_the_cache_is_bounded(monkeypatch):
+    from flops_operator import reconcile as module
+    from flops_operator.models import parse_project
+
+    monkeypatch.setattr(module, "_PLANS", type(module._PLANS)())
+    monkeypatch.setattr(module, "_PLANS_KEPT", 2)
+    project = parse_project(MANIFEST)
+    first = module._plan(MANIFEST, project, training_done=False, model_registered=False)
+    assert module._plan(copy.deepcopy(MANIFEST), project, training_done=False, model_registered=False) is first
+    done = module._plan(MANIFEST, project, training_done=True, model_registered=False)
+    assert done is not first and [s.name for s in done] != [s.name for s in first]
+    scaled = copy.deepcopy(MANIFEST)
+    scaled["spec"]["learners"]["replicas"] = 5
+    assert len(module._plan(scaled, parse_project(scaled), training_done=False, model_registered=False)) == len(first) + 2
+    assert len(module._PLANS) == 2

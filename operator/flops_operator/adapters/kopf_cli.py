@@ -14,7 +14,7 @@ import kubernetes.config
 import typer
 
 from .. import __version__
-from ..platforms.base import Platform
+from ..platforms.base import Platform, PlatformError
 from ..platforms.fake import FakePlatform
 from ..progress import NoProgress, ProgressSource
 from .kopf_context import OperatorContext, PlatformFactory, PlatformSet
@@ -141,9 +141,15 @@ def operator(
     kopf.configure(verbose=verbose)
     choices = [p.value for p in platform]
     ctx = build_context(choices, kube_config())
-    asyncio.run(run_operator(
-        ctx, namespaces=namespace, clusterwide=all_namespaces, liveness=liveness or None,
-        metrics_port=metrics_port or None, resync_seconds=resync_seconds))
+    try:
+        asyncio.run(run_operator(
+            ctx, namespaces=namespace, clusterwide=all_namespaces, liveness=liveness or None,
+            metrics_port=metrics_port or None, resync_seconds=resync_seconds))
+    except PlatformError as exc:
+        # The handlers turn platform failures into status; one that still ends the operator is
+        # said in a line, not as a traceback.
+        typer.echo(f"flops operator stopped: {exc} ({type(exc).__name__})", err=True)
+        raise typer.Exit(1) from None
 
 
 def register(app: typer.Typer) -> None:

@@ -13,6 +13,7 @@ import kopf
 import kubernetes.client
 
 from ..models import ProjectRef
+from ..models.spec import Platform as PlatformName
 from ..platforms.base import Credentials, Observation, PermanentPlatformError, Platform
 from ..progress import ProgressSource
 from .kopf_metrics import InstrumentedPlatform, Metrics
@@ -60,8 +61,18 @@ class PlatformSet:
         return sorted(self._factories)
 
     def for_manifest(self, manifest: Mapping[str, Any]) -> Platform:
-        name = str((manifest.get("spec") or {}).get("platform") or "local")
-        if name not in self._factories:
+        """The platform a project's spec names (Pydantic's default, local, when it names none); an
+        Unusable one for anything else, a spec of any shape included."""
+        spec = manifest.get("spec") if isinstance(manifest, Mapping) else None
+        if not isinstance(spec, Mapping):
+            return Unusable("(none)", "spec is not a mapping: it names no platform")
+        return self.for_name(spec.get("platform", PlatformName.local.value))
+
+    def for_name(self, name: Any) -> Platform:
+        if not isinstance(name, str) or name not in self._factories:
+            known = [p.value for p in PlatformName]
+            if name not in known:
+                return Unusable(str(name), f"spec.platform {name!r} is not a platform (known: {', '.join(known)})")
             return Unusable(name, f"spec.platform {name!r} is not served by this operator (it serves: "
                                   f"{', '.join(self.served) or 'nothing'}); start one with --platform {name}")
         if name not in self._built:
@@ -86,8 +97,7 @@ class OperatorContext:
     metrics: Metrics
     kube_config: kubernetes.client.Configuration
     statuses: dict[str, dict] = field(default_factory=dict)
-    """The status last written per project uid: what the next reconcile compares against, even
-    before the watch stream has brought our own patch back."""
+    """Per project uid, its status as the watch last brought it (never ahead of the cluster)."""
     metrics_port: int | None = None
     """Where /metrics listens once started (the port actually bound, when asked for port 0)."""
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)

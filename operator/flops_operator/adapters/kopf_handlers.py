@@ -9,15 +9,15 @@ against its own fakes.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, Mapping
 
 import kopf
 
 from ..models import FLOpsProjectStatus, GROUP, PLURAL, VERSION, parse_status
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
-from ..reconcile import finalize, project_ref, reconcile, utcnow
+from ..reconcile import cleanup_plan, finalize, project_ref, reconcile, utcnow
 from ..status import deleting_status
-from .kopf_context import OperatorContext, connection_info
+from .kopf_context import OperatorContext, Unusable, connection_info
 from .kopf_metrics import Stopwatch
 from .kopf_status import EventSpec, backoff_seconds, events_for, merge_patch, problem_status, resync_delay
 
@@ -33,22 +33,29 @@ def _context(memo: Any) -> OperatorContext:
 
 def _write(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, manifest: dict[str, Any],
            new: FLOpsProjectStatus, events) -> None:
-    """Patch status only where it changed; post the Events; keep what was written for next time."""
-    uid = manifest["metadata"]["uid"]
-    old = ctx.statuses.get(uid, dict(body.get("status") or {}))
-    wire = new.to_wire()
-    changes = merge_patch(old, wire)
+    """Patch status where it differs from the object's; post the Events.
+
+    The object's status as the watch last brought it is the base, never what this process meant
+    to write: kopf applies the patch after the handler returns, and a patch that did not land is
+    then sent again by the next reconcile (timers see a live body, so one that landed is not).
+    """
+    changes = merge_patch(_cluster_status(body), new.to_wire())
     if changes:
         patch["status"] = changes
-    ctx.statuses[uid] = wire
     ctx.metrics.phase(project_ref(manifest).key, new.phase)
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
+def _cluster_status(body: kopf.Body) -> dict[str, Any]:
+    """The status on the object as the watch last brought it (anything but a mapping counts as none)."""
+    status = body.get("status")
+    return dict(status) if isinstance(status, Mapping) else {}
+
+
 def _previous(ctx: OperatorContext, body: kopf.Body) -> FLOpsProjectStatus | None:
-    """The status last written (ours, in memory) or, after a restart, the one on the object."""
-    raw = ctx.statuses.get(body["metadata"]["uid"], body.get("status"))
+    """The status on the object (also what the liveness probe counts)."""
+    raw = ctx.statuses[body["metadata"]["uid"]] = _cluster_status(body)
     return parse_status(raw) if raw else None
 
 
@@ -84,8 +91,10 @@ async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, re
             ctx.metrics.reconciled(trigger, "stalled", clock.seconds)
             logger.debug("stalled: %s", exc)
             return
-        except Exception:  # a bug or an unforeseen failure: kopf logs it and retries with its backoff
+        except Exception as exc:  # a bug or an unforeseen failure: kopf logs it and retries with its backoff
             ctx.metrics.reconciled(trigger, "error", clock.seconds)
+            # Said where users look, whatever else fails (writing status may be what fails).
+            kopf.event(body, type="Warning", reason="ReconcileError", message=f"{type(exc).__name__}: {exc}")
             raise
         _write(ctx, body, patch, manifest, result.status,
                events_for(first, result.status, applied=applied, invalid=result.invalid))
@@ -108,13 +117,17 @@ async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
     manifest = copy.deepcopy(dict(body))
     ref = project_ref(manifest)
     generation = int(manifest["metadata"].get("generation") or 1)
-    policy = (manifest.get("spec") or {}).get("deletionPolicy") or "Delete"
+    plan = cleanup_plan(manifest)
+    policy = "Orphan" if plan.orphan else "Delete"
+    platform = ctx.platforms.for_name(plan.platform) if plan.platform else None
+    if isinstance(platform, Unusable) and not plan.created:
+        # Nothing it made is anywhere (it never got that far): nothing to wait for.
+        platform = None
     async with ctx.lock(ref.uid):
         first = _previous(ctx, body)
         clock = Stopwatch()
         try:
-            removed = await finalize(manifest, platform=ctx.platforms.for_manifest(manifest),
-                                     credentials=ctx.credentials)
+            removed = await finalize(manifest, platform=platform, credentials=ctx.credentials)
         except (TransientPlatformError, PermanentPlatformError) as exc:
             message = f"cleanup failed (deletionPolicy {policy}), retrying: {exc}"
             new = deleting_status(first or FLOpsProjectStatus(), generation, now=utcnow(), message=message)
@@ -125,12 +138,18 @@ async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
             ctx.metrics.reconciled("delete", "transient_error" if isinstance(exc, TransientPlatformError)
                                    else "stalled", clock.seconds)
             raise kopf.TemporaryError(message, delay=backoff_seconds(retry)) from None
+        except Exception as exc:  # a bug: kopf logs it and retries; users see it in the Events
+            ctx.metrics.reconciled("delete", "error", clock.seconds)
+            kopf.event(body, type="Warning", reason="CleanupError", message=f"{type(exc).__name__}: {exc}")
+            raise
     ctx.metrics.reconciled("delete", "ok", clock.seconds)
     ctx.forget(ref.uid, ref.key)
-    if removed:
+    if plan.orphan:
+        kopf.event(body, type="Normal", reason="Orphaned", message="deletionPolicy Orphan: services left running")
+    elif removed:
         kopf.event(body, type="Normal", reason="Deleted", message="services and credentials removed")
     else:
-        kopf.event(body, type="Normal", reason="Orphaned", message="deletionPolicy Orphan: services left running")
+        kopf.event(body, type="Normal", reason="Deleted", message="it never created services; nothing to remove")
 
 
 def on_login(memo: Any, **_: Any) -> kopf.ConnectionInfo:

@@ -1,7 +1,10 @@
 """Generated per-project credentials kept in a Kubernetes Secret owned by the project.
 
 The ownerReference lets Kubernetes garbage-collect the Secret with the project even if the
-operator is gone; the finalizer path removes it explicitly too (Delete policy). Values are never
+operator is gone; the finalizer path removes it explicitly too (Delete policy). With the Orphan
+policy the services live on and so must their credentials: they move to a Secret nothing owns,
+`<name>-flops-credentials-orphaned-<uid prefix>`, labelled flops.oakestra.io/orphaned-from=<uid>
+(a new project of the same name then starts with credentials of its own). Values are never
 logged: only the Secret's name appears in messages.
 """
 
@@ -19,10 +22,15 @@ from ..models import API_VERSION, KIND, ProjectRef
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
 
 MANAGED_BY = "flops-operator"
+ORPHANED_FROM = "flops.oakestra.io/orphaned-from"
 
 
 def secret_name(project: ProjectRef) -> str:
     return f"{project.name}-flops-credentials"
+
+
+def orphaned_secret_name(project: ProjectRef) -> str:
+    return f"{secret_name(project)}-orphaned-{project.uid[:8]}"
 
 
 def _decode(data: dict[str, str] | None) -> dict[str, str]:
@@ -48,6 +56,9 @@ class SecretCredentials:
 
     async def remove(self, project: ProjectRef) -> None:
         await asyncio.to_thread(self._guarded, self._remove, project)
+
+    async def orphan(self, project: ProjectRef) -> None:
+        await asyncio.to_thread(self._guarded, self._orphan, project)
 
     @staticmethod
     def _guarded(fn, *args):
@@ -95,9 +106,28 @@ class SecretCredentials:
         values.update(missing)
         return {n: values[n] for n in names}
 
-    def _remove(self, project: ProjectRef) -> None:
+    def _remove(self, project: ProjectRef, name: str | None = None) -> None:
         try:
-            self._core.delete_namespaced_secret(secret_name(project), project.namespace)
+            self._core.delete_namespaced_secret(name or secret_name(project), project.namespace)
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+    def _orphan(self, project: ProjectRef) -> None:
+        """Copy the values to a Secret nothing owns, then delete the owned one (safe to repeat)."""
+        secret = self._read(project)
+        if secret is None:
+            return
+        copy = kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(
+                name=orphaned_secret_name(project), namespace=project.namespace,
+                labels={**(secret.metadata.labels or {}), ORPHANED_FROM: project.uid},
+                annotations={"flops.oakestra.io/note": f"credentials of the services FLOpsProject {project.name} "
+                                                       "left running (deletionPolicy Orphan); delete with them"}),
+            type="Opaque", data=secret.data)
+        try:
+            self._core.create_namespaced_secret(project.namespace, copy)
+        except ApiException as exc:
+            if exc.status != 409:  # copied by an earlier attempt
+                raise
+        self._remove(project)

@@ -7,9 +7,9 @@
     await platform.close()
 """
 
-from .client import OakestraClient, OakestraRefused, OakestraUnavailable, WriteOutcomeUnknown
+from .client import OakestraClient, OakestraRefused, OakestraUnavailable, TokenRefused, WriteOutcomeUnknown
 from .config import ConfigError, OakestraConfig
 from .driver import OakestraPlatform
 
 __all__ = ["ConfigError", "OakestraClient", "OakestraConfig", "OakestraPlatform", "OakestraRefused",
-           "OakestraUnavailable", "WriteOutcomeUnknown"]
+           "OakestraUnavailable", "TokenRefused", "WriteOutcomeUnknown"]

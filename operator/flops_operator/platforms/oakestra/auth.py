@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass
+from typing import Any
 
 DEFAULT_LIFETIME = 600.0  # Oakestra's access tokens live 10 minutes (oakestra-api.md §2.2)
 
@@ -39,3 +40,10 @@ class Token:
 
     def refreshable(self, now: float, margin: float) -> bool:
         return self.refresh is not None and now < self.refresh_expires - margin
+
+
+def token_refused(status: int, body: Any) -> bool:
+    """Did Oakestra refuse the token rather than the request? 401 on every route; 422 with a
+    flask-jwt-extended `msg` (a signature it cannot verify after its key changed, a refresh token
+    where an access token belongs), unlike a 422 for an invalid SLA (oakestra-api.md §2.3, §13.14)."""
+    return status == 401 or (status == 422 and isinstance(body, dict) and "msg" in body)

@@ -13,17 +13,18 @@ import asyncio
 import json
 import logging
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Awaitable, Callable, Iterable, TypeVar
 from urllib.parse import quote
 
 import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
 from ..base import PermanentPlatformError, TransientPlatformError
-from .auth import Token
+from .auth import Token, token_refused
 from .config import OakestraConfig
+from .retries import attempts
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 RETRY_STATUSES = frozenset({502, 503, 504})
 
 
@@ -33,6 +34,10 @@ class OakestraUnavailable(TransientPlatformError):
 
 class WriteOutcomeUnknown(OakestraUnavailable):
     """A create failed in transit: it may or may not have taken effect. Observe before deciding."""
+
+
+class TokenRefused(TransientPlatformError):
+    """Oakestra refused a freshly issued token too: its auth is in trouble, not the project."""
 
 
 class OakestraRefused(PermanentPlatformError):
@@ -83,7 +88,8 @@ class OakestraClient:
         if self._session is None or self._session.closed:
             timeout = aiohttp.ClientTimeout(total=self.config.request_timeout, connect=self.config.connect_timeout)
             connector = aiohttp.TCPConnector(limit=self.config.max_in_flight)
-            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector,
+            # Oakestra sets no cookies: no jar to consult on every call.
+            self._session = aiohttp.ClientSession(timeout=timeout, connector=connector, cookie_jar=aiohttp.DummyCookieJar(),
                                                   headers={"Accept": "application/json"})
         return self._session
 
@@ -91,11 +97,10 @@ class OakestraClient:
         if self._session is not None:
             await self._session.close()
 
-    def _retrying(self, attempts: int) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop_after_attempt(attempts),
-            wait=wait_random_exponential(multiplier=self.config.backoff_initial, max=self.config.backoff_max),
-            retry=retry_if_exception_type(_Retryable), reraise=True)
+    async def _attempts(self, step: Callable[[], Awaitable[T]], tries: int) -> T:
+        """Network failures, timeouts and retryable statuses (_Retryable) are tried again."""
+        return await attempts(step, tries=tries, retry_on=(_Retryable,), initial=self.config.backoff_initial,
+                              maximum=self.config.backoff_max)
 
     async def _send(self, method: str, path: str, *, body: Any = None, bearer: str | None = None) -> tuple[int, Any]:
         """One HTTP exchange. Network failures and timeouts raise _Retryable."""
@@ -142,12 +147,14 @@ class OakestraClient:
         credentials = {"username": self.config.username, "password": self.config.password}
         if self.config.organization:
             credentials["organization_name"] = self.config.organization
+        async def login() -> tuple[int, Any]:
+            status, body = await self._send("POST", "/api/auth/login", body=credentials)
+            if status in RETRY_STATUSES or status == 500:
+                raise _Retryable(f"HTTP {status}")
+            return status, body
+
         try:
-            async for attempt in self._retrying(self.config.retries):
-                with attempt:
-                    status, body = await self._send("POST", "/api/auth/login", body=credentials)
-                    if status in RETRY_STATUSES or status == 500:
-                        raise _Retryable(f"HTTP {status}")
+            status, body = await self._attempts(login, self.config.retries)
         except _Retryable as exc:
             raise OakestraUnavailable(f"Oakestra login failed: {exc.reason}") from None
         if status != 200 or not isinstance(body, dict) or "token" not in body:
@@ -160,15 +167,20 @@ class OakestraClient:
     # Calls.
     async def call(self, method: str, path: str, *, body: Any = None, ok: Iterable[int] = (200,),
                    repeatable: bool, retry_on: Iterable[int] = ()) -> tuple[int, Any]:
-        """One API call; statuses in `ok` are returned, others raise. 401 -> log in again, once."""
+        """One API call; statuses in `ok` are returned, others raise. A refused token -> log in
+        again and send once more; refused again -> TokenRefused (transient)."""
         ok, retry_on = frozenset(ok), RETRY_STATUSES | frozenset(retry_on)
 
         async def once() -> tuple[int, Any]:
             bearer = await self._bearer()
             status, answer = await self._send(method, path, body=body, bearer=bearer)
-            if status == 401:
-                # Expired or revoked: the request was refused before it did anything.
+            if token_refused(status, answer):
+                # Expired, revoked or signed with a key Oakestra no longer has (it restarted): the
+                # request was refused before it did anything.
                 status, answer = await self._send(method, path, body=body, bearer=await self._bearer(stale=bearer))
+                if token_refused(status, answer):
+                    raise TokenRefused(f"Oakestra refused a fresh token for {method} {path} "
+                                       f"(HTTP {status}: {_short(answer)})")
             if status in ok:
                 return status, answer
             if status in retry_on:
@@ -176,13 +188,10 @@ class OakestraClient:
             raise OakestraRefused(method, path, status, answer)
 
         try:
-            async for attempt in self._retrying(self.config.retries if repeatable else 1):
-                with attempt:
-                    return await once()
+            return await self._attempts(once, self.config.retries if repeatable else 1)
         except _Retryable as exc:
             error = OakestraUnavailable if repeatable else WriteOutcomeUnknown
             raise error(f"{method} {path}: {exc.reason}") from None
-        raise AssertionError("unreachable")
 
     # The endpoints the driver uses (paths with the trailing slashes Oakestra declares).
     async def user_id(self) -> str:
@@ -214,6 +223,13 @@ class OakestraClient:
         status, body = await self.call("GET", f"/api/services/{app_id}", ok=(200, 404), repeatable=True,
                                        retry_on=(500,))
         if status == 404:
+            return None
+        return [doc for doc in body if isinstance(doc, dict)] if isinstance(body, list) else []
+
+    async def list_all_services(self) -> list[dict] | None:
+        """Every job of every user (Admin only), or None if this user may not list them (403)."""
+        status, body = await self.call("GET", "/api/services/", ok=(200, 403), repeatable=True, retry_on=(500,))
+        if status == 403:
             return None
         return [doc for doc in body if isinstance(doc, dict)] if isinstance(body, list) else []
 

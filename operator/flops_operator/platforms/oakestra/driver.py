@@ -13,20 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-
-import aiohttp
 from typing import Awaitable, Callable, Mapping, TypeVar
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+import aiohttp
 
 from ...models import ProjectRef
 from ...plan.services import ServiceSpec
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
-from . import names, sla
-from .client import OakestraClient, OakestraRefused, WriteOutcomeUnknown
+from . import leftovers, names, sla
+from .client import OakestraClient, OakestraRefused, TokenRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
 from .history import History, health_urls, probe
 from .interpret import StoredService, Verdict, judge, observed, parse
+from .retries import attempts
+from .shared import Shared
 from .views import AppGone, Views
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,10 @@ T = TypeVar("T")
 
 class _TryAgain(TransientPlatformError):
     """This round of observe-then-write did not settle; observe again and decide again."""
+
+
+class LeftBehind(_TryAgain):
+    """Services of a deleted project are still on Oakestra (tried again, then reported)."""
 
 
 class OakestraPlatform:
@@ -48,14 +52,12 @@ class OakestraPlatform:
         self._user_id: str | None = None
         self._apps: dict[tuple[str, str], str] = {}
         """(application_name, application_namespace) -> applicationID."""
-        self._listing: asyncio.Task | None = None
+        self._listing: Shared[None] | None = None
         self._views = Views(self._read, self._forget_app)
         self._history = History()
         self._probes: aiohttp.ClientSession | None = None
         self._unschedulable_since: dict[str, float] = {}
-        self._claimed_ips: set[str] = set()
-        """Round-robin IPs this process holds or is about to ask for (avoids asking twice)."""
-        self._refused_ips: set[str] = set()
+        self._jobs = leftovers.JobListing(self.client.list_all_services)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "OakestraPlatform":
@@ -66,9 +68,10 @@ class OakestraPlatform:
         return cls(OakestraConfig.from_mapping(data, base64_values=base64_values, **overrides))
 
     async def close(self) -> None:
-        for task in (self._listing, *self._views.tasks()):
-            if task is not None and not task.done():
-                task.cancel()
+        for shared in (self._listing, *self._views.reads()):
+            if shared is not None and not shared.done():
+                shared.cancel()
+        self._jobs.cancel()
         if self._probes is not None:
             await self._probes.close()
         await self.client.close()
@@ -78,7 +81,7 @@ class OakestraPlatform:
         return names.app_name(project), names.app_namespace(project)
 
     def _index(self, apps: list[dict]) -> None:
-        """Both the app listing and the create answer are the user's complete list of apps."""
+        """The app listing is the user's complete list of apps."""
         index = {}
         for app in apps:
             key = (app.get("application_name"), app.get("application_namespace"))
@@ -86,15 +89,35 @@ class OakestraPlatform:
                 index[key] = app["applicationID"]
         self._apps = index
 
+    @staticmethod
+    def _app_id_in(apps: list[dict], key: tuple[str, str]) -> str | None:
+        for app in apps:
+            if (app.get("application_name"), app.get("application_namespace")) == key:
+                found = app.get("applicationID")
+                return found if isinstance(found, str) else None
+        return None
+
     async def _list_apps(self) -> None:
         """List the user's apps once for everyone waiting (a cold start lists once, not per project)."""
         if self._listing is None or self._listing.done():
             async def listing() -> None:
-                if self._user_id is None:
-                    self._user_id = await self.client.user_id()
-                self._index(await self.client.list_apps(self._user_id))
-            self._listing = asyncio.ensure_future(listing())
-        await asyncio.shield(self._listing)
+                for last in (False, True):
+                    logins = self.client.logins
+                    if self._user_id is None:
+                        self._user_id = await self.client.user_id()
+                    try:
+                        apps = await self.client.list_apps(self._user_id)
+                    except TokenRefused:
+                        if last or self.client.logins == logins:
+                            raise
+                        # Logged in anew: Oakestra may have restarted with a new record (and id) of
+                        # this user, which the listing's path names. Read it again, once.
+                        self._user_id = None
+                        continue
+                    self._index(apps)
+                    return
+            self._listing = Shared(listing())
+        await self._listing.result()
 
     async def _find_app(self, project: ProjectRef, *, refresh: bool = False) -> str | None:
         key = self._app_key(project)
@@ -104,10 +127,12 @@ class OakestraPlatform:
 
     def _forget_app(self, project: ProjectRef) -> None:
         self._apps.pop(self._app_key(project), None)
+        self._views.forget(project)
         self._history.forget(project.uid)
-        state = self._views.forget(project)
-        for svc in (state.services or {}).values() if state else ():
-            self._claimed_ips.discard(svc.rr_ip or "")
+
+    def addresses_held(self) -> set[str]:
+        """Round-robin addresses the driver will not ask for: those its last reads show, and creates in flight."""
+        return self._views.addresses()
 
     async def _ensure_app(self, project: ProjectRef) -> str:
         state = self._views.of(project)
@@ -127,11 +152,13 @@ class OakestraPlatform:
                 # 409: it exists after all (created by an earlier attempt whose answer was lost).
                 found = await self._find_app(project, refresh=True)
             else:
-                self._index(apps)
-                found = self._apps.get(self._app_key(project))
+                # The answer lists every app of the user; re-indexing them all at each create made
+                # creating n projects cost n^2. Only this project's entry is news.
+                found = self._app_id_in(apps, self._app_key(project))
                 if found is not None:
+                    self._apps[self._app_key(project)] = found
                     # A new app has no services: nothing to read before its first create.
-                    state.known_empty()
+                    self._views.known_empty(project)
             if found is None:
                 raise _TryAgain(f"application {names.app_name(project)} is not listed after its create")
             return found
@@ -146,8 +173,6 @@ class OakestraPlatform:
             svc = parse(doc)
             if svc.oakestra_name and svc.oakestra_name not in services:
                 services[svc.oakestra_name] = svc
-                if svc.rr_ip:
-                    self._claimed_ips.add(svc.rr_ip)
         return services
 
     # Judging what is there.
@@ -241,35 +266,40 @@ class OakestraPlatform:
         await self._rounds(one_round)
 
     async def remove_all(self, project: ProjectRef) -> None:
+        """Delete the app's services, then the app, then make sure nothing named after it is left."""
         async def one_round() -> None:
             app_id = await self._find_app(project, refresh=True)
-            if app_id is None:
-                self._forget_app(project)
-                return
-            services = await self._read(app_id) or {}
-            # Undeploy instance by instance first: Oakestra's own cascade skips every second one.
-            await asyncio.gather(*(self._delete_service(project, svc, verify=False, app_id=app_id)
-                                   for svc in services.values()))
-            await self.client.delete_app(app_id)
+            if app_id is not None:
+                await self._empty_app(project, app_id)
+                async with self._views.of(project).app_writes:
+                    await self.client.delete_app(app_id)
+                self._jobs.deletes += 1
             self._forget_app(project)
-            if await self._find_app(project, refresh=True) is not None:
+            if app_id is not None and await self._find_app(project, refresh=True) is not None:
                 raise _TryAgain(f"application {app_id} of {project.key} still listed after delete")
+            # Only an Admin may list every job; for others the app's own listing above has to do.
+            left = leftovers.of_project(project, await self._jobs.after_deletes() or [])
+            if left:
+                raise LeftBehind(leftovers.describe(project, left))
         await self._rounds(one_round)
+
+    async def _empty_app(self, project: ProjectRef, app_id: str) -> None:
+        services = await self._read(app_id) or {}
+        # Undeploy instance by instance first: Oakestra's own cascade skips every second one.
+        await asyncio.gather(*(self._delete_service(project, svc, verify=False, app_id=app_id)
+                               for svc in services.values()))
+        # The app's listing shows jobs its service list lost, which deleting the app would leave behind.
+        left = await self.client.list_services(app_id)
+        if left:
+            raise LeftBehind(leftovers.describe(project, left))
 
     # Effects.
     async def _rounds(self, step: Callable[[], Awaitable[T]]) -> T:
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(self.config.write_attempts),
-            wait=wait_random_exponential(multiplier=self.config.backoff_initial, max=self.config.backoff_max),
-            retry=retry_if_exception_type((_TryAgain, AppGone, WriteOutcomeUnknown)), reraise=True)
-        async for attempt in retrying:
-            with attempt:
-                return await step()
-        raise AssertionError("unreachable")
+        return await attempts(step, tries=self.config.write_attempts, retry_on=(_TryAgain, AppGone, WriteOutcomeUnknown),
+                              initial=self.config.backoff_initial, maximum=self.config.backoff_max)
 
     async def _ensure_service(self, project: ProjectRef, app_id: str, service: ServiceSpec,
                               secrets: Mapping[str, str]) -> ObservedService:
-        state = self._views.of(project)
         oakestra_name = names.service_name(service.name)
         view = await self._views.current(project, app_id, fresh_for=oakestra_name)
         current = view.get(oakestra_name)
@@ -282,49 +312,68 @@ class OakestraPlatform:
             raise _TryAgain(f"{service.name}: replaced, creating it anew")
         peers = {name: sla.Peer(s.rr_ip, dict(s.identity.ports)) for name, s in by_name.items()
                  if s.rr_ip and s.identity is not None and name != service.name}
-        taken = self._claimed_ips | self._refused_ips
+        # Where the peers expect it first: a service that vanished comes back where it was, and
+        # nothing rendered with its address needs replacing.
+        recorded = [s.identity.peers[service.name] for s in by_name.values()
+                    if s.identity is not None and service.name in s.identity.peers]
         tried = 0
-        for rr_ip in names.rr_ip_candidates(project.uid, service.name, self.config.service_subnet):
-            if rr_ip in taken:
-                continue
+        for rr_ip in names.rr_ip_preferences(project.uid, service.name, recorded, self.config.service_subnet):
             if tried >= self.config.rr_ip_attempts:
                 break
+            if not self._views.claim(project, rr_ip):
+                continue
             tried += 1
             try:
-                ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
-                                      workdir=self.config.workdir, port_range=self.config.host_port_range,
-                                      image=self.config.image(service.image))
-            except sla.MissingPeer as exc:
-                raise TransientPlatformError(
-                    f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
-            self._claimed_ips.add(rr_ip)
-            try:
-                answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
-            except WriteOutcomeUnknown:
-                raise _TryAgain(f"{service.name}: create answer lost") from None
-            except OakestraRefused as exc:
-                self._claimed_ips.discard(rr_ip)
-                if exc.status == 400:
-                    # Also what Oakestra says when the app vanished: look for it again next round.
-                    self._forget_app(project)
-                    raise _TryAgain(f"{service.name}: Oakestra refused the service (HTTP 400)") from None
-                raise
+                created = await self._create_at(project, app_id, service, secrets, rr_ip, peers)
             finally:
-                # Marked when the write is over: a read must start after it to count as seeing it.
-                state.wrote(oakestra_name)
-            if answer.get("failed_services"):
-                # The network plugin refused the round-robin IP (taken by another service) or failed.
-                log.info("%s: %s refused at %s, trying the next address", project.key, service.name, rr_ip)
-                self._claimed_ips.discard(rr_ip)
-                self._refused_ips.add(rr_ip)
-                continue
-            view = await self._views.current(project, app_id, fresh_for=oakestra_name)
-            created = view.get(oakestra_name)
+                self._views.unclaim(rr_ip)
             if created is None:
-                raise _TryAgain(f"{service.name}: created but not listed yet")
+                continue
             return await self._finish_deploy(project, created, by_name)
         raise TransientPlatformError(
             f"{service.name}: Oakestra refused {tried} round-robin addresses (taken, or its network plugin fails)")
+
+    async def _create_at(self, project: ProjectRef, app_id: str, service: ServiceSpec, secrets: Mapping[str, str],
+                         rr_ip: str, peers: Mapping[str, sla.Peer]) -> StoredService | None:
+        """One POST /api/service/ at this address: the service as listed after it, or None if the
+        network plugin refused the address (held by a service not of ours, or failing)."""
+        state = self._views.of(project)
+        oakestra_name = names.service_name(service.name)
+        try:
+            ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
+                                  workdir=self.config.workdir, port_range=self.config.host_port_range,
+                                  image=self.config.image(service.image))
+        except sla.MissingPeer as exc:
+            raise TransientPlatformError(f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
+        try:
+            async with state.app_writes:
+                answer = await self.client.create_service(sla.service_request(project, self._customer, app_id, ms))
+        except WriteOutcomeUnknown:
+            raise _TryAgain(f"{service.name}: create answer lost") from None
+        except OakestraRefused as exc:
+            if exc.status == 400:
+                # Also what Oakestra says when the app vanished: look for it again next round.
+                self._forget_app(project)
+                raise _TryAgain(f"{service.name}: Oakestra refused the service (HTTP 400)") from None
+            raise
+        finally:
+            # Marked when the write is over: a read must start after it to count as seeing it.
+            state.wrote(oakestra_name)
+        if answer.get("failed_services"):
+            log.info("%s: %s refused at %s, trying the next address", project.key, service.name, rr_ip)
+            return None
+        job_id = answer.get("job_id")
+        if isinstance(job_id, str) and job_id:
+            # One microservice per request, none failed: job_id is this service (oakestra-api.md §6.2),
+            # stored as sent, without instances. No read is needed to request its instance.
+            created = StoredService(id=job_id, oakestra_name=oakestra_name, identity=sla.identity(ms), rr_ip=rr_ip,
+                                    status=None, status_detail="", instances=(), one_shot=bool(ms["one_shot"]))
+            self._views.created(project, created)
+            return created
+        created = (await self._views.current(project, app_id, fresh_for=oakestra_name)).get(oakestra_name)
+        if created is None:
+            raise _TryAgain(f"{service.name}: created but not listed yet")
+        return created
 
     async def _finish_deploy(self, project: ProjectRef, svc: StoredService,
                              by_name: Mapping[str, StoredService]) -> ObservedService:
@@ -354,7 +403,8 @@ class OakestraPlatform:
         try:
             for inst in svc.instances:
                 await self.client.undeploy_instance(svc.id, inst.number)
-            deleted = await self.client.delete_service(svc.id)
+            async with state.app_writes:
+                deleted = await self.client.delete_service(svc.id)
         finally:
             state.wrote(svc.oakestra_name)
         if not deleted and verify:
@@ -362,8 +412,6 @@ class OakestraPlatform:
             still = (await self._views.current(project, app_id, fresh_for=svc.oakestra_name)).get(svc.oakestra_name)
             if still is not None and still.id == svc.id:
                 raise _TryAgain(f"{svc.name or svc.oakestra_name}: delete refused, still listed")
-        if state.services is not None and state.services.get(svc.oakestra_name) is svc:
-            del state.services[svc.oakestra_name]
-        self._claimed_ips.discard(svc.rr_ip or "")
+        self._views.dropped(project, svc)
         self._history.forget(project.uid, [(svc.id, inst.number) for inst in svc.instances])
         self._unschedulable_since.pop(svc.id, None)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from typing import Iterator
+from collections import Counter
+from typing import Iterable, Iterator
 
 from ...models import ProjectRef
 
@@ -58,6 +59,20 @@ def rr_ip_candidates(project_uid: str, logical: str, subnet: str = SERVICE_SUBNE
         if int(address) & 0xFF not in (0, 255):  # .0/.255 inside a large range: legal, but confusing
             yield str(address)
         attempt += 1
+
+
+def rr_ip_preferences(project_uid: str, logical: str, recorded: Iterable[str] = (),
+                      subnet: str = SERVICE_SUBNET) -> Iterator[str]:
+    """Addresses to ask for, each once: those the service's peers recorded for it (most often
+    recorded first), then its own candidates."""
+    seen = set()
+    for address, _ in Counter(a for a in recorded if valid_rr_ip(a, subnet)).most_common():
+        seen.add(address)
+        yield address
+    for address in rr_ip_candidates(project_uid, logical, subnet):
+        if address not in seen:
+            seen.add(address)
+            yield address
 
 
 def valid_rr_ip(address: str, subnet: str = SERVICE_SUBNET) -> bool:

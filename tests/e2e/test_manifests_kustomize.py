@@ -1,4 +1,5 @@
-"""manifests/operator renders with kustomize and holds what the operator needs, and no more."""
+"""manifests/operator renders with kustomize (`kubectl kustomize`, a system binary: so end to end)
+and holds what the operator needs, and no more."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from flops_operator.crd import crd_yaml
 from flops_operator.models import GROUP, PLURAL
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
 def rendered() -> dict[str, dict]:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
-        pytest.skip("kubectl is not installed (.ci/run requires it)")
+        pytest.skip("kubectl is not installed (`make test` says so; .ci/run requires it)")
     out = subprocess.run([kubectl, "kustomize", str(ROOT / "manifests" / "operator")],
                          check=True, capture_output=True, text=True, timeout=120).stdout
     return {f"{d['kind']}/{d['metadata']['name']}": d for d in yaml.safe_load_all(out) if d}
