@@ -6,8 +6,11 @@ hard-coded 3 s whenever a pull from the SuperLink finds no message, and Flower h
 slowest learner replies, pulls at once, finds nothing (the aggregator is still aggregating) and sleeps 3 s:
 every message exchange waits up to 3 s for it.
 
-How: that module's global `time` becomes a view of the time module whose `sleep(3)` sleeps S instead; every
-other attribute and interval (e.g. the 0.5 s waits for a ClientApp's reply) is the time module's own. Applied
+How: that module's global `time` becomes a view of the time module whose `sleep(3)` sleeps S instead while the
+SuperNode is in a training (it handled a message within the last ACTIVE_WINDOW_SECONDS), and Flower's 3 s
+otherwise, so an idle learner polls no more than Flower's does. Every other attribute and interval is the time
+module's own; those other sleeps (the 0.5 s waits for a ClientApp's reply) happen only while the loop handles a
+message, which is how the view knows a training is under way. Applied
 only to the Flower version it was written against, and only while that loop still reads `time.sleep(3)` right
 after `if run_id is None:`; otherwise Flower runs unchanged (3 s, slower but correct) and a warning says so.
 tests/unit/test_supernode_idle_poll.py fails loudly when the installed Flower is not that version or the point
@@ -32,6 +35,9 @@ log = logging.getLogger("flops_learner")
 PINNED_FLOWER = "1.42.0"
 FLOWER_IDLE_SECONDS = 3
 LOOP_FUNCTION = "start_client_internal"
+# A learner is "in a training" this long after its last message: longer than the gap between two of its rounds'
+# messages in any but very slow trainings (which then wait up to Flower's 3 s more per round).
+ACTIVE_WINDOW_SECONDS = 60.0
 
 
 def _is_idle_sleep(node: ast.stmt) -> bool:
@@ -67,13 +73,20 @@ def idle_sleep_found(loop_module: ModuleType) -> str | None:
 
 
 class IdleClock:
-    """The time module, except that Flower's idle wait (`sleep(3)`) lasts `idle_seconds`."""
+    """The time module, except that Flower's idle wait (`sleep(3)`) lasts `idle_seconds` while a training is
+    under way: from the start (a learner is started for a training) or any other sleep of the loop (a message
+    handled), for `active_window` seconds."""
 
-    def __init__(self, idle_seconds: float):
-        self.idle_seconds = idle_seconds
+    def __init__(self, idle_seconds: float, active_window: float = ACTIVE_WINDOW_SECONDS):
+        self.idle_seconds, self.active_window = idle_seconds, active_window
+        self.active_until = time.monotonic() + active_window
 
     def sleep(self, seconds: float) -> None:
-        time.sleep(self.idle_seconds if seconds == FLOWER_IDLE_SECONDS else seconds)
+        if seconds != FLOWER_IDLE_SECONDS:
+            self.active_until = time.monotonic() + self.active_window
+        elif time.monotonic() < self.active_until:
+            seconds = self.idle_seconds
+        time.sleep(seconds)
 
     def __getattr__(self, name: str):
         return getattr(time, name)
@@ -100,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     own_logger("flops_learner", "flops-supernode")
     if install(args.idle_poll_seconds):
-        log.info("SuperNode idle poll: %g s (Flower's: %s s)", args.idle_poll_seconds, FLOWER_IDLE_SECONDS)
+        log.info("SuperNode idle poll: %g s within %g s of a message, Flower's %s s otherwise",
+                 args.idle_poll_seconds, ACTIVE_WINDOW_SECONDS, FLOWER_IDLE_SECONDS)
     from flwr.supernode.cli import flower_supernode  # what the `flower-supernode` script runs
 
     rest = args.flower_arguments[1:] if args.flower_arguments[:1] == ["--"] else args.flower_arguments

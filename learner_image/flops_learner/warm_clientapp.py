@@ -35,12 +35,16 @@ from flops_runtime import proc
 from flops_runtime.logs import own_logger
 
 from .client_app import prepare
+from .supernode import ACTIVE_WINDOW_SECONDS
 from .task import warm_up
 
 log = logging.getLogger("flops_learner")
 
-# As often as the SuperExec of the `subprocess` isolation polls here (flops_runtime.proc.SUPEREXEC_POLL_SECONDS).
+# Within a training (since the start, or a task launched in the last ACTIVE_WINDOW_SECONDS) as often as the
+# SuperExec of the `subprocess` isolation polls (flops_runtime.proc.SUPEREXEC_POLL_SECONDS); otherwise as Flower's
+# SuperExec does by default, so an idle learner costs little.
 POLL_SECONDS = 0.1
+IDLE_POLL_SECONDS = 1.0
 CHILD_STOP_SECONDS = 5
 
 
@@ -94,7 +98,7 @@ def _stop(signum, frame):
     raise SystemExit(128 + signum)
 
 
-def serve(address: str, poll_seconds: float = POLL_SECONDS) -> None:
+def serve(address: str, poll_seconds: float = POLL_SECONDS, idle_poll_seconds: float = IDLE_POLL_SECONDS) -> None:
     """Acquire and launch ClientApp tasks until SIGTERM/SIGINT (then the running ClientApps are stopped)."""
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
@@ -106,14 +110,16 @@ def serve(address: str, poll_seconds: float = POLL_SECONDS) -> None:
     plugin = ClientAppPlugin(runtime_api_address=address, insecure=True, root_certificates_path=None,
                              executor=executor)
     request = AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP])
+    active_until = time.monotonic() + ACTIVE_WINDOW_SECONDS  # started for a training
     try:
         while True:
             executor.reconcile()
             answer = client.AcquireTask(request)
             if answer.HasField("task") and answer.token:
                 plugin.launch_task(token=answer.token, task=answer.task)
+                active_until = time.monotonic() + ACTIVE_WINDOW_SECONDS
                 continue  # another task may be waiting already
-            time.sleep(poll_seconds)
+            time.sleep(poll_seconds if time.monotonic() < active_until else idle_poll_seconds)
     finally:
         executor.close()
         client.close()
@@ -124,14 +130,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime-api-address", required=True, help="host:port of the SuperNode's Runtime API")
     parser.add_argument("--node-config-json", required=True,
                         help="the SuperNode's node config as JSON (partition, task and data files)")
-    parser.add_argument("--poll-seconds", type=float, default=POLL_SECONDS)
     args = parser.parse_args(argv)
     own_logger("flops_learner", "flops-clientapp-launcher")
     # What every ClientApp would otherwise do first: the forked children find it done.
     task, _, _ = prepare(json.loads(args.node_config_json))
     warm_up(task)
     log.info("ClientApp launcher ready (task, data and imports loaded); polling %s", args.runtime_api_address)
-    serve(args.runtime_api_address, args.poll_seconds)
+    serve(args.runtime_api_address)
 
 
 if __name__ == "__main__":

@@ -26,20 +26,36 @@ def test_the_pinned_flower_still_has_the_idle_wait_this_override_shortens():
     assert supernode.idle_sleep_found(loop_module) is None
 
 
-@pytest.fixture
-def recorded_sleeps(monkeypatch):
-    slept: list[float] = []
-    monkeypatch.setattr(time, "sleep", slept.append)
-    return slept
+class _Clock:
+    """time.sleep and time.monotonic, simulated: sleeping advances the clock."""
+
+    def __init__(self, monkeypatch):
+        self.now, self.slept = 1000.0, []
+        monkeypatch.setattr(time, "monotonic", lambda: self.now)
+        monkeypatch.setattr(time, "sleep", self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
 
 
-def test_only_the_idle_wait_is_shortened(recorded_sleeps):
-    clock = supernode.IdleClock(0.2)
-    clock.sleep(3)
-    clock.sleep(0.5)  # the SuperNode's wait for a ClientApp's reply stays Flower's
-    clock.sleep(1)
-    assert recorded_sleeps == [0.2, 0.5, 1]
-    assert clock.time is time.time and clock.monotonic is time.monotonic
+def test_only_the_idle_wait_is_shortened_and_only_within_a_training(monkeypatch):
+    clock = _Clock(monkeypatch)
+    view = supernode.IdleClock(0.2, active_window=60)
+    view.sleep(3)  # just started: a learner is started for a training
+    view.sleep(0.5)  # the SuperNode's wait for a ClientApp's reply (a message handled) stays Flower's
+    view.sleep(1)
+    assert clock.slept == [0.2, 0.5, 1]
+    clock.now += 58  # 59 s after the last message (the 1 s wait above was one too)
+    view.sleep(3)
+    clock.now += 1
+    view.sleep(3)  # a minute without a message: polling as seldom as Flower does
+    view.sleep(3)
+    assert clock.slept[3:] == [0.2, 3, 3]
+    view.sleep(0.5)  # a message again
+    view.sleep(3)
+    assert clock.slept[6:] == [0.5, 0.2]
+    assert view.time is time.time
 
 
 def test_install_swaps_the_loop_module_clock(monkeypatch):
