@@ -110,6 +110,17 @@ def tree_cpu(process: psutil.Process) -> float:
     return total
 
 
+def tree_pss_mb(process: psutil.Process) -> float:
+    """Proportional set size of a process tree: shared (forked, copy-on-write) pages counted once."""
+    total = 0
+    for p in [process, *process.children(recursive=True)]:
+        try:
+            total += p.memory_full_info().pss
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            pass
+    return total / 2**20
+
+
 def cpu_percent(procs: list[psutil.Process], seconds: float) -> list[float]:
     before = [tree_cpu(p) for p in procs]
     time.sleep(seconds)
@@ -139,8 +150,9 @@ def idle_learner(root: Path, mode: str, seconds: float) -> dict[str, list[float]
         procs = [psutil.Process(learner.pid), psutil.Process(link.pid)]
         time.sleep(5)  # the launcher's imports settle
         waiting = cpu_percent(procs, min(seconds, 45))
+        memory = tree_pss_mb(procs[0])
         time.sleep(max(0.0, up + ACTIVE_WINDOW_SECONDS + 10 - time.monotonic()))
-        return {"waiting": waiting, "idle": cpu_percent(procs, seconds)}
+        return {"waiting": waiting, "idle": cpu_percent(procs, seconds), "memory": memory}
     finally:
         stop_tree(learner, timeout=10)
         stop_tree(link, timeout=10)
@@ -182,10 +194,13 @@ def main() -> None:
               f"{medians['before'] / medians['after']:.1f}x lower (target: after <= 2 s on a quiet machine, "
               f">= 5x lower); {load()}", flush=True)
         for name, mode in MODES.items():
-            cpu = idle_learner(root, mode, args.idle_seconds)
-            for state, (learner, superlink) in cpu.items():
+            idle = idle_learner(root, mode, args.idle_seconds)
+            for state in ("waiting", "idle"):
+                learner, superlink = idle[state]
                 print(f"learner CPU, {state:7} ({name}): its process tree {learner:4.1f} %, its SuperLink's "
                       f"{superlink:4.1f} % of one core; {load()}", flush=True)
+            print(f"learner memory ({name}): {idle['memory']:.0f} MB PSS, its whole process tree between messages",
+                  flush=True)
     if not args.no_demo:
         for name, mode in MODES.items():
             wall, best, phase = demo(mode)
