@@ -40,6 +40,7 @@ crd: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/oakestra_scale.py
 	$(BIN)/python bench/mlflow_overhead.py
+	$(BIN)/python bench/round_overhead.py
 	$(BIN)/python bench/demo_timing.py
 
 clean:

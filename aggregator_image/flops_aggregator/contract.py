@@ -35,6 +35,15 @@ class Strategy(Wire):
     fraction_evaluate: float = Field(ge=0, le=1)
 
 
+Evaluation = Literal["fused", "separate"]
+"""fused: the learners evaluate the global model they receive at the start of the next round's train message
+and reply with both, plus one final evaluate exchange (one exchange per round). separate: Flower's loop as is,
+a train and an evaluate exchange per round. The metrics keep their round numbers either way."""
+MlflowLogging = Literal["async", "sync"]
+"""async: per-round metrics and tags go through MLflow's asynchronous logging (flushed when the run ends) and
+the final model is exported while the last evaluation runs; sync: every call waits for the tracking server."""
+
+
 class BestModel(Wire):
     metric: str
     mode: Literal["max", "min"]
@@ -51,6 +60,7 @@ class Training(Wire):
     learning_rate: float = Field(gt=0)
     round_timeout_seconds: float = Field(gt=0)
     best_model: BestModel
+    evaluation: Evaluation
 
 
 class Registry(Wire):
@@ -69,6 +79,7 @@ class AggregatorConfig(Wire):
     num_learners: int = Field(ge=1)
     training: Training
     registry: Registry
+    mlflow_logging: MlflowLogging
 
 
 ENV_CONFIG = "FLOPS_CONFIG"

@@ -3,7 +3,7 @@
 Flower's `send_and_receive` sleeps 3 s between pulls and its node sampling waits forever for the minimum
 number of learners. This wrapper keeps the public Grid API (push/pull) and only changes those two waits:
 replies are pulled every POLL_SECONDS, and a round that lacks learners for longer than the round timeout
-fails the run instead of hanging it.
+fails the run instead of hanging it. It also notes when it pushed and when each reply arrived (timing.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,9 @@ class BoundedGrid(Grid):
     def __init__(self, inner: Grid, min_nodes: int, wait_timeout: float, poll_seconds: float = POLL_SECONDS):
         self._inner, self._min_nodes, self._wait_timeout, self._poll = inner, min_nodes, wait_timeout, poll_seconds
         self._short_since: float | None = None
+        self.pushed_at: float | None = None
+        self.received_at: dict[str, float] = {}
+        """Reply message id -> when a pull brought it (the last exchange's replies only)."""
 
     def set_run(self, run):
         self._inner.set_run(run)
@@ -50,10 +53,15 @@ class BoundedGrid(Grid):
         return nodes
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        self.pushed_at, self.received_at = time.time(), {}
         return self._inner.push_messages(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return self._inner.pull_messages(message_ids)
+        replies = list(self._inner.pull_messages(message_ids))
+        now = time.time()
+        for reply in replies:
+            self.received_at.setdefault(reply.metadata.message_id, now)
+        return replies
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         pending = set(self.push_messages(messages))

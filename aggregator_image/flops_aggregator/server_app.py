@@ -11,6 +11,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from flops_learner.client_app import to_record
+from flops_runtime.logs import own_logger
 from flops_learner.task import load_task
 
 from . import settings as settings_mod
@@ -29,13 +30,16 @@ class Rounds:
     """Observer: each finished round goes to the recorder and the best-model keeper."""
 
     def __init__(self, recorder, keeper: BestKeeper):
-        self.recorder, self.keeper, self.history = recorder, keeper, []
+        self.recorder, self.keeper, self.history, self.timings = recorder, keeper, [], []
 
     def on_round(self, result: RoundResult) -> None:
         self.history.append({"round": result.round, **result.metrics,
                              "num_train_learners": result.num_train_learners,
                              "num_eval_learners": result.num_eval_learners,
-                             "round_duration_seconds": result.duration_seconds})
+                             "round_duration_seconds": result.duration_seconds,
+                             "round_overhead_seconds": result.overhead_seconds})
+        # Kept by reference: the bookkeeping of this very call is added to the timing after it returns.
+        self.timings.append(result.timing)
         if self.keeper.offer(result):
             log.info("round %d is the best so far (%s=%s)", result.round, self.keeper.metric,
                      result.metrics[self.keeper.metric])
@@ -53,6 +57,8 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
         rounds = Rounds(recorder, BestKeeper(metric, mode, settings.workdir))
         strategy = build(settings, rounds)
         model = task.build_model(seed=settings.seed)
+        # A model of its own: the background preparation must not race the training's use of `model`.
+        recorder.prepare(task, task.build_model(seed=settings.seed))
         common = {"num-rounds": settings.rounds, "evaluates": settings.evaluates, "seed": settings.seed}
         train_config = ConfigRecord({**common, "lr": t.learning_rate, "local-epochs": t.local_epochs,
                                      "batch-size": t.batch_size})
@@ -78,6 +84,7 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
     result = {
         "flower_run_id": context.run_id, "rounds": rounds.history, "best_round": best.round,
         "best_metrics": best.metrics, "wall_seconds": time.monotonic() - started,
+        "timing": [timing.to_json() for timing in rounds.timings],
         "mlflow_run_id": getattr(recorder, "run_id", None),
         "model": None if registration is None else {"name": registration.name, "version": registration.version,
                                                      "alias": registration.alias, "uri": registration.uri,
@@ -90,11 +97,6 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     # Only our own logger: the root at INFO would log (and push to the SuperLink) every HTTP request.
-    if not log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s flops-serverapp %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-        log.propagate = False
+    own_logger("flops_aggregator", "flops-serverapp")
     result = train(grid, context, settings_mod.from_env())
     log.info("training finished: best round %s %s", result["best_round"], result["best_metrics"])

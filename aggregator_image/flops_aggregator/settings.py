@@ -52,6 +52,15 @@ class Settings:
     def evaluates(self) -> bool:
         return self.strategy.fraction_evaluate > 0
 
+    @property
+    def fused_evaluation(self) -> bool:
+        """One exchange per round (contract.Evaluation); nothing to fuse when nothing is evaluated."""
+        return self.config.training.evaluation == "fused" and self.evaluates
+
+    @property
+    def async_logging(self) -> bool:
+        return self.config.mlflow_logging == "async"
+
     def min_learners(self) -> tuple[int, int, int]:
         t = self.config.training
         return t.min_train_learners, t.min_evaluate_learners, t.min_available_learners
@@ -79,6 +88,8 @@ class Settings:
             "partitioning_seed": part.seed,
             "best_model_metric": t.best_model.metric,
             "best_model_mode": t.best_model.mode,
+            "evaluation": t.evaluation,
+            "mlflow_logging": c.mlflow_logging,
         }
         if part.scheme == "dirichlet":
             params["partitioning_alpha"] = part.alpha

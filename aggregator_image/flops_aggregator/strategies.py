@@ -1,16 +1,28 @@
-"""The spec's strategy as a Flower Message-API strategy, observed round by round."""
+"""The spec's strategy as a Flower Message-API strategy, observed round by round and timed (timing.py).
+
+Fused evaluation (contract Training.evaluation = "fused"): Flower's loop asks for a train and an evaluate
+exchange per round. Here a round's evaluate exchange is left empty; the next round's train messages ask the
+learners to evaluate the global model they carry first (it is this round's result), and the final round keeps
+its real evaluate exchange. The evaluation is aggregated by the strategy's own aggregate_evaluate, as if it had
+come in evaluate replies, and a round is reported once its evaluation is in. Which learners evaluate follows
+fraction_evaluate and min_evaluate_nodes, among the learners sampled for the next round's training.
+"""
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from flwr.app import ArrayRecord, Message, MetricRecord
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp import strategy as flwr_strategies
 
+from flops_learner import contract as keys
+
 from .settings import Settings
+from .timing import Exchange, LearnerTiming, RoundTiming
 
 STRATEGIES = {
     "FedAvg": flwr_strategies.FedAvg,
@@ -38,7 +50,15 @@ class RoundResult:
     metrics: dict[str, float] = field(default_factory=dict)
     num_train_learners: int = 0
     num_eval_learners: int = 0
-    duration_seconds: float = 0.0
+    timing: RoundTiming = field(default_factory=RoundTiming)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.timing.wall()
+
+    @property
+    def overhead_seconds(self) -> float:
+        return self.timing.overhead()
 
 
 class RoundObserver(Protocol):
@@ -60,39 +80,110 @@ def _prefixed(prefix: str, record: MetricRecord | None) -> dict[str, float]:
     return out
 
 
-def observed(base: type, observer: RoundObserver) -> type:
-    """`base` with hooks that report each finished round (train + evaluate) to the observer."""
+def evaluation_replies(train_replies: list[Message]) -> list[Message]:
+    """The evaluations that train replies carried, as the evaluate replies the strategy knows how to read."""
+    return [Message(content=RecordDict({"metrics": MetricRecord(dict(m.content[keys.EVALUATION_RECORD]))}),
+                    dst_node_id=m.metadata.src_node_id, message_type=MessageType.EVALUATE)
+            for m in train_replies if not m.has_error() and keys.EVALUATION_RECORD in m.content]
+
+
+def observed(base: type, observer: RoundObserver | None, fused: bool = False) -> type:
+    """`base` with hooks that time each exchange and report each finished round (train + evaluate)."""
 
     class Observed(base):
+        _num_rounds = 0
+        _pending: RoundResult | None = None
+        """Fused: the last round, reported once the next train replies bring its evaluation."""
+
+        def start(self, grid, initial_arrays, num_rounds=3, *args, **kwargs):
+            self._num_rounds = num_rounds
+            return super().start(grid, initial_arrays, num_rounds, *args, **kwargs)
+
         def configure_train(self, server_round, arrays, config, grid):
-            self._round = RoundResult(round=server_round, arrays=arrays)
-            self._round_start = time.monotonic()
-            return super().configure_train(server_round, arrays, config, grid)
+            self._grid, self._round = grid, RoundResult(round=server_round, arrays=arrays)
+            self._exchange = self._begin("train")
+            messages = list(super().configure_train(server_round, arrays, config, grid))
+            if self._pending is not None:
+                messages = self._asking_evaluation(messages, grid)
+            return messages
 
         def aggregate_train(self, server_round, replies: Iterable[Message]):
             replies = list(replies)
+            self._note(replies)
             arrays, metrics = super().aggregate_train(server_round, replies)
             if arrays is not None:
                 self._round.arrays = arrays
             self._round.num_train_learners = _answered(replies)
             self._round.metrics.update(_prefixed("train", metrics))
+            previous, self._pending = self._pending, None
+            if previous is not None:
+                evaluations = evaluation_replies(replies)
+                previous.num_eval_learners = len(evaluations)
+                previous.metrics.update(_prefixed("eval", super().aggregate_evaluate(previous.round, evaluations)))
+            self._exchange.aggregated_at = time.time()
+            if previous is not None:
+                self._report(previous)
             return arrays, metrics
+
+        def configure_evaluate(self, server_round, arrays, config, grid):
+            if fused and server_round < self._num_rounds:
+                return []
+            self._grid, self._exchange = grid, self._begin("evaluate")
+            return super().configure_evaluate(server_round, arrays, config, grid)
 
         def aggregate_evaluate(self, server_round, replies: Iterable[Message]):
             replies = list(replies)
+            if fused and server_round < self._num_rounds:
+                self._pending = self._round
+                return None
+            self._note(replies)
             metrics = super().aggregate_evaluate(server_round, replies)
-            result = self._round
-            result.num_eval_learners = _answered(replies)
-            result.metrics.update(_prefixed("eval", metrics))
-            result.duration_seconds = time.monotonic() - self._round_start
-            observer.on_round(result)
+            self._round.num_eval_learners = _answered(replies)
+            self._round.metrics.update(_prefixed("eval", metrics))
+            self._exchange.aggregated_at = time.time()
+            self._report(self._round)
             return metrics
+
+        def _begin(self, kind: str) -> Exchange:
+            exchange = Exchange(kind, self._round.round)
+            self._round.timing.exchanges.append(exchange)
+            return exchange
+
+        def _note(self, replies: list[Message]) -> None:
+            received = getattr(self._grid, "received_at", {})
+            self._exchange.pushed_at = getattr(self._grid, "pushed_at", None)
+            self._exchange.learners = [t for m in replies
+                                       if (t := LearnerTiming.of(m, received.get(m.metadata.message_id)))]
+
+        def _asking_evaluation(self, messages: list[Message], grid) -> list[Message]:
+            """Flower's evaluate sampling (fraction_evaluate of the connected learners, at least
+            min_evaluate_nodes), drawn from the learners this round trains."""
+            wanted = max(int(len(list(grid.get_node_ids())) * self.fraction_evaluate), self.min_evaluate_nodes)
+            chosen = set(random.sample(range(len(messages)), min(wanted, len(messages))))
+            return [self._with_evaluation(m) if i in chosen else m for i, m in enumerate(messages)]
+
+        def _with_evaluation(self, message: Message) -> Message:
+            content = RecordDict(dict(message.content.items()))
+            config = ConfigRecord(dict(content[self.configrecord_key]))
+            config[keys.EVALUATE_RECEIVED] = True
+            content[self.configrecord_key] = config
+            return Message(content=content, dst_node_id=message.metadata.dst_node_id,
+                           message_type=message.metadata.message_type)
+
+        def _report(self, result: RoundResult) -> None:
+            """The bookkeeping (best model, MLflow) counts in the exchange that does it."""
+            started = time.perf_counter()
+            try:
+                if observer is not None:
+                    observer.on_round(result)
+            finally:
+                self._exchange.bookkeeping += time.perf_counter() - started
 
     Observed.__name__ = Observed.__qualname__ = base.__name__
     return Observed
 
 
-def build(settings: Settings, observer: RoundObserver):
+def build(settings: Settings, observer: RoundObserver | None):
     spec = settings.strategy
     name = spec.name
     if name not in STRATEGIES:
@@ -102,7 +193,7 @@ def build(settings: Settings, observer: RoundObserver):
     if foreign:
         raise ValueError(f"strategy {name} does not take {', '.join(foreign)}")
     min_train, min_eval, min_avail = settings.min_learners()
-    return observed(STRATEGIES[name], observer)(
+    return observed(STRATEGIES[name], observer, fused=settings.fused_evaluation)(
         fraction_train=spec.fraction_train,
         fraction_evaluate=spec.fraction_evaluate,
         min_train_nodes=min_train,

@@ -5,6 +5,8 @@ from the environment, never from the Flower run config that every learner receiv
 from __future__ import annotations
 
 import logging
+import threading
+from concurrent.futures import Future
 from importlib import metadata
 from typing import Any, Protocol
 
@@ -22,6 +24,7 @@ SYSTEM_METRICS_INTERVAL_SECONDS = 2
 
 class Recorder(Protocol):
     def start(self, flower_run_id: int) -> None: ...
+    def prepare(self, task: Any, model: Any) -> None: ...
     def log_round(self, result: RoundResult) -> None: ...
     def finish(self, best: Best, model: Any, task: Any) -> Registration | None: ...
     def fail(self, error: BaseException) -> None: ...
@@ -31,6 +34,9 @@ class BareRecorder:
     """No MLflow at all (MLFLOW_TRACKING_URI unset): the benchmark's baseline."""
 
     def start(self, flower_run_id: int) -> None:
+        pass
+
+    def prepare(self, task: Any, model: Any) -> None:
         pass
 
     def log_round(self, result: RoundResult) -> None:
@@ -61,6 +67,11 @@ class MlflowRecorder:
         mlflow.set_tracking_uri(settings.tracking_uri)
         self.client = MlflowClient(settings.tracking_uri)
         self.run_id: str | None = None
+        # Async mode: each round's logging returns at once; the futures are waited on before the run ends, so
+        # a failed write still fails the training (at its end instead of in the middle of a round).
+        self.synchronous = not settings.async_logging
+        self.pending: list = []
+        self.prepared: Future | None = None
 
     def _experiment_id(self) -> str:
         s, project = self.settings, self.settings.config.project
@@ -91,24 +102,36 @@ class MlflowRecorder:
         mlflow.log_params(s.params())
         log.info("MLflow run %s in experiment %r", self.run_id, s.experiment)
 
+    def prepare(self, task: Any, model: Any) -> None:
+        """Async mode: what the final model logging needs is computed, and the export rehearsed, in the
+        background while the rounds run; the final log_model is then mostly an upload."""
+        if not self.synchronous:
+            self.prepared = in_background(rehearsed_logging_inputs, task, model)
+
     def log_round(self, result: RoundResult) -> None:
         metrics = dict(result.metrics)
         metrics.update(num_train_learners=result.num_train_learners, num_eval_learners=result.num_eval_learners,
-                       round_duration_seconds=result.duration_seconds)
-        self.mlflow.log_metrics(metrics, step=result.round)
-        self.mlflow.set_tag("flops.round", str(result.round))
+                       round_duration_seconds=result.duration_seconds,
+                       round_overhead_seconds=result.overhead_seconds)
+        operations = [self.mlflow.log_metrics(metrics, step=result.round, synchronous=self.synchronous),
+                      self.mlflow.set_tag("flops.round", str(result.round), synchronous=self.synchronous)]
+        self.pending += [op for op in operations if op is not None]
+
+    def settle(self) -> None:
+        """Wait for the asynchronous writes; raises if one of them failed."""
+        pending, self.pending = self.pending, []
+        for operation in pending:
+            operation.wait()
 
     def finish(self, best: Best, model: Any, task: Any) -> Registration:
-        from mlflow.models import infer_signature
-
         s, mlflow = self.settings, self.mlflow
+        self.settle()
         metric, mode = s.best_metric
         mlflow.log_metrics({"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
                                                         if k.startswith("eval_")}})
-        example = task.input_example()
-        info = task.log_model(model, name="model", input_example=example,
-                              signature=infer_signature(example, task.predict(model, example)),
-                              pip_requirements=task_requirements(task))
+        example, signature, requirements = self._logging_inputs(task, model)
+        info = task.log_model(model, name="model", input_example=example, signature=signature,
+                              pip_requirements=requirements)
         registration = register_and_promote(self.client, info.model_uri, info.model_id, self.run_id,
                                             s.config.registry.model_name, s.config.registry.alias,
                                             metric, mode, best.value)
@@ -122,6 +145,14 @@ class MlflowRecorder:
         })
         mlflow.end_run("FINISHED")
         return registration
+
+    def _logging_inputs(self, task: Any, model: Any) -> tuple[Any, Any, list[str]]:
+        if self.prepared is not None:
+            try:
+                return self.prepared.result()
+            except Exception as exc:  # computed again below: a real problem raises there, in order
+                log.warning("preparing the model logging in the background failed: %s", exc)
+        return logging_inputs(task, model)
 
     def fail(self, error: BaseException) -> None:
         if self.mlflow.active_run() is None:
@@ -144,6 +175,40 @@ def stopped_from_outside(error: BaseException) -> bool:
 
 def task_requirements(task: Any) -> list[str]:
     return pinned("mlflow", *getattr(task, "pip_packages", ()))
+
+
+def logging_inputs(task: Any, model: Any) -> tuple[Any, Any, list[str]]:
+    """Input example, signature and pinned requirements of the logged model: they depend on the task and the
+    model's shape, not its weights."""
+    from mlflow.models import infer_signature
+
+    example = task.input_example()
+    return example, infer_signature(example, task.predict(model, example)), task_requirements(task)
+
+
+def rehearsed_logging_inputs(task: Any, model: Any) -> tuple[Any, Any, list[str]]:
+    example, signature, requirements = inputs = logging_inputs(task, model)
+    rehearse = getattr(task, "rehearse_log_model", None)
+    if callable(rehearse):
+        try:
+            rehearse(model, input_example=example, signature=signature, pip_requirements=requirements)
+        except Exception as exc:  # only a head start: the real log_model reports real problems
+            log.warning("rehearsing the model export failed: %s", exc)
+    return inputs
+
+
+def in_background(function, *args) -> Future:
+    """A daemon thread's result: an unfinished one never holds up the process's exit (e.g. on SIGTERM)."""
+    future: Future = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(function(*args))
+        except BaseException as exc:  # handed to whoever asks for the result
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="prepare-model-logging", daemon=True).start()
+    return future
 
 
 def make_recorder(settings: Settings) -> Recorder:

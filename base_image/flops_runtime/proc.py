@@ -35,9 +35,12 @@ def script(name: str) -> str:
     return str(local) if local.exists() else name
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: Linux sends it SIGTERM when its parent dies, even by SIGKILL, so a killed
-    entrypoint never leaves a SuperNode/SuperLink behind (Flower's helpers follow their parent pid)."""
+def die_with_parent() -> None:
+    """In the child, before exec (or after fork): Linux sends it SIGTERM when its parent dies, even by SIGKILL,
+    so a killed entrypoint never leaves a SuperNode/SuperLink behind (Flower's helpers follow their parent pid).
+    The kernel clears this setting in a fork's child: a forking process calls it again in each child."""
+    if sys.platform != "linux":
+        return
     libc = ctypes.CDLL(None, use_errno=True)
     PR_SET_PDEATHSIG = 1
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -45,7 +48,7 @@ def _die_with_parent() -> None:
 
 def start(command: list[str], env: dict[str, str]) -> subprocess.Popen:
     # Same process group as the entrypoint: a platform that signals the group reaches the Flower process too.
-    return subprocess.Popen(command, env=env, preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    return subprocess.Popen(command, env=env, preexec_fn=die_with_parent)
 
 
 def stop_tree(proc: subprocess.Popen, timeout: float = 15.0) -> int:

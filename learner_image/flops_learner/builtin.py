@@ -30,6 +30,10 @@ class TorchClassifierTask(Task):
         torch.manual_seed(seed)
         return self.make_module()
 
+    def warm_up(self) -> None:
+        # torch.optim imports torch._dynamo when the first optimizer is made: seconds, in every fresh process.
+        import torch._dynamo  # noqa: F401
+
     def get_weights(self, model: nn.Module) -> OrderedDict[str, np.ndarray]:
         return OrderedDict((k, v.detach().cpu().numpy().copy()) for k, v in model.state_dict().items())
 
@@ -100,6 +104,17 @@ class TorchClassifierTask(Task):
             model, name=name, signature=signature, input_example=input_example,
             pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT,
         )
+
+    def rehearse_log_model(self, model: nn.Module, *, input_example: np.ndarray, signature: Any,
+                           pip_requirements: list[str]) -> None:
+        import tempfile
+
+        import mlflow.pytorch
+
+        model.eval()
+        with tempfile.TemporaryDirectory(prefix="flops-model-rehearsal-") as scratch:
+            mlflow.pytorch.save_model(model, f"{scratch}/model", signature=signature, input_example=input_example,
+                                      pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT)
 
 
 class DigitsMLP(TorchClassifierTask):

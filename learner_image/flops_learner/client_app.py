@@ -3,6 +3,11 @@ weights, example counts and metrics only; it talks to nobody else (no MLflow, da
 
 The SuperNode's node config carries the learner's identity (`partition-id`, `num-partitions`) and where the
 entrypoint put the task description (`flops-task-file`) and its state directory (`flops-state-dir`).
+
+A train message whose config sets `evaluate-received` asks the learner to evaluate the global model it
+received before training on it: that model is the previous round's result, so the aggregator gets the
+previous round's evaluation with this round's training, in one exchange instead of two.
+Every reply carries a `timing` record (flops_learner.timing) besides what Flower's strategies read.
 """
 
 from __future__ import annotations
@@ -14,12 +19,18 @@ from pathlib import Path
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from .task import Dataset, Task, TrainConfig, load_task
+from . import contract as keys
+from .task import Dataset, Evaluation, Task, TrainConfig, load_task, warm_up
+from .timing import Stopwatch
 
 NUM_EXAMPLES = "num-examples"
 PROGRESS_FILE = "progress.json"
 
 app = ClientApp()
+
+# The task and data of this process, by the node config that names them. A ClientApp forked from the warm
+# launcher (flops_learner.warm_clientapp) finds them here already; a fresh process fills it once.
+_prepared: dict[tuple[str, str, int], tuple[Task, Dataset]] = {}
 
 
 def to_record(weights: OrderedDict) -> ArrayRecord:
@@ -42,17 +53,20 @@ def train_config(config: ConfigRecord, partition_id: int) -> TrainConfig:
     )
 
 
-def _setup(context: Context) -> tuple[Task, Dataset, int]:
-    """The task and this learner's data. The entrypoint prepared the data once (`flops-data-file`): a fresh
-    ClientApp process per message then skips the dataset libraries and the partitioning."""
-    node = context.node_config
-    wire = json.loads(Path(str(node["flops-task-file"])).read_text())
-    task, partition_id = load_task(wire["task"]), int(node["partition-id"])
-    cached = node.get("flops-data-file")
-    if cached and Path(str(cached)).is_file():
-        data = Dataset.load(str(cached))
-    else:
-        data = task.load_data(wire["data"], partition_id, int(node["num-partitions"]))
+def prepare(node_config: dict) -> tuple[Task, Dataset, int]:
+    """The task and this learner's data. The entrypoint prepared the data once (`flops-data-file`), so a
+    ClientApp skips the dataset libraries and the partitioning; within one process it is loaded once."""
+    partition_id = int(node_config["partition-id"])
+    key = (str(node_config["flops-task-file"]), str(node_config.get("flops-data-file") or ""), partition_id)
+    if key not in _prepared:
+        wire = json.loads(Path(key[0]).read_text())
+        task = load_task(wire["task"])
+        if key[1] and Path(key[1]).is_file():
+            data = Dataset.load(key[1])
+        else:
+            data = task.load_data(wire["data"], partition_id, int(node_config["num-partitions"]))
+        _prepared[key] = (task, data)
+    task, data = _prepared[key]
     return task, data, partition_id
 
 
@@ -71,29 +85,44 @@ def _record_progress(context: Context, config: ConfigRecord, kind: str) -> None:
     tmp.replace(target)
 
 
+def _evaluation(result: Evaluation) -> dict[str, float]:
+    return {"loss": float(result.loss), **{k: float(v) for k, v in result.metrics.items()},
+            NUM_EXAMPLES: result.num_examples}
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    task, data, partition_id = _setup(context)
-    config = msg.content["config"]
-    model = task.build_model(seed=0)
-    task.set_weights(model, from_record(msg.content["arrays"]))
-    loss = task.train(model, data, train_config(config, partition_id))
-    reply = RecordDict({
-        "arrays": to_record(task.get_weights(model)),
-        "metrics": MetricRecord({"loss": float(loss), NUM_EXAMPLES: len(data.y_train)}),
-    })
+    clock = Stopwatch()
+    with clock.step(keys.SETUP_SECONDS):
+        task, data, partition_id = prepare(context.node_config)
+        # What training would import lazily (a no-op in a warm ClientApp): counted as setup, not as work.
+        warm_up(task)
+        config = msg.content["config"]
+        model = task.build_model(seed=0)
+        task.set_weights(model, from_record(msg.content["arrays"]))
+    reply = RecordDict()
+    if bool(config.get(keys.EVALUATE_RECEIVED, False)):
+        with clock.step(keys.EVALUATE_SECONDS):
+            reply[keys.EVALUATION_RECORD] = ConfigRecord(_evaluation(task.evaluate(model, data)))
+    with clock.step(keys.FIT_SECONDS):
+        loss = task.train(model, data, train_config(config, partition_id))
+    reply["arrays"] = to_record(task.get_weights(model))
+    reply["metrics"] = MetricRecord({"loss": float(loss), NUM_EXAMPLES: len(data.y_train)})
     _record_progress(context, config, "train")
+    reply[keys.TIMING_RECORD] = clock.record()
     return Message(content=reply, reply_to=msg)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    task, data, partition_id = _setup(context)
-    config = msg.content["config"]
-    model = task.build_model(seed=0)
-    task.set_weights(model, from_record(msg.content["arrays"]))
-    result = task.evaluate(model, data)
-    metrics = {"loss": float(result.loss), **{k: float(v) for k, v in result.metrics.items()},
-               NUM_EXAMPLES: result.num_examples}
+    clock = Stopwatch()
+    with clock.step(keys.SETUP_SECONDS):
+        task, data, _ = prepare(context.node_config)
+        config = msg.content["config"]
+        model = task.build_model(seed=0)
+        task.set_weights(model, from_record(msg.content["arrays"]))
+    with clock.step(keys.EVALUATE_SECONDS):
+        metrics = _evaluation(task.evaluate(model, data))
     _record_progress(context, config, "evaluate")
-    return Message(content=RecordDict({"metrics": MetricRecord(metrics)}), reply_to=msg)
+    reply = RecordDict({"metrics": MetricRecord(metrics), keys.TIMING_RECORD: clock.record()})
+    return Message(content=reply, reply_to=msg)

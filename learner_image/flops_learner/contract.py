@@ -12,6 +12,10 @@ image has no torch or Flower, imports this module.
     FLOPS_CLIENTAPPIO_ADDRESS  host:port of the SuperNode's own local ClientApp IO API
     FLOPS_WORKDIR              a writable directory
     FLOPS_MAX_WAIT_SECONDS     optional: how long an unreachable aggregator is waited for
+    FLOPS_CLIENTAPP            warm | subprocess: how each message's ClientApp process starts
+    FLOPS_IDLE_POLL_SECONDS    optional: the SuperNode's wait after a pull that found no message (unset: Flower's 3 s)
+
+It also names what the ServerApp and the ClientApp add to Flower's message records (both images import it).
 """
 
 from __future__ import annotations
@@ -86,6 +90,13 @@ ENV_NUM_PARTITIONS = "FLOPS_NUM_PARTITIONS"
 ENV_CLIENTAPPIO = "FLOPS_CLIENTAPPIO_ADDRESS"
 ENV_WORKDIR = "FLOPS_WORKDIR"
 ENV_MAX_WAIT = "FLOPS_MAX_WAIT_SECONDS"
+ENV_CLIENTAPP = "FLOPS_CLIENTAPP"
+ENV_IDLE_POLL = "FLOPS_IDLE_POLL_SECONDS"
+
+ClientAppLaunch = Literal["warm", "subprocess"]
+"""warm: a long-lived launcher beside the SuperNode (Flower's `process` isolation) forks each message's
+ClientApp from an interpreter that already holds torch, the task and the data. subprocess: Flower's default,
+a fresh `flwr-clientapp` process per message that imports everything again."""
 
 
 class LearnerEnv(BaseModel):
@@ -101,6 +112,9 @@ class LearnerEnv(BaseModel):
     clientappio_address: str
     workdir: str
     max_wait_seconds: float | None = Field(default=None, ge=1)
+    clientapp: ClientAppLaunch
+    idle_poll_seconds: float | None = Field(ge=0.05, le=3)
+    """None: Flower's own interval (3 s)."""
 
     @model_validator(mode="after")
     def _partition_exists(self) -> LearnerEnv:
@@ -114,4 +128,19 @@ class LearnerEnv(BaseModel):
                ENV_WORKDIR: self.workdir}
         if self.max_wait_seconds is not None:
             env[ENV_MAX_WAIT] = f"{self.max_wait_seconds:g}"
+        env[ENV_CLIENTAPP] = self.clientapp
+        if self.idle_poll_seconds is not None:
+            env[ENV_IDLE_POLL] = f"{self.idle_poll_seconds:g}"
         return env
+
+
+# What FLOps adds to Flower's message records ("arrays", "metrics", "config").
+TIMING_RECORD = "timing"
+"""ConfigRecord in every ClientApp reply: where its time went (flops_learner.timing)."""
+EVALUATION_RECORD = "evaluation"
+"""ConfigRecord in a train reply that evaluated the received model first (same keys as an evaluate reply's
+MetricRecord). A ConfigRecord: Flower's strategies accept exactly one MetricRecord per reply."""
+EVALUATE_RECEIVED = "evaluate-received"
+"""Train config flag: evaluate the received global model before training on it (one exchange per round)."""
+STARTED_AT, ENTERED_AT, REPLIED_AT = "started-at", "entered-at", "replied-at"
+SETUP_SECONDS, EVALUATE_SECONDS, FIT_SECONDS = "setup-seconds", "evaluate-seconds", "fit-seconds"

@@ -97,6 +97,24 @@ class Task(ABC):
                   pip_requirements: list[str]) -> Any:
         """Log the model to the active MLflow run (mlflow.<flavor>.log_model); returns its ModelInfo."""
 
+    def warm_up(self) -> None:
+        """Optional: import what the first train/evaluate call would import lazily. The warm ClientApp launcher
+        calls it once and forks every message's ClientApp after it, so they all skip that cost. Imports only:
+        run no computation here (a thread pool started before a fork does not survive into the children)."""
+
+    def rehearse_log_model(self, model: Any, *, input_example: np.ndarray, signature: Any,
+                           pip_requirements: list[str]) -> None:
+        """Optional: what log_model does, without logging anything (e.g. save the model to a scratch
+        directory). The aggregator calls it in the background while the rounds run, so that the first-call
+        costs (imports, tracing an export) are paid before the final log_model, which then only uploads."""
+
+
+def warm_up(task: Task) -> None:
+    """A user task need not have the optional hook."""
+    hook = getattr(task, "warm_up", None)
+    if callable(hook):
+        hook()
+
 
 def load_task(wire: dict) -> Task:
     """The task named by the spec's `task` (wire shape {"name": ...} or {"module": ..., "image": ...})."""

@@ -8,7 +8,9 @@
   `flops.round` updated to the current round number after each round. Params: rounds, strategy name and its arguments,
   min train/evaluate/available learners, local epochs, batch size, learning rate, round timeout, task, dataset, partitioning.
 - Per round, with step=round: `train_loss` (example-weighted), `eval_loss`, `eval_accuracy` (and any other evaluate
-  metric as `eval_<name>`), `num_train_learners`, `num_eval_learners` (learners that answered), `round_duration_seconds`.
+  metric as `eval_<name>`), `num_train_learners`, `num_eval_learners` (learners that answered), `round_duration_seconds`,
+  `round_overhead_seconds` (the round's wall time minus its slowest learner's evaluate + fit time). A round is
+  reported once its evaluation is in: with fused evaluation, while the next round trains.
   System metrics enabled (mlflow's system metrics, `system/...`).
 - At the end: metric `best_round`, and `best_<metric>` for each eval metric of the best round (e.g. `best_eval_accuracy`,
   `best_eval_loss`); tags `flops.best_round`, `flops.model.name`, `flops.model.version`, `flops.model.alias`,
@@ -35,6 +37,7 @@ class TrainingProgress:
     latest_metrics: dict[str, float] = field(default_factory=dict)
     best_metrics: dict[str, float] = field(default_factory=dict)
     best_round: int | None = None
+    round_overhead_seconds: float | None = None
     model_name: str | None = None
     model_version: str | None = None
     model_alias: str | None = None

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 API = "/api/2.0/mlflow"
 UID_TAG = "flops.project.uid"
+ROUND_OVERHEAD = "round_overhead_seconds"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
 
@@ -52,6 +53,7 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
         latest_metrics=latest,
         best_metrics=best,
         best_round=int(best_round) if best_round is not None else None,
+        round_overhead_seconds=metrics.get(ROUND_OVERHEAD),
         model_name=tags.get("flops.model.name"),
         model_version=tags.get("flops.model.version"),
         model_alias=tags.get("flops.model.alias"),

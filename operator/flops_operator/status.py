@@ -103,6 +103,7 @@ def _training_status(project: Project, progress: TrainingProgress | None,
         best_round=progress.best_round,
         best=f"{metric}={best_value:.4f}" if best_value is not None else None,
         run_status=progress.run_status,
+        round_overhead_seconds=progress.round_overhead_seconds,
     )
 
 

@@ -19,8 +19,7 @@ from flops_runtime.proc import reachable, stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
-from flops_learner.contract import LearnerEnv
-from flops_operator.plan.desired import aggregator_config, learner_task
+from flops_operator.plan.desired import aggregator_config, learner_env
 
 from .conftest import free_port, venv_script
 
@@ -119,10 +118,9 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
             tracking_uri=mlflow_server.uri).to_env(), tmp_path)
         superlink_up(superlink)
         for i in range(LEARNERS):
-            processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], LearnerEnv(
-                task=learner_task(p), superlink=superlink, partition_id=i, num_partitions=LEARNERS,
-                clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(tmp_path / f"learner-{i}"),
-                max_wait_seconds=LEARNER_MAX_WAIT_SECONDS).to_env(), tmp_path)
+            processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], learner_env(
+                p, i, superlink=superlink, clientappio_address=f"127.0.0.1:{free_port()}",
+                workdir=str(tmp_path / f"learner-{i}"), max_wait_seconds=LEARNER_MAX_WAIT_SECONDS).to_env(), tmp_path)
 
         client = MlflowClient(mlflow_server.uri)
         run = running_round(client)

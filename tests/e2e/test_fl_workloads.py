@@ -16,8 +16,7 @@ from flops_runtime.proc import stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
-from flops_learner.contract import LearnerEnv
-from flops_operator.plan.desired import aggregator_config, learner_task
+from flops_operator.plan.desired import aggregator_config, learner_env
 from tests.projects import with_training
 
 from .conftest import free_port, venv_script
@@ -32,29 +31,30 @@ RUN_BOUND_SECONDS = 1200
 ROUND_BOUND_SECONDS = 600
 
 
-def project() -> Project:
+def project(round_mode: str = "fast") -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
         "data": {"partitioning": {"scheme": "dirichlet", "alpha": 1.0, "seed": 7}},
-        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": ROUND_BOUND_SECONDS, "strategy": {"name": "FedAvg"}},
+        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": ROUND_BOUND_SECONDS, "strategy": {"name": "FedAvg"},
+                     "roundMode": round_mode},
         "learners": {"replicas": LEARNERS},
         "registry": {"modelName": "digits-e2e"},
     })
     return Project(ProjectRef("team-a", "digits", "0f9a-e2e"), 1, spec)
 
 
-def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_server, tmp_path):
-    p = project()
+@pytest.mark.parametrize("round_mode", ["fast", "standard"])
+def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_server, tmp_path, round_mode):
+    p = project(round_mode)
     superlink = f"127.0.0.1:{free_port()}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
     commands = {"aggregator": ([venv_script("flops-aggregator")], AggregatorEnv(
         config=aggregator_config(p), superlink_address=superlink, workdir=str(tmp_path / "aggregator"),
         tracking_uri=mlflow_server.uri).to_env())}
     for i in range(LEARNERS):
-        commands[f"learner-{i}"] = ([venv_script("flops-learner")], LearnerEnv(
-            task=learner_task(p), superlink=superlink, partition_id=i, num_partitions=LEARNERS,
-            clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(tmp_path / f"learner-{i}"),
-            max_wait_seconds=ROUND_BOUND_SECONDS).to_env())
+        commands[f"learner-{i}"] = ([venv_script("flops-learner")], learner_env(
+            p, i, superlink=superlink, clientappio_address=f"127.0.0.1:{free_port()}",
+            workdir=str(tmp_path / f"learner-{i}"), max_wait_seconds=ROUND_BOUND_SECONDS).to_env())
     processes, logs = {}, {}
     try:
         for name, (command, env) in commands.items():
@@ -85,12 +85,14 @@ def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_serve
     assert params["min_train_learners"] == str(LEARNERS) and params["partitioning"] == "dirichlet"
     assert params["task"] == "digits-mlp" and params["dataset"] == "digits"
 
+    assert (params["evaluation"], params["mlflow_logging"]) == (
+        ("fused", "async") if round_mode == "fast" else ("separate", "sync"))
     for key in ("train_loss", "eval_loss", "eval_accuracy", "num_train_learners", "num_eval_learners",
-                "round_duration_seconds"):
+                "round_duration_seconds", "round_overhead_seconds"):
         history = client.get_metric_history(run.info.run_id, key)
         assert sorted(m.step for m in history) == list(range(1, ROUNDS + 1)), key
-    answered = client.get_metric_history(run.info.run_id, "num_train_learners")
-    assert all(m.value == LEARNERS for m in answered)
+    for key in ("num_train_learners", "num_eval_learners"):
+        assert all(m.value == LEARNERS for m in client.get_metric_history(run.info.run_id, key)), key
     assert any(key.startswith("system/") for key in metrics)
 
     accuracy = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "eval_accuracy")}
@@ -139,9 +141,9 @@ def test_learner_gives_up_with_exit_0_when_the_aggregator_never_comes(tmp_path):
     """Nothing listens on the SuperLink address: past FLOPS_MAX_WAIT_SECONDS the learner stops its
     SuperNode (and everything the SuperNode started) and exits 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
-    env.update(LearnerEnv(task=learner_task(project()), superlink=f"127.0.0.1:{free_port()}", partition_id=1,
-                          num_partitions=2, clientappio_address=f"127.0.0.1:{free_port()}",
-                          workdir=str(tmp_path / "learner"), max_wait_seconds=3).to_env())
+    env.update(learner_env(project(), 1, superlink=f"127.0.0.1:{free_port()}",
+                           clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(tmp_path / "learner"),
+                           max_wait_seconds=3).to_env())
     process = subprocess.Popen([venv_script("flops-learner")], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

@@ -9,7 +9,7 @@ from flops_aggregator.contract import STRATEGIES, AggregatorConfig
 from flops_aggregator.settings import parse
 from flops_learner.contract import LearnerTask
 from flops_operator.models.spec import StrategyName
-from flops_operator.plan.desired import aggregator_config, desired, learner_task
+from flops_operator.plan.desired import FAST_IDLE_POLL_SECONDS, aggregator_config, desired, learner_task
 from flops_operator.plan.render import render_service
 from tests.projects import project
 
@@ -43,11 +43,11 @@ SPECS = [
                   "bestModel": {"metric": "eval_loss", "mode": "min"}},
      "data": {"partitioning": {"scheme": "dirichlet", "alpha": 0.2, "seed": 7}}, "registry": {"alias": "best"}},
     {"task": {"module": "mytask.model", "image": "registry.example/me/task:1"},
-     "data": {"path": "/data/local.csv", "labelColumn": "label"}},
+     "data": {"path": "/data/local.csv", "labelColumn": "label"}, "training": {"roundMode": "standard"}},
 ]
 
 
-@pytest.mark.parametrize("spec", SPECS, ids=["defaults", "fedprox-dirichlet", "user-module"])
+@pytest.mark.parametrize("spec", SPECS, ids=["defaults", "fedprox-dirichlet", "user-module-standard-rounds"])
 def test_rendered_environments_parse_back_with_the_entrypoints_models(spec):
     p = project(spec)
     services = {s.name: s for s in desired(p, training_done=False)}
@@ -62,6 +62,10 @@ def test_rendered_environments_parse_back_with_the_entrypoints_models(spec):
         assert LearnerTask.model_validate_json(env["FLOPS_TASK"]) == learner_task(p)
         assert (env["FLOPS_PARTITION_ID"], env["FLOPS_NUM_PARTITIONS"]) == (str(i), str(p.spec.learners.replicas))
         assert env["FLOPS_SUPERLINK"] == "aggregator.test:superlink"
+        fast = p.spec.training.round_mode == "fast"
+        assert env["FLOPS_CLIENTAPP"] == ("warm" if fast else "subprocess")
+        assert env.get("FLOPS_IDLE_POLL_SECONDS") == (f"{FAST_IDLE_POLL_SECONDS:g}" if fast else None)
+    assert (settings.fused_evaluation, settings.async_logging) == (fast, fast)
 
 
 def test_the_config_carries_every_resolved_value():

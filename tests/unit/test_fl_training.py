@@ -132,7 +132,8 @@ class _FakeGrid:
         self.pulls += 1
         if self.pulls < 3:
             return []
-        return [type("Reply", (), {"metadata": type("Meta", (), {"reply_to_message_id": i})()})() for i in ids]
+        return [type("Reply", (), {"metadata": type("Meta", (), {"reply_to_message_id": i, "message_id": f"r-{i}"})()})()
+                for i in ids]
 
 
 def test_bounded_grid_collects_all_replies_and_fails_when_learners_stay_missing():

@@ -78,7 +78,7 @@ async def test_reads_the_latest_run_of_this_project(mlflow, gatherer):
     mlflow.runs = [
         run("uid-1", "run1", "FINISHED", metrics=[("eval_accuracy", 0.5)], tags=[("flops.round", "3")]),
         run("uid-1", "run2", metrics=[("eval_accuracy", 0.8), ("eval_loss", 0.6), ("system/cpu_utilization_percentage", 50),
-                                      ("best_eval_accuracy", 0.8), ("best_round", 2)],
+                                      ("best_eval_accuracy", 0.8), ("best_round", 2), ("round_overhead_seconds", 1.25)],
             tags=[("flops.round", "2"), ("flops.model.name", "digits"), ("flops.model.version", "4"),
                   ("flops.model.alias", "champion"), ("flops.model.uri", "models:/digits/4"),
                   ("flops.model.promoted", "true")]),
@@ -87,8 +87,9 @@ async def test_reads_the_latest_run_of_this_project(mlflow, gatherer):
     progress = await gatherer.fetch(project(), mlflow.url)
     assert progress.experiment_id == "7" and progress.run_id == "run2" and progress.run_status == "RUNNING"
     assert progress.round == 2
-    assert progress.latest_metrics == {"eval_accuracy": 0.8, "eval_loss": 0.6}
+    assert progress.latest_metrics == {"eval_accuracy": 0.8, "eval_loss": 0.6, "round_overhead_seconds": 1.25}
     assert progress.best_metrics == {"eval_accuracy": 0.8} and progress.best_round == 2
+    assert progress.round_overhead_seconds == 1.25
     assert (progress.model_name, progress.model_version, progress.model_alias) == ("digits", "4", "champion")
     assert progress.model_uri == "models:/digits/4" and progress.promoted is True
     assert mlflow.requests[-1]["experiment_ids"] == ["7"]
@@ -115,3 +116,4 @@ def test_run_without_model_tags_has_no_model():
     progress = progress_from_run("1", run("u", "r1", metrics=[("train_loss", 1.5)]))
     assert progress.round == 0 and progress.model_version is None and progress.promoted is None
     assert progress.latest_metrics == {"train_loss": 1.5} and progress.best_metrics == {}
+    assert progress.round_overhead_seconds is None

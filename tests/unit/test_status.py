@@ -89,13 +89,15 @@ def test_progress_fills_training_model_and_mlflow():
     progress = TrainingProgress(experiment_id="7", run_id="r1", run_status="FINISHED", round=5,
                                 latest_metrics={"eval_accuracy": 0.91, "eval_loss": 0.3},
                                 best_metrics={"eval_accuracy": 0.93}, best_round=4, model_name="digits",
-                                model_version="2", model_alias="champion", model_uri="models:/digits/2", promoted=True)
+                                model_version="2", model_alias="champion", model_uri="models:/digits/2", promoted=True,
+                                round_overhead_seconds=1.5)
     status = run(project(), {"artifact-store": R, "tracking-server": R}, progress=progress,
                  previous=FLOpsProjectStatus.model_validate({"conditions": [
                      {"type": "TrainingComplete", "status": "True", "reason": "Succeeded", "observedGeneration": 1}]}))
     assert status.phase is Phase.Completed
     assert status.training.progress == "5/5" and status.training.best == "eval_accuracy=0.9300"
-    assert status.training.best_round == 4
+    assert status.training.best_round == 4 and status.training.round_overhead_seconds == 1.5
+    assert status.to_wire()["training"]["roundOverheadSeconds"] == 1.5
     assert (status.model.name, status.model.version, status.model.alias, status.model.promoted) == (
         "digits", "2", "champion", True)
     assert status.mlflow.ui_url == "http://127.0.0.1:5000/#/experiments/7"

@@ -181,6 +181,8 @@ class TrainingSpec(ApiModel):
     round_timeout_seconds: Annotated[int, Field(ge=10, le=86400)] = 600
     """A round waits at most this long for learners' answers."""
     best_model: BestModel = Field(default_factory=BestModel)
+    round_mode: Literal["fast", "standard"] = "fast"
+    """fast: one exchange per round, warm ClientApps, short SuperNode poll, async logging; standard: Flower's defaults."""
 
 
 class Resources(ApiModel):

@@ -58,6 +58,8 @@ class TrainingStatus(StatusModel):
     """The deciding metric's best value, e.g. eval_accuracy=0.9412 (printer column)."""
     run_status: str | None = None
     """The MLflow run's status (RUNNING, FINISHED, FAILED)."""
+    round_overhead_seconds: float | None = None
+    """The last reported round's wall time minus its slowest learner's evaluate + fit time."""
 
 
 class MlflowStatus(StatusModel):

@@ -27,6 +27,9 @@ MLFLOW_PORT = 5000
 SUPERLINK_PORT = 8000
 CLIENTAPPIO_PORT = 9094
 SERVING_PORT = 8080
+# Round mode "fast": how long a learner's SuperNode waits after a pull that found no message (Flower: 3 s).
+# Each pull is one small HTTP request to the SuperLink; bench/round_overhead.py measures the idle cost.
+FAST_IDLE_POLL_SECONDS = 0.2
 # vsftpd's passive data ports (its image's default range): the tracking server's FTP client connects to them.
 PASV_PORTS = range(21100, 21110)
 
@@ -170,9 +173,15 @@ def aggregator_config(project: Project) -> AggregatorConfig:
             local_epochs=t.local_epochs, batch_size=t.batch_size, learning_rate=t.learning_rate,
             round_timeout_seconds=t.round_timeout_seconds,
             best_model=BestModel(metric=t.best_model.metric, mode=t.best_model.mode),
+            evaluation="fused" if _fast(spec) else "separate",
         ),
         registry=Registry(model_name=model_name(project), alias=spec.registry.alias),
+        mlflow_logging="async" if _fast(spec) else "sync",
     )
+
+
+def _fast(spec: FLOpsProjectSpec) -> bool:
+    return spec.training.round_mode == "fast"
 
 
 def _scale_free(project: Project) -> dict:
@@ -187,6 +196,17 @@ def _scale_free(project: Project) -> dict:
 
 def learner_task(project: Project) -> LearnerTask:
     return LearnerTask(task=task_ref(project.spec), data=data_ref(project.spec))
+
+
+def learner_env(project: Project, partition_id: int, *, superlink: str, clientappio_address: str, workdir: str,
+                max_wait_seconds: float | None = None) -> LearnerEnv:
+    """One learner's contract; the plan renders it with placeholders, tests and benchmarks with real values."""
+    fast = _fast(project.spec)
+    return LearnerEnv(task=learner_task(project), superlink=superlink, partition_id=partition_id,
+                      num_partitions=project.spec.learners.replicas, clientappio_address=clientappio_address,
+                      workdir=workdir, max_wait_seconds=max_wait_seconds,
+                      clientapp="warm" if fast else "subprocess",
+                      idle_poll_seconds=FAST_IDLE_POLL_SECONDS if fast else None)
 
 
 def _aggregator(project: Project) -> ServiceSpec:
@@ -216,10 +236,9 @@ def _learner(project: Project, partition_id: int) -> ServiceSpec:
         role=Role.learner,
         image=spec.learners.image or spec.task.image or images.LEARNER,
         command=("flops-learner",),
-        env=tuple(LearnerEnv(task=learner_task(project), superlink="{{addr:aggregator:superlink}}",
-                             partition_id=partition_id, num_partitions=spec.learners.replicas,
-                             clientappio_address="127.0.0.1:{{port:clientappio}}",
-                             workdir="{{workdir}}").to_env().items()),
+        env=tuple(learner_env(project, partition_id, superlink="{{addr:aggregator:superlink}}",
+                              clientappio_address="127.0.0.1:{{port:clientappio}}",
+                              workdir="{{workdir}}").to_env().items()),
         ports=(Port("clientappio", CLIENTAPPIO_PORT),),
         memory_mb=spec.learners.resources.memory_mb,
         vcpus=spec.learners.resources.vcpus,

@@ -1,0 +1,75 @@
+"""The learner entrypoint's watch over its children (the SuperNode and, with warm ClientApps, their launcher),
+the ClientApp's progress file and the aggregator's reachability."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from pathlib import Path
+
+from flops_runtime import proc
+
+from .client_app import PROGRESS_FILE
+
+log = logging.getLogger("flops_learner")
+
+CHECK_SECONDS = 0.5
+
+
+class Supervisor:
+    def __init__(self, children: dict[str, subprocess.Popen], superlink: str, state_dir: Path, max_wait: float):
+        self.children, self.superlink, self.state_dir, self.max_wait = children, superlink, state_dir, max_wait
+        self.terminated = False
+
+    def final_round_done(self) -> bool:
+        try:
+            return bool(json.loads((self.state_dir / PROGRESS_FILE).read_text()).get("final"))
+        except (FileNotFoundError, json.JSONDecodeError):
+            return False
+
+    def exited(self) -> tuple[str, int] | None:
+        for name, child in self.children.items():
+            if (code := child.poll()) is not None:
+                return name, code
+        return None
+
+    def run(self) -> int:
+        """The exit code; the caller stops the children (whichever way this returns)."""
+        last_seen = time.monotonic()
+        final_since = None
+        while True:
+            gone = self.exited()
+            final = self.final_round_done()
+            # A signal to our process group reaches the children too: their exit is then not a failure.
+            if self.terminated or (gone is not None and self._signalled()):
+                return 0 if final else 143
+            if gone is not None:
+                log.error("%s exited with %s", *gone)
+                return 0 if final else 1
+            now = time.monotonic()
+            up = proc.reachable(self.superlink)
+            if up:
+                last_seen = now
+            if final and final_since is None:
+                final_since = now
+            if final and not up:
+                log.info("training run over and the aggregator has stopped: stopping the SuperNode")
+                return 0
+            if final and now - final_since > self.max_wait:
+                log.info("training run over; the aggregator is still up after %.0fs: stopping anyway", self.max_wait)
+                return 0
+            if not up and now - last_seen > self.max_wait:
+                log.warning("aggregator %s unreachable for %.0fs: giving up", self.superlink, self.max_wait)
+                return 0
+            time.sleep(CHECK_SECONDS)
+
+    def _signalled(self) -> bool:
+        time.sleep(CHECK_SECONDS)  # let our own handler run if the same signal is on its way to us
+        return self.terminated
+
+    def stop_all(self) -> None:
+        for name, child in self.children.items():
+            code = proc.stop_tree(child)
+            log.info("%s stopped (%s)", name, code)

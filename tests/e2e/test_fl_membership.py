@@ -1,0 +1,133 @@
+"""Learners that come and go while a training runs, through the real entrypoints on loopback (round mode fast, the
+spec's default): a learner that joins late trains in the following rounds; with fewer learners than the minimum,
+a round waits out the round timeout and the training then fails instead of hanging."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
+
+from flops_runtime.proc import stop_tree
+from flops_operator.models.project import Project, ProjectRef
+from flops_operator.models.spec import FLOpsProjectSpec
+from flops_aggregator.contract import AggregatorEnv
+from flops_operator.plan.desired import aggregator_config, learner_env
+from tests.projects import with_training
+
+from .conftest import free_port, venv_script
+
+pytestmark = pytest.mark.e2e
+
+# Far more rounds than these tests let happen: the training must still be under way when a learner comes or goes.
+ROUNDS = 1000
+ROUND_TIMEOUT_SECONDS = 10
+# Bounds for hangs only: starting a learner takes most of a minute on a loaded machine, and Flower's SuperLink
+# marks a silent SuperNode offline only after two missed 30 s heartbeats.
+WAIT_BOUND_SECONDS = 300
+EXIT_BOUND_SECONDS = 60
+
+
+def project(uid: str, min_learners: int) -> Project:
+    spec = FLOpsProjectSpec.model_validate({
+        "task": {"name": "digits-mlp"},
+        "training": {"rounds": ROUNDS, "minTrainLearners": min_learners, "minEvaluateLearners": min_learners,
+                     "minAvailableLearners": min_learners},
+        "learners": {"replicas": 2},
+        "registry": {"modelName": f"digits-{uid}"},
+    })
+    return Project(ProjectRef("team-m", uid, uid), 1, spec)
+
+
+class Federation:
+    def __init__(self, p: Project, tmp_path: Path, tracking_uri: str):
+        self.project, self.tmp_path, self.superlink = p, tmp_path, f"127.0.0.1:{free_port()}"
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.client = MlflowClient(tracking_uri)
+        config = with_training(aggregator_config(p), round_timeout_seconds=ROUND_TIMEOUT_SECONDS)
+        self.start("aggregator", [venv_script("flops-aggregator")], AggregatorEnv(
+            config=config, superlink_address=self.superlink, workdir=str(tmp_path / "aggregator"),
+            tracking_uri=tracking_uri).to_env())
+
+    def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
+        with (self.tmp_path / f"{name}.log").open("wb") as log:
+            self.processes[name] = subprocess.Popen(command, env={**base, **env}, stdout=log,
+                                                    stderr=subprocess.STDOUT, start_new_session=True)
+
+    def start_learner(self, i: int) -> None:
+        self.start(f"learner-{i}", [venv_script("flops-learner")], learner_env(
+            self.project, i, superlink=self.superlink, clientappio_address=f"127.0.0.1:{free_port()}",
+            workdir=str(self.tmp_path / f"learner-{i}"), max_wait_seconds=3).to_env())
+
+    def learners_per_round(self) -> list[int]:
+        """num_train_learners of each reported round so far."""
+        experiment = self.client.get_experiment_by_name(f"team-m/{self.project.ref.name}")
+        runs = self.client.search_runs([experiment.experiment_id]) if experiment else []
+        if not runs:
+            return []
+        history = self.client.get_metric_history(runs[0].info.run_id, "num_train_learners")
+        return [int(m.value) for m in sorted(history, key=lambda m: m.step)]
+
+    def wait_for_round(self, learners: int) -> list[int]:
+        """Rounds reported until one had `learners` training learners."""
+
+        @retry(retry=retry_if_result(lambda seen: learners not in seen), wait=wait_fixed(1),
+               stop=stop_after_delay(WAIT_BOUND_SECONDS))
+        def poll() -> list[int]:
+            assert self.processes["aggregator"].poll() is None, self.log("aggregator")
+            return self.learners_per_round()
+
+        return poll()
+
+    def log(self, name: str) -> str:
+        return (self.tmp_path / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        for proc in self.processes.values():
+            stop_tree(proc, timeout=10)
+
+
+def test_a_learner_that_joins_late_trains_in_the_following_rounds(mlflow_server, tmp_path):
+    federation = Federation(project("late-join", min_learners=1), tmp_path, mlflow_server.uri)
+    try:
+        federation.start_learner(0)
+        federation.wait_for_round(learners=1)
+        federation.start_learner(1)
+        seen = federation.wait_for_round(learners=2)
+        aggregator = federation.processes["aggregator"]
+        aggregator.send_signal(signal.SIGTERM)
+        assert aggregator.wait(timeout=EXIT_BOUND_SECONDS) == 128 + signal.SIGTERM, federation.log("aggregator")
+    finally:
+        federation.stop()
+    # Alone first; from the round the late learner joined, both train (it is never left out again).
+    assert seen[0] == 1 and seen[-1] == 2
+    assert seen == sorted(seen), seen
+
+
+def test_a_round_short_of_learners_times_out_and_the_training_fails(mlflow_server, tmp_path):
+    federation = Federation(project("short", min_learners=2), tmp_path, mlflow_server.uri)
+    try:
+        federation.start_learner(0)
+        federation.start_learner(1)
+        federation.wait_for_round(learners=2)
+        # The learner and everything it started die at once, as on a node that lost power.
+        os.killpg(federation.processes["learner-1"].pid, signal.SIGKILL)
+        aggregator = federation.processes["aggregator"]
+        code = aggregator.wait(timeout=ROUND_TIMEOUT_SECONDS * 3 + 2 * 30 + WAIT_BOUND_SECONDS)
+    finally:
+        federation.stop()
+    output = federation.log("aggregator")
+    assert code == 1 and "finished:failed" in output, output
+    (run,) = federation.client.search_runs([federation.client.get_experiment_by_name("team-m/short").experiment_id])
+    assert run.info.status == "FAILED"
+    assert "required learners" in run.data.tags["flops.error"], run.data.tags
+    durations = federation.client.get_metric_history(run.info.run_id, "round_duration_seconds")
+    # A round that waited for the dead learner's reply lasted the round timeout at least (a lower bound the
+    # timeout guarantees, not a speed), and the run did not end before one such round.
+    assert max(m.value for m in durations) >= ROUND_TIMEOUT_SECONDS, [m.value for m in durations]
