@@ -194,6 +194,7 @@ def aggregator(
     def on_term(signum, frame):
         if agg.signalled is None:  # a second signal must not rename why we stop
             agg.signalled = signum
+            mlflow_run.record_stop(settings.workdir, Stopped(signum).reason)
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)

@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from flwr.app import Message
 from flwr.serverapp import Grid
 
-POLL_SECONDS = 0.2
+POLL_SECONDS = 0.05
 
 
 class NotEnoughLearners(RuntimeError):

@@ -16,6 +16,9 @@ from pathlib import Path
 log = logging.getLogger("flops_aggregator")
 
 RUN_FILE = "mlflow-run.json"
+# Why the entrypoint stops the training, written the moment the signal arrives: the stopped ServerApp tags
+# the run with it too, so whichever of the two writes last, the run says why it ended.
+STOP_FILE = "stop-reason"
 END_REASON_TAG = "flops.end_reason"
 
 
@@ -36,8 +39,23 @@ def recorded(workdir: Path) -> str | None:
 
 
 def forget(workdir: Path) -> None:
-    """At startup: a file left by an earlier training in the same workdir names someone else's run."""
+    """At startup: files left by an earlier training in the same workdir name someone else's run."""
     (workdir / RUN_FILE).unlink(missing_ok=True)
+    (workdir / STOP_FILE).unlink(missing_ok=True)
+
+
+def record_stop(workdir: Path, reason: str) -> None:
+    try:
+        (workdir / STOP_FILE).write_text(reason)
+    except OSError as exc:  # the entrypoint still tags the run itself once the children are gone
+        log.warning("could not record the stop reason in %s: %s", workdir, exc)
+
+
+def stop_reason(workdir: Path) -> str | None:
+    try:
+        return (workdir / STOP_FILE).read_text() or None
+    except OSError:
+        return None
 
 
 def _end_killed(tracking_uri: str, run_id: str, reason: str) -> tuple[str, str]:

@@ -160,7 +160,9 @@ class MlflowRecorder:
         stopped = stopped_from_outside(error)
         try:
             if stopped:
-                self.mlflow.set_tag(mlflow_run.END_REASON_TAG, f"ServerApp stopped ({type(error).__name__} {error})")
+                reason = mlflow_run.stop_reason(self.settings.workdir)
+                self.mlflow.set_tag(mlflow_run.END_REASON_TAG,
+                                    reason or f"ServerApp stopped ({type(error).__name__} {error})")
             else:
                 self.mlflow.set_tag("flops.error", f"{type(error).__name__}: {error}"[:5000])
         finally:

@@ -16,15 +16,19 @@ import psutil
 # setting (flwr.supercore.superexec.run_superexec) shortens it so a round is not dominated by idle polls.
 SUPEREXEC_POLL_ENV = "FLWR_SUPEREXEC_TASK_POLL_INTERVAL"
 SUPEREXEC_POLL_SECONDS = "0.1"
+# Flower's processes post usage events to telemetry.flower.ai unless this is 0. Learners run on other
+# people's edge devices, often offline: nothing leaves them unasked (set it to 1 in the environment to opt in).
+TELEMETRY_ENV = "FLWR_TELEMETRY_ENABLED"
 
 
 def flower_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Flower children: this interpreter's scripts first on PATH (Flower spawns
-    flower-superexec / flwr-clientapp / flwr-serverapp by name) and a short SuperExec poll."""
+    flower-superexec / flwr-clientapp / flwr-serverapp by name), a short SuperExec poll, no telemetry."""
     env = dict(os.environ)
     bin_dir = str(Path(sys.executable).parent)
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.setdefault(SUPEREXEC_POLL_ENV, SUPEREXEC_POLL_SECONDS)
+    env.setdefault(TELEMETRY_ENV, "0")
     env.update(extra or {})
     return env
 

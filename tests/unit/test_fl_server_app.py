@@ -78,3 +78,18 @@ def test_a_stopped_serverapp_ends_the_run_killed_and_records_its_id_for_the_entr
     assert mlflow_run.recorded(tmp_path) == run.info.run_id
     assert client.search_registered_models() == []
     assert not (tmp_path / RESULT_FILE).exists()
+
+
+def test_a_serverapp_stopped_by_the_entrypoint_tags_the_entrypoints_reason(tmp_path, in_a_run):
+    # The entrypoint records why it stops before it stops the ServerApp; whichever of the two tags the run
+    # last, the run says the same thing.
+    mlflow_run.record_stop(tmp_path, "signal SIGTERM")
+    _, run = train_until(SystemExit, _Stopped(), tmp_path)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[mlflow_run.END_REASON_TAG] == "signal SIGTERM"
+
+
+def test_a_stop_reason_from_an_earlier_training_is_forgotten(tmp_path):
+    mlflow_run.record_stop(tmp_path, "signal SIGINT")
+    mlflow_run.forget(tmp_path)
+    assert mlflow_run.stop_reason(tmp_path) is None
