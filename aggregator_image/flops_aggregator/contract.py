@@ -43,6 +43,9 @@ MlflowLogging = Literal["async", "sync"]
 """async: per-round metrics and tags go through MLflow's asynchronous logging (flushed when the run ends) and
 the final model is exported while the last evaluation runs; sync: every call waits for the tracking server."""
 
+ObjectPulls = Literal["quick", "flower"]
+"""How the ServerApp retries pulling a reply's objects that are not at the SuperLink yet: quick (0.05 s, doubling
+up to 1 s; flops_runtime.flower_pulls) or as Flower does (1 s, doubling up to 10 s)."""
 
 class BestModel(Wire):
     metric: str
@@ -61,6 +64,7 @@ class Training(Wire):
     round_timeout_seconds: float = Field(gt=0)
     best_model: BestModel
     evaluation: Evaluation
+    object_pulls: ObjectPulls
 
 
 class Registry(Wire):

@@ -11,6 +11,7 @@ from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
 from flops_learner.client_app import to_record
+from flops_runtime import flower_pulls
 from flops_runtime.logs import own_logger
 from flops_learner.task import load_task
 
@@ -47,6 +48,8 @@ class Rounds:
 
 
 def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
+    if settings.training.object_pulls == "quick":
+        flower_pulls.install()  # the replies' objects, pulled from the SuperLink
     task = load_task(settings.config.task.to_wire())
     t = settings.training
     recorder = make_recorder(settings)

@@ -32,7 +32,7 @@ from flwr.supercore.superexec.executor import ExecutionSpec, LaunchResult
 from flwr.supercore.superexec.plugin.base_exec_plugin import BaseExecPlugin
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
-from flops_runtime import proc
+from flops_runtime import flower_pulls, proc
 from flops_runtime.logs import own_logger
 
 from .client_app import prepare
@@ -136,6 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     # What every ClientApp would otherwise do first: the forked children find it done.
     task, _, _ = prepare(json.loads(args.node_config_json))
     warm_up(task)
+    flower_pulls.install()  # the forked ClientApps pull their message's objects from the SuperNode
     # Every message's ClientApp is a fork of this process: with the objects loaded so far out of the
     # collector's reach, a child's garbage collections do not touch (and so copy) the parent's pages.
     gc.freeze()

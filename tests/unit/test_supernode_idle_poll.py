@@ -1,5 +1,5 @@
-"""The one override of Flower in this repository (flops_learner.supernode): the SuperNode loop's hard-coded 3 s
-idle wait. These tests fail loudly when the installed Flower is not the pinned one or its loop no longer has that
+"""An override of Flower in this repository (flops_learner.supernode): the SuperNode loop's hard-coded 3 s idle
+wait and 0.5 s waits for a reply (the other override, of object pulls, is tested in test_flower_pulls.py). These tests fail loudly when the installed Flower is not the pinned one or its loop no longer has that
 point, so a Flower upgrade has to revisit the override (and may be able to drop it)."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def test_the_pinned_flower_still_has_the_idle_wait_this_override_shortens():
         "Flower changed: re-read flwr/supernode/start_client_internal.py and update or drop "
         "flops_learner.supernode (the 3 s idle wait override) before moving its PINNED_FLOWER")
     assert supernode.idle_sleep_found(loop_module) is None
+    assert supernode.reply_waits_found(loop_module) is None
 
 
 class _Clock:
@@ -58,10 +59,21 @@ def test_only_the_idle_wait_is_shortened_and_only_within_a_training(monkeypatch)
     assert view.time is time.time
 
 
+def test_waits_for_a_reply_are_shortened_and_count_as_a_message_handled(monkeypatch):
+    clock = _Clock(monkeypatch)
+    view = supernode.IdleClock(0.2, active_window=60, reply_wait_seconds=0.05)
+    clock.now += 61  # past the start's window: idle
+    view.sleep(3)
+    view.sleep(0.5)  # a message is being handled: its reply awaited
+    view.sleep(3)
+    assert clock.slept == [3, 0.05, 0.2]
+
+
 def test_install_swaps_the_loop_module_clock(monkeypatch):
     monkeypatch.setattr(loop_module, "time", time)
     assert supernode.install(0.25)
     assert isinstance(loop_module.time, supernode.IdleClock) and loop_module.time.idle_seconds == 0.25
+    assert loop_module.time.reply_wait_seconds == supernode.REPLY_WAIT_SECONDS
 
 
 def test_install_leaves_another_flower_version_alone(monkeypatch):

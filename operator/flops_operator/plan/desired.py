@@ -174,6 +174,7 @@ def aggregator_config(project: Project) -> AggregatorConfig:
             round_timeout_seconds=t.round_timeout_seconds,
             best_model=BestModel(metric=t.best_model.metric, mode=t.best_model.mode),
             evaluation="fused" if _fast(spec) else "separate",
+            object_pulls="quick" if _fast(spec) else "flower",
         ),
         registry=Registry(model_name=model_name(project), alias=spec.registry.alias),
         mlflow_logging="async" if _fast(spec) else "sync",
