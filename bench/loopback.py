@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -20,6 +21,10 @@ from flops_operator.models.project import Project
 from flops_operator.plan.desired import aggregator_config, learner_env
 
 BIN = Path(sys.executable).parent
+
+# A benchmark stopped with SIGTERM unwinds like one stopped with Ctrl-C: its `finally` blocks stop the servers and
+# trainings it started (they run in sessions of their own, so nothing else would).
+signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
 
 
 def free_port() -> int:
