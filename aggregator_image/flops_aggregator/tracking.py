@@ -18,6 +18,7 @@ from .strategies import RoundResult
 
 log = logging.getLogger("flops_aggregator")
 
+TRAINING_ID_TAG = "flops.training.id"
 # System metrics are sampled every few seconds (MLflow's default, 10 s, leaves short runs with nothing).
 SYSTEM_METRICS_INTERVAL_SECONDS = 2
 
@@ -92,7 +93,8 @@ class MlflowRecorder:
         run = mlflow.start_run(
             experiment_id=self._experiment_id(),
             run_name=f"{s.config.project.name}-flower-{flower_run_id}",
-            tags={"flops.project.uid": s.config.project.uid, "flops.flower.run_id": str(flower_run_id),
+            tags={"flops.project.uid": s.config.project.uid, TRAINING_ID_TAG: s.config.training_id,
+                  "flops.flower.run_id": str(flower_run_id),
                   "flops.total_rounds": str(s.rounds), "flops.round": "0"},
             log_system_metrics=True,
         )

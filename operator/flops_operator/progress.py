@@ -4,7 +4,8 @@
 - Tracking URI: env MLFLOW_TRACKING_URI (credentials, if any, only via env — never in the Flower run config).
 - Experiment name = FLOPS_CONFIG["experiment"] (= "<namespace>/<name>"); experiment tags `flops.project.namespace`,
   `flops.project.name`, `flops.project.uid`.
-- One MLflow run per training. Run tags: `flops.project.uid`, `flops.flower.run_id`, `flops.total_rounds`; tag
+- One MLflow run per training. Run tags: `flops.project.uid`, `flops.training.id` (the training identity,
+  models/edits.py: only runs of the spec's identity are read), `flops.flower.run_id`, `flops.total_rounds`; tag
   `flops.round` updated to the current round number after each round. Params: rounds, strategy name and its arguments,
   min train/evaluate/available learners, local epochs, batch size, learning rate, round timeout, task, dataset, partitioning.
 - Per round, with step=round: `train_loss` (example-weighted), `eval_loss`, `eval_accuracy` (and any other evaluate
@@ -47,7 +48,7 @@ class TrainingProgress:
 
 class ProgressSource(Protocol):
     async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
-        """Progress of the project's latest training run, None if there is none (yet).
+        """Progress of the latest run of the project's current training identity, None if there is none (yet).
 
         Raises nothing for an unreachable server: progress is best effort, status keeps the last
         known numbers.

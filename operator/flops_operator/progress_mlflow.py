@@ -1,7 +1,7 @@
 """The training-progress gatherer both adapters use: the project's MLflow run over REST (aiohttp).
 
 It reads what the aggregator writes (the contract is in progress.py): the latest run of the
-experiment "<namespace>/<name>" tagged with the project's uid, its status, the round tag, the
+experiment "<namespace>/<name>" tagged with the project's uid and its current training identity, its status, the round tag, the
 latest metrics, the best_* metrics and the registered model's tags. Best effort: anything that
 goes wrong reading it (unreachable, not yet created, unexpected answer) is None.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from .models import Project
+from .models.edits import training_identity
 from .plan.desired import experiment_name
 from .progress import TrainingProgress
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 API = "/api/2.0/mlflow"
 UID_TAG = "flops.project.uid"
+TRAINING_ID_TAG = "flops.training.id"
 ROUND_OVERHEAD = "round_overhead_seconds"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
@@ -66,6 +68,13 @@ def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def run_filter(project: Project) -> str:
+    """MLflow's search filter for the runs of this project's current training: a run of another identity
+    (an earlier spec, a failed run before a fix) never decides this one's outcome."""
+    return (f"tags.`{UID_TAG}` = {_quoted(project.ref.uid)}"
+            f" AND tags.`{TRAINING_ID_TAG}` = {_quoted(training_identity(project.spec))}")
+
+
 class MlflowProgress:
     """ProgressSource over MLflow's REST API. One HTTP session, closed with close()."""
 
@@ -101,7 +110,7 @@ class MlflowProgress:
             experiment_id = found["experiment"]["experiment_id"]
             runs = await self._call("POST", f"{base}/runs/search", json={
                 "experiment_ids": [experiment_id],
-                "filter": f"tags.`{UID_TAG}` = {_quoted(project.ref.uid)}",
+                "filter": run_filter(project),
                 "order_by": ["attributes.start_time DESC"],
                 "max_results": 1,
             })

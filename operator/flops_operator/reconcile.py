@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project, ProjectRef, parse_project
 from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
-from .plan.desired import credential_names, desired
+from .plan.desired import credential_names, desired, model_name
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
@@ -117,8 +117,10 @@ async def reconcile(
     observation = await platform.observe(project.ref)
     url = tracking_url(project, observation)
     progress = await progress_source.fetch(project, url) if url else None
-    outcome = training_outcome(project, observation, progress, previous)
-    registered = bool((progress and progress.model_version) or previous.model.version)
+    registered = bool(progress and progress.model_version) or _registered(previous, project)
+    training_plan = _plan(manifest, project, training_done=False, model_registered=registered)
+    aggregator_hash = next((s.spec_hash for s in training_plan if s.name == "aggregator"), None)
+    outcome = training_outcome(project, observation, progress, previous, aggregator_hash=aggregator_hash)
     wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered)
     to_apply = effects(diff(wanted, observation.services))
     if to_apply:
@@ -128,6 +130,13 @@ async def reconcile(
     remaining = diff(wanted, observation.services)
     status = compute_status(project, wanted, observation, remaining, progress, previous, now=now, outcome=outcome)
     return ReconcileResult(status, applied=to_apply, project=project, observation=observation, progress=progress)
+
+
+def _registered(previous: FLOpsProjectStatus, project: Project) -> bool:
+    """An earlier training registered a model where the spec's registry points (a model server can serve
+    it while a new training runs); after a registry edit, only the new training's model counts."""
+    model = previous.model
+    return bool(model.version) and model.name == model_name(project) and model.alias == project.spec.registry.alias
 
 
 def _describe(action: Action) -> str:

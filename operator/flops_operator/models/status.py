@@ -47,6 +47,9 @@ class ComponentStatus(StatusModel):
 
 
 class TrainingStatus(StatusModel):
+    identity: str | None = None
+    """The training identity this status reports on: a hash of the fields that define the training
+    (README: which edits do what); the MLflow run carries it as tag flops.training.id."""
     round: int = 0
     total_rounds: int = 0
     progress: str = "0/0"

@@ -15,6 +15,7 @@ from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestMode
 from flops_learner.contract import DataRef, LearnerEnv, LearnerTask, TaskRef
 
 from ..models import Project
+from ..models.edits import training_identity
 from ..models.spec import FLOpsProjectSpec
 from . import images
 from .services import Port, Role, ServiceSpec
@@ -161,6 +162,7 @@ def aggregator_config(project: Project) -> AggregatorConfig:
     t = spec.training
     return AggregatorConfig(
         project=ProjectId(namespace=project.ref.namespace, name=project.ref.name, uid=project.ref.uid),
+        training_id=training_identity(spec),
         experiment=experiment_name(project),
         task=task_ref(spec),
         data=data_ref(spec),
@@ -273,7 +275,8 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
     """Services the project needs now.
 
     Training services (aggregator, learners) exist until training is done; the tracking stack
-    stays until the project is deleted; the model server comes once a model is registered.
+    stays until the project is deleted; the model server comes once a model is registered under the
+    spec's registry name and alias (`model_registered`), and keeps serving it while a new training runs.
     """
     spec = project.spec
     services: list[ServiceSpec] = []
@@ -286,6 +289,6 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
     if not training_done:
         services.append(_aggregator(project))
         services += [_learner(project, i) for i in range(spec.learners.replicas)]
-    if spec.serving.enabled and training_done and model_registered:
+    if spec.serving.enabled and model_registered:
         services.append(_model_server(project))
     return services

@@ -1,0 +1,143 @@
+"""The lifecycle a GitOps user drives by editing the spec, over the in-memory platform and an MLflow stand-in
+that answers, as the real gatherer does, only with runs of the spec's training identity."""
+
+from __future__ import annotations
+
+import copy
+
+from flops_operator.credentials import MemoryCredentials
+from flops_operator.models import FLOpsProjectStatus, Phase, Project
+from flops_operator.models.edits import training_identity
+from flops_operator.platforms.fake import FakePlatform
+from flops_operator.progress import TrainingProgress
+from flops_operator.reconcile import reconcile
+
+MANIFEST = {
+    "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
+    "metadata": {"name": "digits", "namespace": "team-a", "uid": "u-7", "generation": 1},
+    "spec": {"task": {"name": "digits-mlp"}, "learners": {"replicas": 2}, "training": {"rounds": 3}},
+}
+
+
+class RunsByIdentity:
+    """MLflow as the gatherer sees it: the latest run of the asked-for identity, or none."""
+
+    def __init__(self):
+        self.runs: dict[str, TrainingProgress] = {}
+
+    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+        return self.runs.get(training_identity(project.spec))
+
+
+def edited(manifest, generation, **spec):
+    out = copy.deepcopy(manifest)
+    out["metadata"]["generation"] = generation
+    for key, value in spec.items():
+        out["spec"][key] = value
+    return out
+
+
+class Project_:
+    def __init__(self):
+        self.platform, self.credentials, self.mlflow = FakePlatform(), MemoryCredentials(), RunsByIdentity()
+        self.status = FLOpsProjectStatus()
+        self.manifest = MANIFEST
+        self.ref = None
+
+    async def converge(self, manifest=None, steps=8):
+        self.manifest = manifest or self.manifest
+        for _ in range(steps):
+            result = await reconcile(self.manifest, self.status, platform=self.platform,
+                                     credentials=self.credentials, progress_source=self.mlflow)
+            self.status, self.ref = result.status, result.project.ref
+            if not result.applied:
+                return result
+        raise AssertionError("did not settle")
+
+    def aggregators_created(self):
+        return [c for c in self.platform.writes() if c == ("ensure", "team-a/digits", "aggregator")]
+
+    def identity(self):
+        return self.status.training.identity
+
+    def run_ends(self, status, **fields):
+        self.mlflow.runs[self.identity()] = TrainingProgress(run_id=f"run-{len(self.mlflow.runs)}",
+                                                             run_status=status, **fields)
+
+
+async def test_a_failed_project_is_fixed_by_editing_it_and_later_edits_do_what_the_table_says():
+    p = Project_()
+    await p.converge()
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 1
+    first = p.identity()
+
+    p.run_ends("FAILED", round=1)
+    p.platform.fail(p.ref, "aggregator")
+    await p.converge()
+    assert p.status.phase is Phase.Failed and "aggregator failed" in p.status.message
+    assert "aggregator" not in p.platform.services(p.ref)
+
+    # The fix: a new identity; the failed run of the first one decides nothing.
+    await p.converge(edited(MANIFEST, 2, training={"rounds": 3, "learningRate": 0.01}))
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 2
+    assert p.identity() != first and p.status.observed_generation == 2
+    assert p.status.condition("Stalled").status == "False"
+
+    p.run_ends("FINISHED", round=3, model_name="digits", model_version="1", model_alias="champion")
+    p.platform.complete(p.ref, "aggregator")
+    await p.converge()
+    assert p.status.phase is Phase.Completed and p.status.condition("Ready").status == "True"
+    assert p.status.model.version == "1"
+    fixed = p.identity()
+
+    # Edits that do not define training: no new run, still Completed.
+    await p.converge(edited(p.manifest, 3, deletionPolicy="Orphan"))
+    assert p.status.phase is Phase.Completed and p.status.observed_generation == 3
+    await p.converge(edited(p.manifest, 4, serving={"enabled": True}))
+    assert p.status.phase is Phase.Completed and "model-server" in p.platform.services(p.ref)
+    assert len(p.aggregators_created()) == 2 and p.identity() == fixed
+
+    # Retrain on purpose: the trigger starts a new run of an otherwise unchanged spec.
+    await p.converge(edited(p.manifest, 5, training={"rounds": 3, "learningRate": 0.01, "trigger": "again"}))
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 3
+    assert p.identity() not in (first, fixed) and p.status.training.round == 0
+    # The registered model of the last training stays shown until this one registers its own.
+    assert p.status.model.version == "1"
+    # The model server keeps serving the alias while the new training runs: it is already there.
+    assert "model-server" in p.platform.services(p.ref)
+
+
+async def test_an_edit_while_training_replaces_the_aggregator_under_the_new_identity():
+    p = Project_()
+    await p.converge()
+    await p.converge(edited(MANIFEST, 2, training={"rounds": 3, "trigger": "now"}))
+    assert p.status.phase is Phase.Training
+    config = p.platform.services(p.ref)["aggregator"].env["FLOPS_CONFIG"]
+    assert f'"trainingId":"{p.identity()}"' in config.replace(" ", "")
+    assert len(p.aggregators_created()) == 2
+
+
+async def test_a_lost_status_does_not_retrain_a_finished_identity():
+    # GitOps tools restore objects without status: the finished run of this identity is found again.
+    p = Project_()
+    await p.converge()
+    p.run_ends("FINISHED", round=3, model_name="digits", model_version="1")
+    p.platform.complete(p.ref, "aggregator")
+    await p.converge()
+    assert p.status.phase is Phase.Completed
+    p.status = FLOpsProjectStatus()
+    await p.converge()
+    assert p.status.phase is Phase.Completed and len(p.aggregators_created()) == 1
+
+
+async def test_a_registry_edit_stops_serving_the_old_name_until_the_new_training_registers():
+    p = Project_()
+    serving = edited(MANIFEST, 1, serving={"enabled": True})
+    await p.converge(serving)
+    p.run_ends("FINISHED", round=3, model_name="digits", model_version="1", model_alias="champion")
+    p.platform.complete(p.ref, "aggregator")
+    await p.converge()
+    assert "model-server" in p.platform.services(p.ref)
+    await p.converge(edited(serving, 2, registry={"modelName": "digits-v2"}))
+    assert p.status.phase is Phase.Training
+    assert "model-server" not in p.platform.services(p.ref)
