@@ -142,6 +142,8 @@ def openapi_schema() -> dict[str, Any]:
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Round", "type": "string", "jsonPath": ".status.training.progress"},
+    {"name": "Done%", "type": "integer", "jsonPath": ".status.training.progressPercentage"},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.training.eta"},
     {"name": "Best", "type": "string", "jsonPath": ".status.training.best"},
     {"name": "Model-Version", "type": "string", "jsonPath": ".status.model.version"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

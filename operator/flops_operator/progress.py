@@ -39,6 +39,10 @@ class TrainingProgress:
     best_metrics: dict[str, float] = field(default_factory=dict)
     best_round: int | None = None
     round_overhead_seconds: float | None = None
+    last_round_seconds: float | None = None
+    """The latest reported round's wall time (metric round_duration_seconds)."""
+    learners_answered: int | None = None
+    """Learners that answered the latest reported round's training (metric num_train_learners)."""
     model_name: str | None = None
     model_version: str | None = None
     model_alias: str | None = None

@@ -56,6 +56,8 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
         best_metrics=best,
         best_round=int(best_round) if best_round is not None else None,
         round_overhead_seconds=metrics.get(ROUND_OVERHEAD),
+        last_round_seconds=metrics.get("round_duration_seconds"),
+        learners_answered=int(metrics["num_train_learners"]) if "num_train_learners" in metrics else None,
         model_name=tags.get("flops.model.name"),
         model_version=tags.get("flops.model.version"),
         model_alias=tags.get("flops.model.alias"),

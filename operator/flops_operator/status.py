@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from .models import Condition, FLOpsProjectStatus, Phase, Problem, Project
-from .models.edits import training_identity
-from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus, TrainingStatus
+from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus
 from .plan.diff import Action, Create, Remove, Replace, Wait
 from .plan.services import Role, ServiceSpec
 from .platforms.base import Observation, ObservedService, ServiceState
 from .progress import TrainingProgress
+from .training_state import TrainingOutcome, training_outcome, training_status
+
+__all__ = ["compute_status", "deleting_status", "invalid_status", "tracking_url", "training_outcome",
+           "TrainingOutcome"]
 
 COMPONENT_CONDITIONS = {
     Role.backend_store: "BackendStoreReady",
@@ -22,56 +24,6 @@ COMPONENT_CONDITIONS = {
     Role.model_server: "ModelServerReady",
 }
 _OK = (ServiceState.running, ServiceState.completed)
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    done: bool
-    succeeded: bool = False
-    message: str = ""
-
-
-_ALIVE = (ServiceState.pending, ServiceState.starting, ServiceState.running)
-
-
-def _decided(previous: FLOpsProjectStatus, identity: str, generation: int) -> TrainingOutcome | None:
-    """The outcome an earlier reconcile recorded for this identity (a status written before identities
-    existed counts for its generation)."""
-    prev = previous.condition("TrainingComplete")
-    if prev is None or prev.reason not in ("Succeeded", "Failed"):
-        return None
-    recorded = previous.training.identity
-    if recorded == identity or (recorded is None and prev.observed_generation == generation):
-        return TrainingOutcome(True, prev.reason == "Succeeded", prev.message)
-    return None
-
-
-def training_outcome(project: Project, observation: Observation, progress: TrainingProgress | None,
-                     previous: FLOpsProjectStatus, *, aggregator_hash: str | None = None) -> TrainingOutcome:
-    """Has the training of the spec's identity finished, and how? Sticky once decided for an identity.
-
-    `progress` is the latest run of this identity (the gatherer reads no other). An aggregator counts only
-    when it runs this spec (`aggregator_hash`, the planned one's); one of another spec is replaced by the
-    plan. A FAILED/KILLED run decides only when no aggregator is alive: a replaced aggregator's run ends
-    KILLED while its successor starts a new run of the same identity.
-    """
-    decided = _decided(previous, training_identity(project.spec), project.generation)
-    if decided is not None:
-        return decided
-    aggregator = observation.services.get("aggregator")
-    ours = aggregator if aggregator is not None and aggregator_hash in (None, aggregator.spec_hash) else None
-    alive = aggregator is not None and aggregator.state in _ALIVE
-    if ours is not None and ours.state is ServiceState.failed:
-        why = ours.message or f"exit code {ours.exit_code}"
-        return TrainingOutcome(True, False, f"aggregator failed: {why}")
-    if progress is not None and not alive and progress.run_status in ("FAILED", "KILLED"):
-        return TrainingOutcome(True, False, f"MLflow run {progress.run_id} ended {progress.run_status}")
-    if ours is not None and ours.state is ServiceState.completed:
-        return TrainingOutcome(True, True, "aggregator completed; training run finished")
-    if progress is not None and not alive and progress.run_status == "FINISHED":
-        # Its aggregator is gone (removed, or the status that recorded the outcome was lost).
-        return TrainingOutcome(True, True, f"MLflow run {progress.run_id} of this training finished")
-    return TrainingOutcome(False)
 
 
 def _condition(previous: FLOpsProjectStatus, now: str, generation: int, type_: str, ok: bool | None,
@@ -112,27 +64,6 @@ def tracking_url(project: Project, observation: Observation) -> str | None:
     if seen is not None and seen.external_address:
         return f"http://{seen.external_address}"
     return None
-
-
-def _training_status(project: Project, progress: TrainingProgress | None,
-                     previous: FLOpsProjectStatus) -> TrainingStatus:
-    total, identity = project.spec.training.rounds, training_identity(project.spec)
-    if progress is None:
-        # The numbers last read stay while the tracking server cannot be read; a new training starts at 0.
-        kept = previous.training.model_copy() if previous.training.identity in (identity, None) else TrainingStatus()
-        kept.identity, kept.total_rounds = identity, total
-        kept.progress = f"{kept.round}/{total}"
-        return kept
-    metric = project.spec.training.best_model.metric
-    best_value = progress.best_metrics.get(metric)
-    return TrainingStatus(
-        identity=identity, round=progress.round, total_rounds=total, progress=f"{progress.round}/{total}",
-        latest_metrics=dict(progress.latest_metrics), best_metrics=dict(progress.best_metrics),
-        best_round=progress.best_round,
-        best=f"{metric}={best_value:.4f}" if best_value is not None else None,
-        run_status=progress.run_status,
-        round_overhead_seconds=progress.round_overhead_seconds,
-    )
 
 
 def compute_status(
@@ -205,7 +136,7 @@ def compute_status(
     else:
         conditions.append(_condition(previous, now, gen, "TrainingComplete", False,
                                      "InProgress" if "aggregator" in observed else "NotStarted"))
-    training = _training_status(project, progress, previous)
+    training = training_status(project, progress, previous, observation, outcome)
     model = previous.model
     if progress is not None and progress.model_version:
         model = ModelStatus(name=progress.model_name, version=progress.model_version,

@@ -37,8 +37,9 @@ def render_status(project: Project, status: FLOpsProjectStatus) -> RenderableTyp
                          str(c.restarts or ""), (c.message or "")[:120])
     t = status.training
     rounds = Table.grid(padding=(0, 1))
+    eta = f"ETA {t.eta}" if t.eta and status.phase is Phase.Training else ""
     rounds.add_row("rounds", ProgressBar(total=max(t.total_rounds, 1), completed=t.round, width=30),
-                   f"{t.round}/{t.total_rounds}", _metrics(t.latest_metrics))
+                   f"{t.round}/{t.total_rounds}", eta, _metrics(t.latest_metrics))
     parts: list[RenderableType] = [header, services, rounds]
     if status.mlflow.ui_url:
         parts.append(Text(f"MLflow UI: {status.mlflow.ui_url}", style="dim"))

@@ -63,6 +63,20 @@ class TrainingStatus(StatusModel):
     """The MLflow run's status (RUNNING, FINISHED, FAILED)."""
     round_overhead_seconds: float | None = None
     """The last reported round's wall time minus its slowest learner's evaluate + fit time."""
+    progress_percentage: int = 0
+    """Rounds reported of the total, in percent; 100 once the training succeeded."""
+    last_round_seconds: float | None = None
+    """The last reported round's wall time."""
+    estimated_remaining_seconds: int | None = None
+    """While training: rounds still to report times the last round's wall time; 0 once done."""
+    eta: str | None = None
+    """estimatedRemainingSeconds for people (e.g. 2m30s), for the printer column."""
+    learners_running: int = 0
+    """Learner services running now (connected or connecting to the aggregator)."""
+    learners_expected: int = 0
+    """learners.replicas while training; 0 once the learners have been removed."""
+    learners_answered: int | None = None
+    """Learners that answered the last reported round's training."""
 
 
 class MlflowStatus(StatusModel):
