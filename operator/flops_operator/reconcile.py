@@ -132,6 +132,38 @@ async def reconcile(
     return ReconcileResult(status, applied=to_apply, project=project, observation=observation, progress=progress)
 
 
+# One change can take a few passes to carry out: services wait for those they depend on, which the next
+# observe may already see running. Bounded: a platform that keeps changing cannot hold a caller forever.
+MAX_PASSES = 6
+
+
+@dataclass
+class Passes:
+    """What the passes of one convergence step got to, also when one of them raised."""
+
+    status: FLOpsProjectStatus
+    """The status the last finished pass computed (the previous one before any)."""
+    applied: list[Action] = field(default_factory=list)
+    """Everything the passes changed, in order."""
+    result: ReconcileResult | None = None
+
+
+async def converge(manifest: dict[str, Any], passes: Passes, *, platform: Platform, credentials: Credentials,
+                   progress_source: ProgressSource, max_passes: int = MAX_PASSES) -> ReconcileResult:
+    """The one convergence step both adapters take: reconcile() again while a pass changed something.
+    When to take the next step is theirs to schedule, by the same policy (pacing.Pacing). Platform errors
+    propagate; `passes` then holds what was done before."""
+    for _ in range(max_passes):
+        result = await reconcile(manifest, passes.status, platform=platform, credentials=credentials,
+                                 progress_source=progress_source)
+        passes.applied += result.applied
+        passes.status, passes.result = result.status, result
+        if result.invalid or not result.applied:
+            break
+    assert passes.result is not None
+    return passes.result
+
+
 def _registered(previous: FLOpsProjectStatus, project: Project) -> bool:
     """An earlier training registered a model where the spec's registry points (a model server can serve
     it while a new training runs); after a registry edit, only the new training's model counts."""

@@ -77,7 +77,7 @@ def test_failed_aggregator_gives_the_reason():
     status = run(project(), {"artifact-store": R, "tracking-server": R, "aggregator": F})
     assert status.message == "aggregator failed: exit code 3"
     assert cond(status, "TrainingComplete") == ("False", "Failed")
-    assert cond(status, "Stalled") == ("True", "Failed")
+    assert cond(status, "Stalled") == ("True", "TrainingFailed")
 
 
 def test_component_conditions_count_learners():
