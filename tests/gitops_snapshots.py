@@ -53,10 +53,10 @@ class World:
         self.manifest = manifest or MANIFEST
         self.status = FLOpsProjectStatus()
 
-    async def step(self, times: int = 1) -> FLOpsProjectStatus:
+    async def step(self, times: int = 1, now: str = NOW) -> FLOpsProjectStatus:
         for _ in range(times):
             result = await reconcile(self.manifest, self.status, platform=self.platform,
-                                     credentials=MemoryCredentials(), progress_source=self.mlflow, now=NOW)
+                                     credentials=MemoryCredentials(), progress_source=self.mlflow, now=now)
             self.status = result.status
         return self.status
 
@@ -107,6 +107,14 @@ async def _snapshots() -> dict[str, dict]:
     failing.mlflow.progress = FAILED
     failing.platform.fail(ref, "aggregator", "exit code 1")
     out["failed_training"] = _object(await failing.step(2))
+
+    bounded = copy.deepcopy(MANIFEST)
+    bounded["spec"]["training"] = {"rounds": 5, "activeDeadlineSeconds": 600}
+    late = World(manifest=bounded)
+    await late.step(4)
+    late.mlflow.progress = RUNNING
+    await late.step()
+    out["failed_deadline_exceeded"] = _object(await late.step(2, now="2026-11-30T12:10:01Z"), bounded)
 
     invalid = copy.deepcopy(MANIFEST)
     invalid["spec"]["training"] = {"rounds": 5, "minTrainLearners": 3}

@@ -120,7 +120,7 @@ async def reconcile(
     registered = bool(progress and progress.model_version) or _registered(previous, project)
     training_plan = _plan(manifest, project, training_done=False, model_registered=registered)
     aggregator_hash = next((s.spec_hash for s in training_plan if s.name == "aggregator"), None)
-    outcome = training_outcome(project, observation, progress, previous, aggregator_hash=aggregator_hash)
+    outcome = training_outcome(project, observation, progress, previous, aggregator_hash=aggregator_hash, now=now)
     wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered)
     to_apply = effects(diff(wanted, observation.services))
     if to_apply:

@@ -84,11 +84,11 @@ def compute_status(
         conditions.append(_condition(previous, now, gen, COMPONENT_CONDITIONS[role], ok, why, text))
     if outcome.done:
         conditions.append(_condition(previous, now, gen, "TrainingComplete", outcome.succeeded,
-                                     "Succeeded" if outcome.succeeded else "Failed", outcome.message))
+                                     outcome.condition_reason, outcome.message))
     else:
         conditions.append(_condition(previous, now, gen, "TrainingComplete", False,
                                      "InProgress" if "aggregator" in observation.services else "NotStarted"))
-    training = training_status(project, progress, previous, observation, outcome)
+    training = training_status(project, progress, previous, observation, outcome, now)
     model = _model(progress, previous)
     conditions.append(_condition(previous, now, gen, "ModelRegistered", bool(model.version),
                                  "Registered" if model.version else "NotYet",

@@ -66,7 +66,7 @@ Verdict = tuple[str, str]
 
 def training_failed(f: Facts) -> Verdict | None:
     if f.outcome.done and not f.outcome.succeeded:
-        return "TrainingFailed", f.outcome.message
+        return ("DeadlineExceeded" if f.outcome.reason == "DeadlineExceeded" else "TrainingFailed"), f.outcome.message
     return None
 
 
@@ -110,7 +110,7 @@ def starting(f: Facts) -> Verdict:
 # Failures first (they stall the project), then what is done, then what is under way.
 VERDICTS: tuple[Callable[[Facts], Verdict | None], ...] = (
     training_failed, stack_failed, completed, waiting, applying, training, starting)
-STALLING = ("TrainingFailed", "ServiceFailed")
+STALLING = ("TrainingFailed", "DeadlineExceeded", "ServiceFailed")
 
 
 def verdict(f: Facts) -> Verdict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from .models import FLOpsProjectStatus, Project
 from .models.edits import training_identity
@@ -17,6 +18,15 @@ class TrainingOutcome:
     done: bool
     succeeded: bool = False
     message: str = ""
+    reason: str = ""
+    """The TrainingComplete condition's reason: Succeeded, Failed or DeadlineExceeded."""
+
+    @property
+    def condition_reason(self) -> str:
+        return self.reason or ("Succeeded" if self.succeeded else "Failed")
+
+
+ENDED = ("Succeeded", "Failed", "DeadlineExceeded")
 
 
 _ALIVE = (ServiceState.pending, ServiceState.starting, ServiceState.running)
@@ -26,16 +36,39 @@ def _decided(previous: FLOpsProjectStatus, identity: str, generation: int) -> Tr
     """The outcome an earlier reconcile recorded for this identity (a status written before identities
     existed counts for its generation)."""
     prev = previous.condition("TrainingComplete")
-    if prev is None or prev.reason not in ("Succeeded", "Failed"):
+    if prev is None or prev.reason not in ENDED:
         return None
     recorded = previous.training.identity
     if recorded == identity or (recorded is None and prev.observed_generation == generation):
-        return TrainingOutcome(True, prev.reason == "Succeeded", prev.message)
+        return TrainingOutcome(True, prev.reason == "Succeeded", prev.message, prev.reason)
     return None
 
 
+def _seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))).total_seconds()
+
+
+def deadline_exceeded(project: Project, previous: FLOpsProjectStatus, identity: str, now: str,
+                      ) -> TrainingOutcome | None:
+    """spec.training.activeDeadlineSeconds, counted from when this identity's training started (status
+    training.startedAt: its aggregator first seen)."""
+    deadline = project.spec.training.active_deadline_seconds
+    started = previous.training.started_at if previous.training.identity == identity else None
+    if deadline is None or started is None or _seconds_between(started, now) <= deadline:
+        return None
+    if previous.training.round == 0:
+        message = (f"spec.training.activeDeadlineSeconds ({deadline} s) is below one round: no round finished "
+                   f"since the training started at {started}")
+    else:
+        message = (f"spec.training.activeDeadlineSeconds: training ran longer than {deadline} s "
+                   f"(started {started}, round {previous.training.round}/{project.spec.training.rounds})")
+    return TrainingOutcome(True, False, message, "DeadlineExceeded")
+
+
 def training_outcome(project: Project, observation: Observation, progress: TrainingProgress | None,
-                     previous: FLOpsProjectStatus, *, aggregator_hash: str | None = None) -> TrainingOutcome:
+                     previous: FLOpsProjectStatus, *, aggregator_hash: str | None = None,
+                     now: str | None = None) -> TrainingOutcome:
     """Has the training of the spec's identity finished, and how? Sticky once decided for an identity.
 
     `progress` is the latest run of this identity (the gatherer reads no other). An aggregator counts only
@@ -43,9 +76,14 @@ def training_outcome(project: Project, observation: Observation, progress: Train
     plan. A FAILED/KILLED run decides only when no aggregator is alive: a replaced aggregator's run ends
     KILLED while its successor starts a new run of the same identity.
     """
-    decided = _decided(previous, training_identity(project.spec), project.generation)
+    identity = training_identity(project.spec)
+    decided = _decided(previous, identity, project.generation)
     if decided is not None:
         return decided
+    if now is not None:
+        exceeded = deadline_exceeded(project, previous, identity, now)
+        if exceeded is not None:
+            return exceeded
     aggregator = observation.services.get("aggregator")
     ours = aggregator if aggregator is not None and aggregator_hash in (None, aggregator.spec_hash) else None
     alive = aggregator is not None and aggregator.state in _ALIVE
@@ -88,7 +126,7 @@ def human_duration(seconds: int | None) -> str | None:
 
 
 def training_status(project: Project, progress: TrainingProgress | None, previous: FLOpsProjectStatus,
-                    observation: Observation, outcome: TrainingOutcome) -> TrainingStatus:
+                    observation: Observation, outcome: TrainingOutcome, now: str) -> TrainingStatus:
     total, identity = project.spec.training.rounds, training_identity(project.spec)
     if progress is None:
         # The numbers last read stay while the tracking server cannot be read; a new training starts at 0.
@@ -102,6 +140,7 @@ def training_status(project: Project, progress: TrainingProgress | None, previou
             best=f"{metric}={best_value:.4f}" if best_value is not None else None,
             run_status=progress.run_status, round_overhead_seconds=progress.round_overhead_seconds,
             last_round_seconds=progress.last_round_seconds, learners_answered=progress.learners_answered,
+            started_at=previous.training.started_at if previous.training.identity == identity else None,
         )
     out.identity, out.total_rounds, out.progress = identity, total, f"{out.round}/{total}"
     out.progress_percentage, out.estimated_remaining_seconds = estimate(
@@ -109,6 +148,8 @@ def training_status(project: Project, progress: TrainingProgress | None, previou
     if outcome.done and not outcome.succeeded:
         out.estimated_remaining_seconds = None  # it will not end by itself
     out.eta = human_duration(out.estimated_remaining_seconds)
+    if out.started_at is None and "aggregator" in observation.services and not outcome.done:
+        out.started_at = now  # the first look that saw this training's aggregator
     learners = [s for s in observation.services.values() if s.role is Role.learner]
     out.learners_running = sum(1 for s in learners if s.state is ServiceState.running)
     out.learners_expected = 0 if outcome.done else project.spec.learners.replicas

@@ -65,6 +65,7 @@ def test_every_row_names_a_spec_field_and_its_crd_description_says_it():
     ({"tracking": {"image": "registry.example/mlflow:2"}}, False),
     ({"serving": {"enabled": True}}, False),
     ({"deletionPolicy": "Orphan"}, False),
+    ({"training": {"activeDeadlineSeconds": 3600}}, False),
     # Writing a default out is no edit.
     ({"training": {"rounds": 3, "strategy": {"name": "FedAvg"}}, "data": {}}, False),
 ])

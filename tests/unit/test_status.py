@@ -238,3 +238,27 @@ def test_failed_training_then_a_fixed_spec_trains_afresh():
     assert again.training.identity == training_identity(fixed.spec) != failed.training.identity
     assert (again.training.round, again.training.latest_metrics, again.mlflow.run_id) == (0, {}, None)
     assert cond(again, "Stalled") == ("False", "None")
+
+
+def started(at, round_=0, identity=None, deadline=60):
+    p = project(training={"rounds": 5, "activeDeadlineSeconds": deadline})
+    previous = FLOpsProjectStatus.model_validate({"training": {
+        "identity": identity or training_identity(p.spec), "startedAt": at, "round": round_}})
+    return p, previous
+
+
+@pytest.mark.parametrize("case,at,round_,identity,now,expected", [
+    ("not started", None, 0, None, "2026-11-30T13:00:00Z", None),
+    ("within", "2026-11-30T12:00:00Z", 2, None, "2026-11-30T12:01:00Z", None),
+    ("past, rounds done", "2026-11-30T12:00:00Z", 2, None, "2026-11-30T12:01:01Z", "ran longer than 60 s"),
+    ("past, no round done", "2026-11-30T12:00:00Z", 0, None, "2026-11-30T12:01:01Z", "is below one round"),
+    ("another training's start", "2026-11-30T12:00:00Z", 2, "0123456789ab", "2026-11-30T13:00:00Z", None),
+])
+def test_deadline(case, at, round_, identity, now, expected):
+    p, previous = started(at, round_, identity)
+    got = training_outcome(p, Observation({}), None, previous, now=now)
+    if expected is None:
+        assert not got.done, case
+    else:
+        assert (got.done, got.succeeded, got.reason) == (True, False, "DeadlineExceeded"), case
+        assert expected in got.message and "spec.training.activeDeadlineSeconds" in got.message, case

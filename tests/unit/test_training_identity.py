@@ -141,3 +141,36 @@ async def test_a_registry_edit_stops_serving_the_old_name_until_the_new_training
     await p.converge(edited(serving, 2, registry={"modelName": "digits-v2"}))
     assert p.status.phase is Phase.Training
     assert "model-server" not in p.platform.services(p.ref)
+
+
+async def test_a_training_past_its_deadline_ends_deadline_exceeded_and_keeps_the_stack():
+    p = Project_()
+    bounded = edited(MANIFEST, 1, training={"rounds": 3, "activeDeadlineSeconds": 60})
+
+    async def at(now, manifest=bounded):
+        for _ in range(4):
+            result = await reconcile(manifest, p.status, platform=p.platform, credentials=p.credentials,
+                                     progress_source=p.mlflow, now=now)
+            p.status, p.ref = result.status, result.project.ref
+            if not result.applied:
+                break
+
+    await at("2026-11-30T12:00:00Z")
+    assert p.status.phase is Phase.Training and p.status.training.started_at == "2026-11-30T12:00:00Z"
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r", run_status="RUNNING", round=1)
+    await at("2026-11-30T12:01:00Z")  # 60 s: not longer than the deadline
+    assert p.status.phase is Phase.Training
+    await at("2026-11-30T12:01:01Z")
+    assert p.status.phase is Phase.Failed
+    complete = p.status.condition("TrainingComplete")
+    assert (complete.status, complete.reason) == ("False", "DeadlineExceeded")
+    assert p.status.condition("Stalled").reason == "DeadlineExceeded"
+    assert "spec.training.activeDeadlineSeconds" in p.status.message and "round 1/3" in p.status.message
+    assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
+    # Ended for this training: a longer deadline does not restart it; a trigger trains anew.
+    await at("2026-11-30T12:05:00Z", edited(bounded, 2, training={"rounds": 3, "activeDeadlineSeconds": 6000}))
+    assert p.status.phase is Phase.Failed and len(p.aggregators_created()) == 1
+    await at("2026-11-30T12:06:00Z", edited(bounded, 3, training={"rounds": 3, "activeDeadlineSeconds": 6000,
+                                                                   "trigger": "again"}))
+    assert p.status.phase is Phase.Training and p.status.training.started_at == "2026-11-30T12:06:00Z"
+    assert len(p.aggregators_created()) == 2

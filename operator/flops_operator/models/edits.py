@@ -36,6 +36,8 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
     ("learners.image", Edit.retrain, "other learner code"),
     ("aggregator.image", Edit.retrain, "other aggregator code"),
     ("registry", Edit.retrain, "the aggregator registers the model it trained; a new name or alias needs a new model"),
+    ("training.activeDeadlineSeconds", Edit.in_place,
+     "bounds the training under way; one that ended DeadlineExceeded stays ended (change `trigger` to train anew)"),
     ("learners.replicas", Edit.in_place,
      "while training, learners are added or removed and the run goes on; after training, nothing to do"),
     ("learners.resources", Edit.in_place, "running learners are replaced; the run goes on"),
@@ -77,9 +79,23 @@ def _pick(wire: dict[str, Any], path: str) -> Any:
     return node
 
 
+def _drop(wire: dict[str, Any], path: str) -> None:
+    """Remove the field at `path`, and the objects it leaves empty (an empty object is no value written)."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        wire.pop(head, None)
+    elif isinstance(wire.get(head), dict):
+        _drop(wire[head], rest)
+        if not wire[head]:
+            del wire[head]
+
+
 def training_identity(spec: FLOpsProjectSpec) -> str:
     """The identity of the training this spec asks for (see the module docstring)."""
     written = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
+    for path, edit, _ in EDITS:  # rows inside a retrain row that say otherwise are no part of it
+        if edit is not Edit.retrain and "." in path and (edit_of(path.rsplit(".", 1)[0]) or (None,))[0] is Edit.retrain:
+            _drop(written, path)
     basis = {path: _pick(written, path) for path, edit, _ in EDITS if edit is Edit.retrain}
     payload = json.dumps(basis, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:IDENTITY_LENGTH]

@@ -183,6 +183,9 @@ class TrainingSpec(ApiModel):
     best_model: BestModel = Field(default_factory=BestModel)
     round_mode: Literal["fast", "standard"] = "fast"
     """fast: one exchange per round, warm ClientApps, short SuperNode poll, async logging; standard: Flower's defaults."""
+    active_deadline_seconds: Annotated[int | None, Field(ge=1, le=30 * 86400)] = None
+    """A training that runs longer ends Failed with reason DeadlineExceeded: its aggregator and learners are
+    removed, the tracking stack stays."""
     trigger: Annotated[str | None, Field(max_length=253)] = None
     """Any string (a date, a commit): changing it trains an otherwise unchanged spec again."""
 

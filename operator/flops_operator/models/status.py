@@ -77,6 +77,8 @@ class TrainingStatus(StatusModel):
     """learners.replicas while training; 0 once the learners have been removed."""
     learners_answered: int | None = None
     """Learners that answered the last reported round's training."""
+    started_at: str | None = None
+    """When this training started (its aggregator first seen): spec.training.activeDeadlineSeconds counts from here."""
 
 
 class MlflowStatus(StatusModel):
