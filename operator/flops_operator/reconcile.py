@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project, ProjectRef, parse_project
+from .models.edits import immutable_changes
 from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
 from .plan.desired import credential_names, desired, model_name
@@ -111,7 +112,11 @@ async def reconcile(
     generation = int((manifest.get("metadata") or {}).get("generation") or 1)
     try:
         project = parse_project(manifest)
+        changed = immutable_changes(project.spec, previous.created_with)
+        if changed:
+            raise InvalidProject([Problem(path, message) for path, message in changed])
     except InvalidProject as exc:
+        # Nothing is observed, applied or removed: what runs keeps running.
         return ReconcileResult(invalid_status(exc.problems, previous, generation, now=now), problems=exc.problems)
 
     observation = await platform.observe(project.ref)

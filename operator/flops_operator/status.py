@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .models import Condition, FLOpsProjectStatus, Phase, Problem, Project
+from .models.edits import immutable_values
 from . import status_policies as policies
 from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus, TrainingStatus
 from .plan.diff import Action
@@ -100,6 +101,7 @@ def compute_status(
         phase=phase, observed_generation=gen, message=message, conditions=conditions,
         components=components, training=training, mlflow=_mlflow(project, observation, progress, previous, training),
         model=model, oakestra=_oakestra(project, observation, previous),
+        created_with=previous.created_with or immutable_values(project.spec),
     )
 
 
@@ -137,7 +139,9 @@ def _oakestra(project: Project, observation: Observation, previous: FLOpsProject
 
 def invalid_status(problems: Sequence[Problem], previous: FLOpsProjectStatus, generation: int,
                    *, now: str) -> FLOpsProjectStatus:
-    """The spec cannot be used: Stalled with a message naming the fields; nothing is created."""
+    """The spec cannot be used: Stalled with a message naming the fields; nothing is created or changed.
+    The other conditions stay as last seen (TrainingComplete keeps a finished training finished once the
+    spec is fixed)."""
     message = "invalid spec: " + "; ".join(str(p) for p in problems)
     status = previous.model_copy(deep=True)
     status.phase = Phase.Failed
@@ -147,7 +151,7 @@ def invalid_status(problems: Sequence[Problem], previous: FLOpsProjectStatus, ge
         _condition(previous, now, generation, "Ready", False, "InvalidSpec", message),
         _condition(previous, now, generation, "Reconciling", False, "InvalidSpec"),
         _condition(previous, now, generation, "Stalled", True, "InvalidSpec", message),
-    ]
+    ] + [c for c in previous.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
     return status
 
 

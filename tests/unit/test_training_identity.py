@@ -49,7 +49,7 @@ class Project_:
         for _ in range(steps):
             result = await reconcile(self.manifest, self.status, platform=self.platform,
                                      credentials=self.credentials, progress_source=self.mlflow)
-            self.status, self.ref = result.status, result.project.ref
+            self.status, self.ref = result.status, (result.project.ref if result.project else self.ref)
             if not result.applied:
                 return result
         raise AssertionError("did not settle")
@@ -174,3 +174,35 @@ async def test_a_training_past_its_deadline_ends_deadline_exceeded_and_keeps_the
                                                                    "trigger": "again"}))
     assert p.status.phase is Phase.Training and p.status.training.started_at == "2026-11-30T12:06:00Z"
     assert len(p.aggregators_created()) == 2
+
+
+async def test_an_immutable_field_edited_where_no_cel_rule_ran_stalls_naming_it_and_touches_nothing():
+    p = Project_()
+    await p.converge()
+    assert p.status.created_with["spec.tracking.artifactStore.type"] == "ftp"
+    writes = len(p.platform.writes())
+    moved = edited(MANIFEST, 2, tracking={"artifactStore": {"type": "local"}})
+    result = await reconcile(moved, p.status, platform=p.platform, credentials=p.credentials,
+                             progress_source=p.mlflow)
+    assert result.invalid and result.status.condition("Stalled").status == "True"
+    assert "spec.tracking.artifactStore.type: is immutable" in result.status.message
+    assert "created with 'ftp'" in result.status.message
+    assert len(p.platform.writes()) == writes and "artifact-store" in p.platform.services(p.ref)
+    # Edited back: on it goes, as created.
+    p.status = result.status
+    back = await reconcile(edited(MANIFEST, 3), p.status, platform=p.platform, credentials=p.credentials,
+                           progress_source=p.mlflow)
+    assert not back.invalid and back.status.phase is Phase.Training
+
+
+async def test_an_invalid_edit_of_a_completed_project_then_its_fix_does_not_retrain():
+    p = Project_()
+    await p.converge()
+    p.platform.complete(p.ref, "aggregator")
+    await p.converge()
+    assert p.status.phase is Phase.Completed
+    p.mlflow.runs.clear()  # the tracking server cannot be read meanwhile
+    await p.converge(edited(MANIFEST, 2, training={"rounds": 3, "minTrainLearners": 5}))
+    assert p.status.phase is Phase.Failed and "minTrainLearners" in p.status.message
+    await p.converge(edited(MANIFEST, 3))
+    assert p.status.phase is Phase.Completed and len(p.aggregators_created()) == 1

@@ -101,6 +101,24 @@ def training_identity(spec: FLOpsProjectSpec) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:IDENTITY_LENGTH]
 
 
+def immutable_values(spec: FLOpsProjectSpec) -> dict[str, str | None]:
+    """The immutable fields' values (defaults included), by their YAML path: what status.createdWith keeps."""
+    wire = spec.model_dump(mode="json", by_alias=True)
+    return {f"spec.{path}": _pick(wire, path) for path, edit, _ in EDITS if edit is Edit.immutable}
+
+
+def immutable_changes(spec: FLOpsProjectSpec, created_with: dict[str, str | None] | None) -> list[tuple[str, str]]:
+    """(field path, message) for each immutable field the spec changes against what the project was created
+    with. The API server refuses such edits (CEL); this covers one that does not run the rules."""
+    if not created_with:
+        return []
+    now = immutable_values(spec)
+    return [(path, f"is immutable ({why}): the project was created with {created_with[path]!r}, "
+                   f"the spec now says {now[path]!r}; nothing was changed")
+            for path, edit, why in ((f"spec.{p}", e, w) for p, e, w in EDITS if e is Edit.immutable)
+            if path in created_with and created_with[path] != now[path]]
+
+
 def description(path: str) -> str | None:
     """What the CRD's description of a field says about editing it (None for fields inside a row's path:
     the row's own field says it once)."""

@@ -113,6 +113,9 @@ class FLOpsProjectStatus(StatusModel):
     mlflow: MlflowStatus = Field(default_factory=MlflowStatus)
     model: ModelStatus = Field(default_factory=ModelStatus)
     oakestra: OakestraStatus | None = None
+    created_with: dict[str, str | None] | None = None
+    """The immutable fields as the project was created (spec.platform, the store types, tracking.uri): an edit
+    of one is refused with a Stalled condition naming it, also where the API server does not run CEL rules."""
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
