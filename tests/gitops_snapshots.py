@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +96,16 @@ async def _snapshots() -> dict[str, dict]:
         message="platform oakestra unavailable, retrying: connection refused", now=NOW))
     out["deleting"] = _object(deleting_status(training, 1, now=NOW, message="removing services"),
                               deletionTimestamp=NOW)
+
+    pausing = World()
+    await pausing.step(4)
+    pausing.mlflow.progress = RUNNING
+    await pausing.step()
+    pausing.manifest = copy.deepcopy(MANIFEST)
+    pausing.manifest["metadata"]["generation"] = 2
+    pausing.manifest["spec"]["suspend"] = True
+    pausing.mlflow.progress = dataclasses.replace(RUNNING, run_status="KILLED", checkpoint_round=2)
+    out["suspended"] = _object(await pausing.step(2), pausing.manifest)
 
     world.mlflow.progress = FINISHED
     world.platform.complete(ref, "aggregator")

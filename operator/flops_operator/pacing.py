@@ -21,9 +21,9 @@ def _true(status: FLOpsProjectStatus, kind: str) -> bool:
 
 
 def settled(status: FLOpsProjectStatus) -> bool:
-    """Nothing will change without an edit or drift: Completed and ready, Failed, or Stalled."""
-    return (status.phase is Phase.Completed and _true(status, "Ready")) or status.phase is Phase.Failed or _true(
-        status, "Stalled")
+    """Nothing will change without an edit or drift: Completed or Suspended and ready, Failed, or Stalled."""
+    return ((status.phase in (Phase.Completed, Phase.Suspended) and _true(status, "Ready"))
+            or status.phase is Phase.Failed or _true(status, "Stalled"))
 
 
 @dataclass(frozen=True)

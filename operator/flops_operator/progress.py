@@ -18,6 +18,9 @@
   `flops.model.uri` (`models:/<name>/<version>`), `flops.model.promoted` ("true"/"false"). Run ends FINISHED on
   success, FAILED on any failure (tag `flops.error`), KILLED when the training is stopped from outside (tag
   `flops.end_reason`, e.g. "signal SIGTERM" when the aggregator was signalled).
+- After each reported round: the global model and best-so-far in the run's artifacts (`checkpoint/a` or `/b`),
+  tag `flops.checkpoint` = "<round>:<slot>" once uploaded. The next aggregator of the same training takes a
+  KILLED (or RUNNING) run with a checkpoint over: RUNNING again, tag `flops.resumed_from_round`, rounds continuing.
 """
 
 from __future__ import annotations
@@ -41,6 +44,10 @@ class TrainingProgress:
     round_overhead_seconds: float | None = None
     last_round_seconds: float | None = None
     """The latest reported round's wall time (metric round_duration_seconds)."""
+    checkpoint_round: int | None = None
+    """The round of the run's last uploaded checkpoint (tag flops.checkpoint): a stopped run resumes from it."""
+    error: str | None = None
+    """Why a FAILED run failed (tag flops.error)."""
     learners_answered: int | None = None
     """Learners that answered the latest reported round's training (metric num_train_learners)."""
     model_name: str | None = None

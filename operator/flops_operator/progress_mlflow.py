@@ -36,6 +36,12 @@ def _number(value: Any) -> float | None:
         return None
 
 
+def _checkpoint_round(tag: str | None) -> int | None:
+    """"<round>:<slot>" (the aggregator's checkpoint_mlflow.Saved)."""
+    value = _number(str(tag).split(":")[0]) if tag else None
+    return int(value) if value is not None else None
+
+
 def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgress:
     """Pure: an MLflow REST `run` object as TrainingProgress."""
     info, data = run.get("info") or {}, run.get("data") or {}
@@ -58,6 +64,8 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
         round_overhead_seconds=metrics.get(ROUND_OVERHEAD),
         last_round_seconds=metrics.get("round_duration_seconds"),
         learners_answered=int(metrics["num_train_learners"]) if "num_train_learners" in metrics else None,
+        checkpoint_round=_checkpoint_round(tags.get("flops.checkpoint")),
+        error=tags.get("flops.error"),
         model_name=tags.get("flops.model.name"),
         model_version=tags.get("flops.model.version"),
         model_alias=tags.get("flops.model.alias"),

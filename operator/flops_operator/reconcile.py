@@ -47,11 +47,11 @@ class ReconcileResult:
 
     @property
     def settled(self) -> bool:
-        """Training is over and the platform matches the plan: a local run may stop here."""
+        """Training is over (or suspended) and the platform matches the plan: a local run may stop here."""
         # An invalid spec is phase Failed too; a Completed project still removing services is not settled.
         ready = self.status.condition("Ready")
         return self.status.phase is Phase.Failed or (
-            self.status.phase is Phase.Completed and ready is not None and ready.status == "True")
+            self.status.phase in (Phase.Completed, Phase.Suspended) and ready is not None and ready.status == "True")
 
 
 async def _apply(platform: Platform, ref: ProjectRef, actions: Sequence[Action], secrets: dict[str, str],

@@ -66,7 +66,7 @@ def compute_status(
     outcome: TrainingOutcome,
 ) -> FLOpsProjectStatus:
     gen = project.generation
-    facts = policies.Facts.gather(desired, observation, actions, outcome)
+    facts = policies.Facts.gather(desired, observation, actions, outcome, suspend=project.spec.suspend)
     phase = policies.phase(facts)
     reason, message = policies.verdict(facts)
     stalled = reason in policies.STALLING
@@ -74,8 +74,9 @@ def compute_status(
     reconciling = not ready and not stalled
 
     conditions = [
-        _condition(previous, now, gen, "Ready", ready, "Completed" if ready and phase is Phase.Completed
-                   else ("Converged" if ready else phase.value), "" if ready else message),
+        _condition(previous, now, gen, "Ready", ready, (phase.value if phase in (Phase.Completed, Phase.Suspended)
+                                                        else "Converged") if ready else phase.value,
+                   "" if ready else message),
         _condition(previous, now, gen, "Reconciling", reconciling, phase.value if reconciling else "Idle",
                    message if reconciling else ""),
         _condition(previous, now, gen, "Stalled", stalled, reason if stalled else "None", message if stalled else ""),

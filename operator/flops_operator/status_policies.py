@@ -30,10 +30,12 @@ class Facts:
     converged: bool
     """Nothing to apply or wait for, and every desired service running (or, one-shot, completed)."""
     outcome: TrainingOutcome
+    suspended: bool = False
+    """spec.suspend (and the training not over)."""
 
     @classmethod
     def gather(cls, desired: Sequence[ServiceSpec], observation: Observation, actions: Sequence[Action],
-               outcome: TrainingOutcome) -> Facts:
+               outcome: TrainingOutcome, suspend: bool = False) -> Facts:
         observed = observation.services
         pending = tuple(a for a in actions if isinstance(a, (Create, Replace, Remove)))
         waits = tuple(a for a in actions if isinstance(a, Wait))
@@ -43,7 +45,7 @@ class Facts:
                                if s.state is ServiceState.failed and s.role not in (Role.aggregator, Role.learner)),
             converged=not pending and not waits and all(
                 observed.get(s.name) is not None and observed[s.name].state in OK for s in desired),
-            outcome=outcome,
+            outcome=outcome, suspended=suspend and not outcome.done,
         )
 
     @property
@@ -55,6 +57,8 @@ class Facts:
 def phase(f: Facts) -> Phase:
     if f.outcome.done:
         return Phase.Completed if f.outcome.succeeded else Phase.Failed
+    if f.suspended:
+        return Phase.Suspended
     if not f.observation.services:
         return Phase.Pending
     return Phase.Training if f.training_running else Phase.Provisioning
@@ -80,6 +84,14 @@ def completed(f: Facts) -> Verdict | None:
     if f.outcome.done:
         return "Completed", "training completed" + ("" if f.converged else "; settling services")
     return None
+
+
+def suspended(f: Facts) -> Verdict | None:
+    if not f.suspended:
+        return None
+    if f.pending or f.waits:
+        return "Suspending", "suspending: stopping the training services"
+    return "Suspended", "suspended; spec.suspend: false resumes the training from its last finished round"
 
 
 def waiting(f: Facts) -> Verdict | None:
@@ -109,7 +121,7 @@ def starting(f: Facts) -> Verdict:
 
 # Failures first (they stall the project), then what is done, then what is under way.
 VERDICTS: tuple[Callable[[Facts], Verdict | None], ...] = (
-    training_failed, stack_failed, completed, waiting, applying, training, starting)
+    training_failed, stack_failed, completed, suspended, waiting, applying, training, starting)
 STALLING = ("TrainingFailed", "DeadlineExceeded", "ServiceFailed")
 
 

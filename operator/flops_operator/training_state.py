@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from .models import FLOpsProjectStatus, Project
+from .models import FLOpsProjectStatus, Phase, Project
 from .models.edits import training_identity
 from .models.status import TrainingStatus
 from .plan.services import Role
@@ -66,6 +66,13 @@ def deadline_exceeded(project: Project, previous: FLOpsProjectStatus, identity: 
     return TrainingOutcome(True, False, message, "DeadlineExceeded")
 
 
+def _resumable(project: Project, progress: TrainingProgress, previous: FLOpsProjectStatus) -> bool:
+    """A KILLED run that the next aggregator takes over: it left a checkpoint, or it was stopped on purpose
+    (spec.suspend; a suspension before the first round resumes from scratch)."""
+    return progress.run_status == "KILLED" and (
+        progress.checkpoint_round is not None or project.spec.suspend or previous.phase is Phase.Suspended)
+
+
 def training_outcome(project: Project, observation: Observation, progress: TrainingProgress | None,
                      previous: FLOpsProjectStatus, *, aggregator_hash: str | None = None,
                      now: str | None = None) -> TrainingOutcome:
@@ -88,10 +95,14 @@ def training_outcome(project: Project, observation: Observation, progress: Train
     ours = aggregator if aggregator is not None and aggregator_hash in (None, aggregator.spec_hash) else None
     alive = aggregator is not None and aggregator.state in _ALIVE
     if ours is not None and ours.state is ServiceState.failed:
-        why = ours.message or f"exit code {ours.exit_code}"
+        # The run's own words first (e.g. a checkpoint to resume from that is gone), else the platform's.
+        why = (progress.error if progress is not None and progress.run_status == "FAILED" and progress.error
+               else None) or ours.message or f"exit code {ours.exit_code}"
         return TrainingOutcome(True, False, f"aggregator failed: {why}")
-    if progress is not None and not alive and progress.run_status in ("FAILED", "KILLED"):
-        return TrainingOutcome(True, False, f"MLflow run {progress.run_id} ended {progress.run_status}")
+    if progress is not None and not alive and progress.run_status in ("FAILED", "KILLED") and not _resumable(
+            project, progress, previous):
+        return TrainingOutcome(True, False, f"MLflow run {progress.run_id} ended {progress.run_status}"
+                               + (f": {progress.error}" if progress.error else ""))
     if ours is not None and ours.state is ServiceState.completed:
         return TrainingOutcome(True, True, "aggregator completed; training run finished")
     if progress is not None and not alive and progress.run_status == "FINISHED":

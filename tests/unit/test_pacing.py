@@ -45,6 +45,7 @@ PROVISIONING = status("Provisioning", Ready="False", Reconciling="True", Stalled
     ("settled: resync, jittered upwards", COMPLETED, False, 4.0, 36.0),
     ("failed: resync", FAILED, False, None, 36.0),
     ("stalled stack: resync", STALLED_STACK, True, None, 36.0),
+    ("suspended: resync", status("Suspended", Ready="True", Reconciling="False", Stalled="False"), False, 0.5, 36.0),
     ("training with everything up: progress poll", TRAINING, False, 3.0, 3.0),
     ("first look while provisioning", PROVISIONING, False, None, 0.5),
     ("a change was applied: look again soon", PROVISIONING, True, 16.0, 0.5),

@@ -134,3 +134,10 @@ def test_run_without_model_tags_has_no_model():
     assert progress.round == 0 and progress.model_version is None and progress.promoted is None
     assert progress.latest_metrics == {"train_loss": 1.5} and progress.best_metrics == {}
     assert progress.round_overhead_seconds is None
+
+
+def test_checkpoint_and_error_tags_are_read():
+    progress = progress_from_run("1", run("u", "r1", "KILLED", tags=[("flops.checkpoint", "3:b")]))
+    assert progress.checkpoint_round == 3 and progress.error is None
+    failed = progress_from_run("1", run("u", "r2", "FAILED", tags=[("flops.error", "RuntimeError: gone")]))
+    assert failed.checkpoint_round is None and failed.error == "RuntimeError: gone"

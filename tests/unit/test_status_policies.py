@@ -15,13 +15,13 @@ R, S, F = ServiceState.running, ServiceState.starting, ServiceState.failed
 OPEN, DONE, FAILED = TrainingOutcome(False), TrainingOutcome(True, True), TrainingOutcome(True, False, "boom")
 
 
-def facts(services=None, waits=(), pending=(), outcome=OPEN, converged=False):
+def facts(services=None, waits=(), pending=(), outcome=OPEN, converged=False, suspended=False):
     observed = {name: ObservedService(name, role, state, "h", message="crashed" if state is F else None)
                 for name, (role, state) in (services or {}).items()}
     return policies.Facts(desired=(), observation=Observation(observed), pending=tuple(pending), waits=tuple(waits),
                           stack_failed=tuple(s for s in observed.values()
                                              if s.state is F and s.role not in (Role.aggregator, Role.learner)),
-                          converged=converged, outcome=outcome)
+                          converged=converged, outcome=outcome, suspended=suspended)
 
 
 STACK_DOWN = {"artifact-store": (Role.artifact_store, F)}
@@ -42,6 +42,12 @@ TRAINING = {"tracking-server": (Role.tracking_server, R), "aggregator": (Role.ag
     ("applying", facts({"tracking-server": (Role.tracking_server, R)}, pending=["x", "y"]), Phase.Provisioning,
      "Applying", "applying 2 change(s)"),
     ("training", facts(TRAINING), Phase.Training, "Training", "training"),
+    ("suspending", facts(TRAINING, pending=["remove aggregator"], suspended=True), Phase.Suspended, "Suspending",
+     "suspending: stopping the training services"),
+    ("suspended", facts({"tracking-server": (Role.tracking_server, R)}, converged=True, suspended=True),
+     Phase.Suspended, "Suspended", "suspended; spec.suspend: false resumes the training from its last finished round"),
+    ("a failure wins over suspended", facts(STACK_DOWN, suspended=True), Phase.Suspended, "ServiceFailed",
+     "artifact-store failed: crashed"),
 ])
 def test_phase_and_verdict(case, f, phase, reason, message):
     assert policies.phase(f) is phase, case

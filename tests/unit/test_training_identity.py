@@ -206,3 +206,66 @@ async def test_an_invalid_edit_of_a_completed_project_then_its_fix_does_not_retr
     assert p.status.phase is Phase.Failed and "minTrainLearners" in p.status.message
     await p.converge(edited(MANIFEST, 3))
     assert p.status.phase is Phase.Completed and len(p.aggregators_created()) == 1
+
+
+async def test_suspend_stops_the_training_services_and_resume_takes_the_run_over():
+    p = Project_()
+    await p.converge()
+    first = p.identity()
+    p.mlflow.runs[first] = TrainingProgress(run_id="r1", run_status="RUNNING", round=2, checkpoint_round=2)
+    await p.converge()
+    assert p.status.phase is Phase.Training and p.status.training.round == 2
+
+    # Suspend: the aggregator (and its learners) go; the run ends KILLED with its checkpoint.
+    await p.converge(edited(MANIFEST, 2, suspend=True))
+    assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
+    p.mlflow.runs[first] = TrainingProgress(run_id="r1", run_status="KILLED", round=2, checkpoint_round=2)
+    await p.converge()
+    assert p.status.phase is Phase.Suspended and p.status.condition("Ready").status == "True"
+    assert p.status.condition("Stalled").status == "False" and p.status.training.round == 2
+    assert p.identity() == first, "suspend is no part of the training identity"
+
+    # Resume: a new aggregator of the same training (it takes the run over from round 2).
+    await p.converge(edited(MANIFEST, 3, suspend=False))
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 2
+    assert p.status.training.round == 2 and p.status.mlflow.run_id == "r1"
+
+
+async def test_a_training_suspended_before_its_first_checkpoint_resumes_rather_than_fails():
+    p = Project_()
+    await p.converge()
+    await p.converge(edited(MANIFEST, 2, suspend=True))
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="KILLED", round=0)
+    await p.converge()
+    assert p.status.phase is Phase.Suspended
+    await p.converge(edited(MANIFEST, 3))
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 2
+
+
+async def test_a_run_killed_by_accident_with_a_checkpoint_is_resumed_not_failed():
+    # An aggregator that was stopped (drift, a node gone) left a checkpoint: the next one takes over.
+    p = Project_()
+    await p.converge()
+    p.platform.lose(p.ref, "aggregator")
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="KILLED", round=1, checkpoint_round=1)
+    await p.converge()
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 2
+    # Without a checkpoint (and not suspended) a KILLED run ended the training.
+    q = Project_()
+    await q.converge()
+    q.platform.lose(q.ref, "aggregator")
+    q.mlflow.runs[q.identity()] = TrainingProgress(run_id="r2", run_status="KILLED", round=1)
+    await q.converge()
+    assert q.status.phase is Phase.Failed and "ended KILLED" in q.status.message
+
+
+async def test_a_resume_whose_checkpoint_is_gone_fails_with_the_run_s_words():
+    p = Project_()
+    await p.converge()
+    error = ("RuntimeError: the checkpoint of round 2 of MLflow run r1 (checkpoint/a) cannot be read back from "
+             "the artifact store: not found")
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="FAILED", round=2, error=error)
+    p.platform.fail(p.ref, "aggregator")
+    await p.converge()
+    assert p.status.phase is Phase.Failed and p.status.message == f"aggregator failed: {error}"
+    assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}

@@ -1,8 +1,9 @@
 -- Argo CD health check for flops.oakestra.io/FLOpsProject (resource.customizations.health).
 -- Healthy: the training Completed and the operator has seen the current spec with every service ready.
 -- Progressing: no status yet, a spec the operator has not observed yet (status.observedGeneration below
--- metadata.generation), provisioning, training, settling, retrying, deleting.
+-- metadata.generation), provisioning, training, suspending, settling, retrying, deleting.
 -- Degraded: phase Failed or condition Stalled, with the operator's message.
+-- Suspended: spec.suspend took effect (phase Suspended, its training services stopped).
 -- Lua 5.1 as Argo CD runs it (no os, io or require); tested in tests/unit/test_gitops_health.py.
 local hs = {}
 
@@ -25,7 +26,8 @@ end
 
 local function training()
   local t = obj.status.training
-  if t == nil or t.progress == nil or (obj.status.phase ~= "Training" and obj.status.phase ~= "Completed") then
+  local phase = obj.status.phase
+  if t == nil or t.progress == nil or (phase ~= "Training" and phase ~= "Completed" and phase ~= "Suspended") then
     return ""
   end
   local text = " (round " .. t.progress
@@ -71,6 +73,12 @@ if phase == "Failed" or is_true("Stalled") then
   else
     hs.message = "Stalled: " .. message
   end
+  return hs
+end
+
+if phase == "Suspended" and is_true("Ready") then
+  hs.status = "Suspended"
+  hs.message = "Suspended" .. training() .. ": " .. message
   return hs
 end
 

@@ -18,7 +18,8 @@ from ..reconcile import ReconcileResult
 
 _STATE_STYLE = {"running": "green", "completed": "green", "starting": "yellow", "pending": "yellow",
                 "failed": "bold red"}
-_PHASE_STYLE = {Phase.Completed: "bold green", Phase.Failed: "bold red", Phase.Training: "bold cyan"}
+_PHASE_STYLE = {Phase.Completed: "bold green", Phase.Failed: "bold red", Phase.Training: "bold cyan",
+                Phase.Suspended: "bold yellow"}
 
 
 def _metrics(values: dict[str, float], limit: int = 4) -> str:

@@ -14,6 +14,7 @@ class Phase(str, Enum):
     Pending = "Pending"
     Provisioning = "Provisioning"
     Training = "Training"
+    Suspended = "Suspended"
     Completed = "Completed"
     Failed = "Failed"
     Deleting = "Deleting"

@@ -274,7 +274,8 @@ def _model_server(project: Project) -> ServiceSpec:
 def desired(project: Project, *, training_done: bool, model_registered: bool = False) -> list[ServiceSpec]:
     """Services the project needs now.
 
-    Training services (aggregator, learners) exist until training is done; the tracking stack
+    Training services (aggregator, learners) exist until training is done, and not while it is
+    suspended (a new aggregator resumes from the checkpoint the last one left); the tracking stack
     stays until the project is deleted; the model server comes once a model is registered under the
     spec's registry name and alias (`model_registered`), and keeps serving it while a new training runs.
     """
@@ -286,7 +287,7 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
         if spec.tracking.artifact_store.type == "ftp":
             services.append(_artifact_store(spec))
         services.append(_tracking_server(spec))
-    if not training_done:
+    if not training_done and not spec.suspend:
         services.append(_aggregator(project))
         services += [_learner(project, i) for i in range(spec.learners.replicas)]
     if spec.serving.enabled and model_registered:
