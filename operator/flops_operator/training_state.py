@@ -51,8 +51,8 @@ def _seconds_between(start: str, end: str) -> float:
 
 def deadline_exceeded(project: Project, previous: FLOpsProjectStatus, identity: str, now: str,
                       ) -> TrainingOutcome | None:
-    """spec.training.activeDeadlineSeconds, counted from when this identity's training started (status
-    training.startedAt: its aggregator first seen)."""
+    """spec.training.activeDeadlineSeconds, counted from when this identity's training started or last
+    resumed from a suspension (status training.startedAt: its aggregator first seen)."""
     deadline = project.spec.training.active_deadline_seconds
     started = previous.training.started_at if previous.training.identity == identity else None
     if deadline is None or started is None or _seconds_between(started, now) <= deadline:
@@ -85,6 +85,9 @@ def training_outcome(project: Project, observation: Observation, progress: Train
     """
     identity = training_identity(project.spec)
     decided = _decided(previous, identity, project.generation)
+    if decided is not None and decided.reason == "DeadlineExceeded" and now is not None and deadline_exceeded(
+            project, previous, identity, now) is None:
+        decided = None  # the deadline was raised (or removed): the training resumes from its checkpoint
     if decided is not None:
         return decided
     if now is not None:
@@ -159,7 +162,9 @@ def training_status(project: Project, progress: TrainingProgress | None, previou
     if outcome.done and not outcome.succeeded:
         out.estimated_remaining_seconds = None  # it will not end by itself
     out.eta = human_duration(out.estimated_remaining_seconds)
-    if out.started_at is None and "aggregator" in observation.services and not outcome.done:
+    if project.spec.suspend and not outcome.done:
+        out.started_at = None  # as a Kubernetes Job's: a suspension stops the deadline's clock, a resume restarts it
+    elif out.started_at is None and "aggregator" in observation.services and not outcome.done:
         out.started_at = now  # the first look that saw this training's aggregator
     learners = [s for s in observation.services.values() if s.role is Role.learner]
     out.learners_running = sum(1 for s in learners if s.state is ServiceState.running)

@@ -167,13 +167,39 @@ async def test_a_training_past_its_deadline_ends_deadline_exceeded_and_keeps_the
     assert p.status.condition("Stalled").reason == "DeadlineExceeded"
     assert "spec.training.activeDeadlineSeconds" in p.status.message and "round 1/3" in p.status.message
     assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
-    # Ended for this training: a longer deadline does not restart it; a trigger trains anew.
-    await at("2026-11-30T12:05:00Z", edited(bounded, 2, training={"rounds": 3, "activeDeadlineSeconds": 6000}))
+    # Its stopped run left a checkpoint: still ended while the deadline stays; a longer one resumes it.
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r", run_status="KILLED", round=1, checkpoint_round=1)
+    await at("2026-11-30T12:02:00Z")
     assert p.status.phase is Phase.Failed and len(p.aggregators_created()) == 1
+    await at("2026-11-30T12:05:00Z", edited(bounded, 2, training={"rounds": 3, "activeDeadlineSeconds": 6000}))
+    assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 2
+    assert p.status.condition("TrainingComplete").reason == "InProgress"
+    # A trigger trains anew, with a clock of its own.
     await at("2026-11-30T12:06:00Z", edited(bounded, 3, training={"rounds": 3, "activeDeadlineSeconds": 6000,
                                                                    "trigger": "again"}))
     assert p.status.phase is Phase.Training and p.status.training.started_at == "2026-11-30T12:06:00Z"
-    assert len(p.aggregators_created()) == 2
+    assert len(p.aggregators_created()) == 3
+
+
+async def test_a_suspension_stops_the_deadline_s_clock_and_a_resume_restarts_it():
+    p = Project_()
+    bounded = edited(MANIFEST, 1, training={"rounds": 3, "activeDeadlineSeconds": 60})
+
+    async def at(now, manifest):
+        for _ in range(4):
+            result = await reconcile(manifest, p.status, platform=p.platform, credentials=p.credentials,
+                                     progress_source=p.mlflow, now=now)
+            p.status, p.ref = result.status, result.project.ref
+            if not result.applied:
+                break
+
+    await at("2026-11-30T12:00:00Z", bounded)
+    await at("2026-11-30T12:00:50Z", edited(bounded, 2, suspend=True))
+    assert p.status.phase is Phase.Suspended and p.status.training.started_at is None
+    await at("2026-11-30T13:00:00Z", edited(bounded, 3, suspend=False))
+    assert p.status.phase is Phase.Training and p.status.training.started_at == "2026-11-30T13:00:00Z"
+    await at("2026-11-30T13:00:59Z", edited(bounded, 3, suspend=False))
+    assert p.status.phase is Phase.Training
 
 
 async def test_an_immutable_field_edited_where_no_cel_rule_ran_stalls_naming_it_and_touches_nothing():

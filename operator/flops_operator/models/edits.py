@@ -37,7 +37,7 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
     ("aggregator.image", Edit.retrain, "other aggregator code"),
     ("registry", Edit.retrain, "the aggregator registers the model it trained; a new name or alias needs a new model"),
     ("training.activeDeadlineSeconds", Edit.in_place,
-     "bounds the training under way; one that ended DeadlineExceeded stays ended (change `trigger` to train anew)"),
+     "bounds the training under way; raised past the time spent, it resumes a training that ended DeadlineExceeded"),
     ("learners.replicas", Edit.in_place,
      "while training, learners are added or removed and the run goes on; after training, nothing to do"),
     ("learners.resources", Edit.in_place, "running learners are replaced; the run goes on"),
