@@ -168,7 +168,7 @@ def training_status(project: Project, progress: TrainingProgress | None, previou
         out.started_at = now  # the first look that saw this training's aggregator
     learners = [s for s in observation.services.values() if s.role is Role.learner]
     out.learners_running = sum(1 for s in learners if s.state is ServiceState.running)
-    out.learners_expected = 0 if outcome.done else project.spec.learners.replicas
+    out.learners_expected = 0 if outcome.done or project.spec.suspend else project.spec.learners.replicas
     return out
 
 

@@ -249,6 +249,7 @@ async def test_suspend_stops_the_training_services_and_resume_takes_the_run_over
     await p.converge()
     assert p.status.phase is Phase.Suspended and p.status.condition("Ready").status == "True"
     assert p.status.condition("Stalled").status == "False" and p.status.training.round == 2
+    assert (p.status.training.learners_expected, p.status.training.learners_running) == (0, 0)
     assert p.identity() == first, "suspend is no part of the training identity"
 
     # Resume: a new aggregator of the same training (it takes the run over from round 2).
