@@ -22,6 +22,7 @@ from .kopf_context import OperatorContext, Unusable, connection_info
 from .kopf_metrics import Stopwatch
 from .kopf_status import EventSpec, backoff_seconds, events_for, merge_patch, problem_status
 
+
 def _context(memo: Any) -> OperatorContext:
     return memo.flops
 
