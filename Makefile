@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/mlflow_overhead.py
 	$(BIN)/python bench/round_overhead.py
 	$(BIN)/python bench/demo_timing.py
+	$(BIN)/python bench/gitops_latency.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

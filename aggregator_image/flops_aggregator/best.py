@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import checkpoint
 from .strategies import RoundResult
 
 
@@ -46,6 +47,18 @@ class BestKeeper:
         tmp.replace(self.path)
         self.best = Best(result.round, float(value), dict(result.metrics), self.path)
         return True
+
+    def restore(self, best: checkpoint.Best) -> None:
+        """A resumed training's best so far, as its checkpoint kept it."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(self.path, **best.weights)
+        self.best = Best(best.round, best.value, dict(best.metrics), self.path)
+
+    def kept(self) -> checkpoint.Best | None:
+        """The best so far, for a checkpoint."""
+        if self.best is None:
+            return None
+        return checkpoint.Best(self.best.round, self.best.value, dict(self.best.metrics), self.weights())
 
     def weights(self) -> OrderedDict[str, np.ndarray]:
         if self.best is None:

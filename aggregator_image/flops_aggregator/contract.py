@@ -76,6 +76,9 @@ class AggregatorConfig(Wire):
     """FLOPS_CONFIG: one training of one project."""
 
     project: ProjectId
+    training_id: str = Field(min_length=1)
+    """The training identity (flops_operator.models.edits): the MLflow run is tagged with it, and the
+    operator reads only runs of the identity its spec asks for."""
     experiment: str
     """The MLflow experiment: <namespace>/<name>."""
     task: TaskRef

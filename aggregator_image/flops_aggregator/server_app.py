@@ -10,13 +10,14 @@ import time
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
 
-from flops_learner.client_app import to_record
+from flops_learner.client_app import from_record, to_record
 from flops_runtime import flower_pulls
 from flops_runtime.logs import own_logger
 from flops_learner.task import load_task
 
 from . import settings as settings_mod
 from .best import BestKeeper
+from .checkpoint import Checkpoint
 from .grid import BoundedGrid
 from .strategies import RoundResult, build
 from .tracking import make_recorder
@@ -28,7 +29,8 @@ app = ServerApp()
 
 
 class Rounds:
-    """Observer: each finished round goes to the recorder and the best-model keeper."""
+    """Observer: each finished round goes to the recorder and the best-model keeper, and becomes the
+    checkpoint a later aggregator of this training resumes from."""
 
     def __init__(self, recorder, keeper: BestKeeper):
         self.recorder, self.keeper, self.history, self.timings = recorder, keeper, [], []
@@ -45,6 +47,8 @@ class Rounds:
             log.info("round %d is the best so far (%s=%s)", result.round, self.keeper.metric,
                      result.metrics[self.keeper.metric])
         self.recorder.log_round(result)
+        if result.arrays is not None:
+            self.recorder.checkpoint(Checkpoint(result.round, from_record(result.arrays), self.keeper.kept()))
 
 
 def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
@@ -55,10 +59,14 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
     recorder = make_recorder(settings)
     started = time.monotonic()
     try:
-        recorder.start(context.run_id)
+        resumed = recorder.start(context.run_id)
+        done = resumed.round if resumed is not None else 0
         metric, mode = settings.best_metric
-        rounds = Rounds(recorder, BestKeeper(metric, mode, settings.workdir))
-        strategy = build(settings, rounds)
+        keeper = BestKeeper(metric, mode, settings.workdir)
+        if resumed is not None and resumed.best is not None:
+            keeper.restore(resumed.best)
+        rounds = Rounds(recorder, keeper)
+        strategy = build(settings, rounds, offset=done)
         model = task.build_model(seed=settings.seed)
         # A model of its own: the background preparation must not race the training's use of `model`.
         recorder.prepare(task, task.build_model(seed=settings.seed))
@@ -66,16 +74,18 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
         train_config = ConfigRecord({**common, "lr": t.learning_rate, "local-epochs": t.local_epochs,
                                      "batch-size": t.batch_size})
         min_nodes = settings.min_learners()[2]
-        strategy.start(
-            grid=BoundedGrid(grid, min_nodes=min_nodes, wait_timeout=settings.round_timeout),
-            initial_arrays=to_record(task.get_weights(model)),
-            num_rounds=settings.rounds,
-            timeout=settings.round_timeout,
-            train_config=train_config,
-            evaluate_config=ConfigRecord(common),
-        )
-        if len(rounds.history) != settings.rounds:
-            raise RuntimeError(f"{len(rounds.history)} of {settings.rounds} rounds completed")
+        remaining = settings.rounds - done
+        if remaining > 0:  # none: stopped after its last round, before the model was logged
+            strategy.start(
+                grid=BoundedGrid(grid, min_nodes=min_nodes, wait_timeout=settings.round_timeout),
+                initial_arrays=to_record(resumed.weights if resumed is not None else task.get_weights(model)),
+                num_rounds=remaining,
+                timeout=settings.round_timeout,
+                train_config=train_config,
+                evaluate_config=ConfigRecord(common),
+            )
+        if len(rounds.history) != remaining:
+            raise RuntimeError(f"{done + len(rounds.history)} of {settings.rounds} rounds completed")
         best = rounds.keeper.best
         if best is None:
             raise RuntimeError(f"no round produced {metric}: no learner answered")

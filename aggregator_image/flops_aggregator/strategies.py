@@ -87,8 +87,12 @@ def evaluation_replies(train_replies: list[Message]) -> list[Message]:
             for m in train_replies if not m.has_error() and keys.EVALUATION_RECORD in m.content]
 
 
-def observed(base: type, observer: RoundObserver | None, fused: bool = False) -> type:
-    """`base` with hooks that time each exchange and report each finished round (train + evaluate)."""
+def observed(base: type, observer: RoundObserver | None, fused: bool = False, offset: int = 0) -> type:
+    """`base` with hooks that time each exchange and report each finished round (train + evaluate).
+
+    `offset`: rounds a resumed training already did (checkpoint.py). Flower counts this run's rounds from 1;
+    the reports and the learners (their shuffling seeds, their last-round detection) see the training's
+    own round numbers, offset + Flower's."""
 
     class Observed(base):
         _num_rounds = 0
@@ -100,9 +104,9 @@ def observed(base: type, observer: RoundObserver | None, fused: bool = False) ->
             return super().start(grid, initial_arrays, num_rounds, *args, **kwargs)
 
         def configure_train(self, server_round, arrays, config, grid):
-            self._grid, self._round = grid, RoundResult(round=server_round, arrays=arrays)
+            self._grid, self._round = grid, RoundResult(round=server_round + offset, arrays=arrays)
             self._exchange = self._begin("train")
-            messages = list(super().configure_train(server_round, arrays, config, grid))
+            messages = self._shifted(list(super().configure_train(server_round, arrays, config, grid)))
             if self._pending is not None:
                 messages = self._asking_evaluation(messages, grid)
             return messages
@@ -129,7 +133,7 @@ def observed(base: type, observer: RoundObserver | None, fused: bool = False) ->
             if fused and server_round < self._num_rounds:
                 return []
             self._grid, self._exchange = grid, self._begin("evaluate")
-            return super().configure_evaluate(server_round, arrays, config, grid)
+            return self._shifted(list(super().configure_evaluate(server_round, arrays, config, grid)))
 
         def aggregate_evaluate(self, server_round, replies: Iterable[Message]):
             replies = list(replies)
@@ -163,9 +167,18 @@ def observed(base: type, observer: RoundObserver | None, fused: bool = False) ->
             return [self._with_evaluation(m) if i in chosen else m for i, m in enumerate(messages)]
 
         def _with_evaluation(self, message: Message) -> Message:
+            return self._configured(message, {keys.EVALUATE_RECEIVED: True})
+
+        def _shifted(self, messages: list[Message]) -> list[Message]:
+            if not offset:
+                return messages
+            return [self._configured(m, {"server-round": int(m.content[self.configrecord_key]["server-round"])
+                                         + offset}) for m in messages]
+
+        def _configured(self, message: Message, updates: dict) -> Message:
             content = RecordDict(dict(message.content.items()))
             config = ConfigRecord(dict(content[self.configrecord_key]))
-            config[keys.EVALUATE_RECEIVED] = True
+            config.update(updates)
             content[self.configrecord_key] = config
             return Message(content=content, dst_node_id=message.metadata.dst_node_id,
                            message_type=message.metadata.message_type)
@@ -183,7 +196,7 @@ def observed(base: type, observer: RoundObserver | None, fused: bool = False) ->
     return Observed
 
 
-def build(settings: Settings, observer: RoundObserver | None):
+def build(settings: Settings, observer: RoundObserver | None, offset: int = 0):
     spec = settings.strategy
     name = spec.name
     if name not in STRATEGIES:
@@ -193,7 +206,7 @@ def build(settings: Settings, observer: RoundObserver | None):
     if foreign:
         raise ValueError(f"strategy {name} does not take {', '.join(foreign)}")
     min_train, min_eval, min_avail = settings.min_learners()
-    return observed(STRATEGIES[name], observer, fused=settings.fused_evaluation)(
+    return observed(STRATEGIES[name], observer, fused=settings.fused_evaluation, offset=offset)(
         fraction_train=spec.fraction_train,
         fraction_evaluate=spec.fraction_evaluate,
         min_train_nodes=min_train,

@@ -10,7 +10,7 @@ from concurrent.futures import Future
 from importlib import metadata
 from typing import Any, Protocol
 
-from . import mlflow_run
+from . import checkpoint, checkpoint_mlflow, mlflow_run
 from .best import Best
 from .registry import Registration, register_and_promote
 from .settings import Settings
@@ -18,14 +18,22 @@ from .strategies import RoundResult
 
 log = logging.getLogger("flops_aggregator")
 
+TRAINING_ID_TAG = "flops.training.id"
 # System metrics are sampled every few seconds (MLflow's default, 10 s, leaves short runs with nothing).
 SYSTEM_METRICS_INTERVAL_SECONDS = 2
 
 
+# A stopped training waits this long at most for its last checkpoint to reach the artifact store.
+CHECKPOINT_UPLOAD_BOUND_SECONDS = 5.0
+
+
 class Recorder(Protocol):
-    def start(self, flower_run_id: int) -> None: ...
+    def start(self, flower_run_id: int) -> checkpoint.Checkpoint | None:
+        """Start (or take over) the training's run; the checkpoint to resume from, if any."""
+        ...
     def prepare(self, task: Any, model: Any) -> None: ...
     def log_round(self, result: RoundResult) -> None: ...
+    def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None: ...
     def finish(self, best: Best, model: Any, task: Any) -> Registration | None: ...
     def fail(self, error: BaseException) -> None: ...
 
@@ -33,7 +41,10 @@ class Recorder(Protocol):
 class BareRecorder:
     """No MLflow at all (MLFLOW_TRACKING_URI unset): the benchmark's baseline."""
 
-    def start(self, flower_run_id: int) -> None:
+    def start(self, flower_run_id: int) -> checkpoint.Checkpoint | None:
+        return None
+
+    def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None:
         pass
 
     def prepare(self, task: Any, model: Any) -> None:
@@ -72,6 +83,7 @@ class MlflowRecorder:
         self.synchronous = not settings.async_logging
         self.pending: list = []
         self.prepared: Future | None = None
+        self.uploader: checkpoint_mlflow.Uploader | None = None
 
     def _experiment_id(self) -> str:
         s, project = self.settings, self.settings.config.project
@@ -85,22 +97,42 @@ class MlflowRecorder:
                 self.client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
 
-    def start(self, flower_run_id: int) -> None:
+    def start(self, flower_run_id: int) -> checkpoint.Checkpoint | None:
         s, mlflow = self.settings, self.mlflow
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_SECONDS)
         mlflow.set_system_metrics_samples_before_logging(1)
-        run = mlflow.start_run(
-            experiment_id=self._experiment_id(),
-            run_name=f"{s.config.project.name}-flower-{flower_run_id}",
-            tags={"flops.project.uid": s.config.project.uid, "flops.flower.run_id": str(flower_run_id),
-                  "flops.total_rounds": str(s.rounds), "flops.round": "0"},
-            log_system_metrics=True,
-        )
+        experiment_id = self._experiment_id()
+        found = checkpoint_mlflow.resumable(self.client, experiment_id, s.config.project.uid, s.config.training_id)
+        resumed = None
+        if found is not None:
+            # Read back before the run is taken over: a checkpoint that is gone fails here, saying so.
+            run_id, saved = found
+            resumed = checkpoint_mlflow.download(self.client, run_id, saved, s.workdir / "resume")
+            run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
+            mlflow.set_tags({"flops.flower.run_id": str(flower_run_id), checkpoint.RESUMED_TAG: str(saved.round)})
+        else:
+            run = mlflow.start_run(
+                experiment_id=experiment_id,
+                run_name=f"{s.config.project.name}-flower-{flower_run_id}",
+                tags={"flops.project.uid": s.config.project.uid, TRAINING_ID_TAG: s.config.training_id,
+                      "flops.flower.run_id": str(flower_run_id),
+                      "flops.total_rounds": str(s.rounds), "flops.round": "0"},
+                log_system_metrics=True,
+            )
         self.run_id = run.info.run_id
         # Before anything else can fail or be interrupted: a signalled entrypoint ends the run from this file.
         mlflow_run.record(s.workdir, self.run_id, flower_run_id)
-        mlflow.log_params(s.params())
-        log.info("MLflow run %s in experiment %r", self.run_id, s.experiment)
+        if resumed is None:
+            mlflow.log_params(s.params())  # params cannot change; a taken-over run has them
+            log.info("MLflow run %s in experiment %r", self.run_id, s.experiment)
+        else:
+            log.info("MLflow run %s resumed after round %d", self.run_id, resumed.round)
+        self.uploader = checkpoint_mlflow.Uploader(self.client, self.run_id, found[1] if found else None)
+        return resumed
+
+    def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None:
+        if self.uploader is not None:
+            self.uploader.offer(ckpt)
 
     def prepare(self, task: Any, model: Any) -> None:
         """Async mode: what the final model logging needs is computed, and the export rehearsed, in the
@@ -158,6 +190,9 @@ class MlflowRecorder:
         if self.mlflow.active_run() is None:
             return
         stopped = stopped_from_outside(error)
+        if stopped and self.uploader is not None and not self.uploader.wait(CHECKPOINT_UPLOAD_BOUND_SECONDS):
+            log.warning("the last checkpoint did not reach the artifact store in %.0fs; an earlier one stays",
+                        CHECKPOINT_UPLOAD_BOUND_SECONDS)
         try:
             if stopped:
                 reason = mlflow_run.stop_reason(self.settings.workdir)

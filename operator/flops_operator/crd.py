@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from .models import project as p
+from .models.edits import IMMUTABLE_RULES, description
 from .models.spec import SPEC_VALIDATIONS, FLOpsProjectSpec
 from .models.status import FLOpsProjectStatus
 
@@ -105,8 +106,22 @@ def _default_objects(node: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _annotate_edits(node: dict[str, Any], path: str = "") -> dict[str, Any]:
+    # What editing a field does (models/edits.py), said where `kubectl explain` shows it, and the
+    # immutable fields' CEL transition rules.
+    for name, child in node.get("properties", {}).items():
+        here = f"{path}.{name}" if path else name
+        said = description(here)
+        if said:
+            child["description"] = f"{child['description']} {said}" if child.get("description") else said
+        if here in IMMUTABLE_RULES:
+            child["x-kubernetes-validations"] = IMMUTABLE_RULES[here]
+        _annotate_edits(child, here)
+    return node
+
+
 def openapi_schema() -> dict[str, Any]:
-    spec = _default_objects(_model_schema(FLOpsProjectSpec, "validation"))
+    spec = _annotate_edits(_default_objects(_model_schema(FLOpsProjectSpec, "validation")))
     spec["x-kubernetes-validations"] = SPEC_VALIDATIONS
     status = _drop_defaults(_model_schema(FLOpsProjectStatus, "serialization"))
     status.pop("required", None)
@@ -127,6 +142,8 @@ def openapi_schema() -> dict[str, Any]:
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Round", "type": "string", "jsonPath": ".status.training.progress"},
+    {"name": "Done%", "type": "integer", "jsonPath": ".status.training.progressPercentage"},
+    {"name": "ETA", "type": "string", "jsonPath": ".status.training.eta"},
     {"name": "Best", "type": "string", "jsonPath": ".status.training.best"},
     {"name": "Model-Version", "type": "string", "jsonPath": ".status.model.version"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

@@ -4,7 +4,8 @@
 - Tracking URI: env MLFLOW_TRACKING_URI (credentials, if any, only via env — never in the Flower run config).
 - Experiment name = FLOPS_CONFIG["experiment"] (= "<namespace>/<name>"); experiment tags `flops.project.namespace`,
   `flops.project.name`, `flops.project.uid`.
-- One MLflow run per training. Run tags: `flops.project.uid`, `flops.flower.run_id`, `flops.total_rounds`; tag
+- One MLflow run per training. Run tags: `flops.project.uid`, `flops.training.id` (the training identity,
+  models/edits.py: only runs of the spec's identity are read), `flops.flower.run_id`, `flops.total_rounds`; tag
   `flops.round` updated to the current round number after each round. Params: rounds, strategy name and its arguments,
   min train/evaluate/available learners, local epochs, batch size, learning rate, round timeout, task, dataset, partitioning.
 - Per round, with step=round: `train_loss` (example-weighted), `eval_loss`, `eval_accuracy` (and any other evaluate
@@ -17,6 +18,9 @@
   `flops.model.uri` (`models:/<name>/<version>`), `flops.model.promoted` ("true"/"false"). Run ends FINISHED on
   success, FAILED on any failure (tag `flops.error`), KILLED when the training is stopped from outside (tag
   `flops.end_reason`, e.g. "signal SIGTERM" when the aggregator was signalled).
+- After each reported round: the global model and best-so-far in the run's artifacts (`checkpoint/a` or `/b`),
+  tag `flops.checkpoint` = "<round>:<slot>" once uploaded. The next aggregator of the same training takes a
+  KILLED (or RUNNING) run with a checkpoint over: RUNNING again, tag `flops.resumed_from_round`, rounds continuing.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ class TrainingProgress:
     best_metrics: dict[str, float] = field(default_factory=dict)
     best_round: int | None = None
     round_overhead_seconds: float | None = None
+    last_round_seconds: float | None = None
+    """The latest reported round's wall time (metric round_duration_seconds)."""
+    checkpoint_round: int | None = None
+    """The round of the run's last uploaded checkpoint (tag flops.checkpoint): a stopped run resumes from it."""
+    error: str | None = None
+    """Why a FAILED run failed (tag flops.error)."""
+    learners_answered: int | None = None
+    """Learners that answered the latest reported round's training (metric num_train_learners)."""
     model_name: str | None = None
     model_version: str | None = None
     model_alias: str | None = None
@@ -47,7 +59,7 @@ class TrainingProgress:
 
 class ProgressSource(Protocol):
     async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
-        """Progress of the project's latest training run, None if there is none (yet).
+        """Progress of the latest run of the project's current training identity, None if there is none (yet).
 
         Raises nothing for an unreachable server: progress is best effort, status keeps the last
         known numbers.

@@ -1,7 +1,7 @@
 """The training-progress gatherer both adapters use: the project's MLflow run over REST (aiohttp).
 
 It reads what the aggregator writes (the contract is in progress.py): the latest run of the
-experiment "<namespace>/<name>" tagged with the project's uid, its status, the round tag, the
+experiment "<namespace>/<name>" tagged with the project's uid and its current training identity, its status, the round tag, the
 latest metrics, the best_* metrics and the registered model's tags. Best effort: anything that
 goes wrong reading it (unreachable, not yet created, unexpected answer) is None.
 """
@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 
 from .models import Project
+from .models.edits import training_identity
 from .plan.desired import experiment_name
 from .progress import TrainingProgress
 
@@ -22,6 +23,7 @@ log = logging.getLogger(__name__)
 
 API = "/api/2.0/mlflow"
 UID_TAG = "flops.project.uid"
+TRAINING_ID_TAG = "flops.training.id"
 ROUND_OVERHEAD = "round_overhead_seconds"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
@@ -32,6 +34,12 @@ def _number(value: Any) -> float | None:
         return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _checkpoint_round(tag: str | None) -> int | None:
+    """"<round>:<slot>" (the aggregator's checkpoint_mlflow.Saved)."""
+    value = _number(str(tag).split(":")[0]) if tag else None
+    return int(value) if value is not None else None
 
 
 def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgress:
@@ -54,6 +62,10 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
         best_metrics=best,
         best_round=int(best_round) if best_round is not None else None,
         round_overhead_seconds=metrics.get(ROUND_OVERHEAD),
+        last_round_seconds=metrics.get("round_duration_seconds"),
+        learners_answered=int(metrics["num_train_learners"]) if "num_train_learners" in metrics else None,
+        checkpoint_round=_checkpoint_round(tags.get("flops.checkpoint")),
+        error=tags.get("flops.error"),
         model_name=tags.get("flops.model.name"),
         model_version=tags.get("flops.model.version"),
         model_alias=tags.get("flops.model.alias"),
@@ -64,6 +76,13 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
 
 def _quoted(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_filter(project: Project) -> str:
+    """MLflow's search filter for the runs of this project's current training: a run of another identity
+    (an earlier spec, a failed run before a fix) never decides this one's outcome."""
+    return (f"tags.`{UID_TAG}` = {_quoted(project.ref.uid)}"
+            f" AND tags.`{TRAINING_ID_TAG}` = {_quoted(training_identity(project.spec))}")
 
 
 class MlflowProgress:
@@ -101,7 +120,7 @@ class MlflowProgress:
             experiment_id = found["experiment"]["experiment_id"]
             runs = await self._call("POST", f"{base}/runs/search", json={
                 "experiment_ids": [experiment_id],
-                "filter": f"tags.`{UID_TAG}` = {_quoted(project.ref.uid)}",
+                "filter": run_filter(project),
                 "order_by": ["attributes.start_time DESC"],
                 "max_results": 1,
             })

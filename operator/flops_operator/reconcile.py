@@ -15,9 +15,10 @@ from datetime import datetime, timezone
 from typing import Any, Sequence
 
 from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project, ProjectRef, parse_project
+from .models.edits import immutable_changes
 from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
-from .plan.desired import credential_names, desired
+from .plan.desired import credential_names, desired, model_name
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
@@ -46,11 +47,11 @@ class ReconcileResult:
 
     @property
     def settled(self) -> bool:
-        """Training is over and the platform matches the plan: a local run may stop here."""
+        """Training is over (or suspended) and the platform matches the plan: a local run may stop here."""
         # An invalid spec is phase Failed too; a Completed project still removing services is not settled.
         ready = self.status.condition("Ready")
         return self.status.phase is Phase.Failed or (
-            self.status.phase is Phase.Completed and ready is not None and ready.status == "True")
+            self.status.phase in (Phase.Completed, Phase.Suspended) and ready is not None and ready.status == "True")
 
 
 async def _apply(platform: Platform, ref: ProjectRef, actions: Sequence[Action], secrets: dict[str, str],
@@ -111,14 +112,20 @@ async def reconcile(
     generation = int((manifest.get("metadata") or {}).get("generation") or 1)
     try:
         project = parse_project(manifest)
+        changed = immutable_changes(project.spec, previous.created_with)
+        if changed:
+            raise InvalidProject([Problem(path, message) for path, message in changed])
     except InvalidProject as exc:
+        # Nothing is observed, applied or removed: what runs keeps running.
         return ReconcileResult(invalid_status(exc.problems, previous, generation, now=now), problems=exc.problems)
 
     observation = await platform.observe(project.ref)
     url = tracking_url(project, observation)
     progress = await progress_source.fetch(project, url) if url else None
-    outcome = training_outcome(project, observation, progress, previous)
-    registered = bool((progress and progress.model_version) or previous.model.version)
+    registered = bool(progress and progress.model_version) or _registered(previous, project)
+    training_plan = _plan(manifest, project, training_done=False, model_registered=registered)
+    aggregator_hash = next((s.spec_hash for s in training_plan if s.name == "aggregator"), None)
+    outcome = training_outcome(project, observation, progress, previous, aggregator_hash=aggregator_hash, now=now)
     wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered)
     to_apply = effects(diff(wanted, observation.services))
     if to_apply:
@@ -128,6 +135,45 @@ async def reconcile(
     remaining = diff(wanted, observation.services)
     status = compute_status(project, wanted, observation, remaining, progress, previous, now=now, outcome=outcome)
     return ReconcileResult(status, applied=to_apply, project=project, observation=observation, progress=progress)
+
+
+# One change can take a few passes to carry out: services wait for those they depend on, which the next
+# observe may already see running. Bounded: a platform that keeps changing cannot hold a caller forever.
+MAX_PASSES = 6
+
+
+@dataclass
+class Passes:
+    """What the passes of one convergence step got to, also when one of them raised."""
+
+    status: FLOpsProjectStatus
+    """The status the last finished pass computed (the previous one before any)."""
+    applied: list[Action] = field(default_factory=list)
+    """Everything the passes changed, in order."""
+    result: ReconcileResult | None = None
+
+
+async def converge(manifest: dict[str, Any], passes: Passes, *, platform: Platform, credentials: Credentials,
+                   progress_source: ProgressSource, max_passes: int = MAX_PASSES) -> ReconcileResult:
+    """The one convergence step both adapters take: reconcile() again while a pass changed something.
+    When to take the next step is theirs to schedule, by the same policy (pacing.Pacing). Platform errors
+    propagate; `passes` then holds what was done before."""
+    for _ in range(max_passes):
+        result = await reconcile(manifest, passes.status, platform=platform, credentials=credentials,
+                                 progress_source=progress_source)
+        passes.applied += result.applied
+        passes.status, passes.result = result.status, result
+        if result.invalid or not result.applied:
+            break
+    assert passes.result is not None
+    return passes.result
+
+
+def _registered(previous: FLOpsProjectStatus, project: Project) -> bool:
+    """An earlier training registered a model where the spec's registry points (a model server can serve
+    it while a new training runs); after a registry edit, only the new training's model counts."""
+    model = previous.model
+    return bool(model.version) and model.name == model_name(project) and model.alias == project.spec.registry.alias
 
 
 def _describe(action: Action) -> str:

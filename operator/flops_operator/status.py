@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Sequence
 
 from .models import Condition, FLOpsProjectStatus, Phase, Problem, Project
+from .models.edits import immutable_values
+from . import status_policies as policies
 from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus, TrainingStatus
-from .plan.diff import Action, Create, Remove, Replace, Wait
+from .plan.diff import Action
 from .plan.services import Role, ServiceSpec
-from .platforms.base import Observation, ObservedService, ServiceState
+from .platforms.base import Observation, ObservedService
 from .progress import TrainingProgress
+from .training_state import TrainingOutcome, training_outcome, training_status
+
+__all__ = ["compute_status", "deleting_status", "invalid_status", "problem_status", "tracking_url",
+           "training_outcome", "TrainingOutcome"]
 
 COMPONENT_CONDITIONS = {
     Role.backend_store: "BackendStoreReady",
@@ -20,31 +25,6 @@ COMPONENT_CONDITIONS = {
     Role.learner: "LearnersReady",
     Role.model_server: "ModelServerReady",
 }
-_OK = (ServiceState.running, ServiceState.completed)
-
-
-@dataclass(frozen=True)
-class TrainingOutcome:
-    done: bool
-    succeeded: bool = False
-    message: str = ""
-
-
-def training_outcome(project: Project, observation: Observation, progress: TrainingProgress | None,
-                     previous: FLOpsProjectStatus) -> TrainingOutcome:
-    """Has this generation's training finished, and how? Sticky once decided for a generation."""
-    prev = previous.condition("TrainingComplete")
-    if prev is not None and prev.observed_generation == project.generation and prev.reason in ("Succeeded", "Failed"):
-        return TrainingOutcome(True, prev.reason == "Succeeded", prev.message)
-    aggregator = observation.services.get("aggregator")
-    if aggregator is not None and aggregator.state is ServiceState.failed:
-        why = aggregator.message or f"exit code {aggregator.exit_code}"
-        return TrainingOutcome(True, False, f"aggregator failed: {why}")
-    if progress is not None and progress.run_status in ("FAILED", "KILLED"):
-        return TrainingOutcome(True, False, f"MLflow run {progress.run_id} ended {progress.run_status}")
-    if aggregator is not None and aggregator.state is ServiceState.completed:
-        return TrainingOutcome(True, True, "aggregator completed; training run finished")
-    return TrainingOutcome(False)
 
 
 def _condition(previous: FLOpsProjectStatus, now: str, generation: int, type_: str, ok: bool | None,
@@ -64,19 +44,6 @@ def _component(seen: ObservedService) -> ComponentStatus:
     )
 
 
-def _role_condition(role: Role, desired: Sequence[ServiceSpec], observation: Observation,
-                    ) -> tuple[bool, str, str]:
-    wanted = [s for s in desired if s.role is role]
-    seen = [observation.services.get(s.name) for s in wanted]
-    ready = [s for s in seen if s is not None and s.state in _OK]
-    failed = [s for s in seen if s is not None and s.state is ServiceState.failed]
-    if failed:
-        return False, "Failed", "; ".join(f"{s.name}: {s.message or 'failed'}" for s in failed)
-    if len(ready) == len(wanted):
-        return True, "Ready", f"{len(ready)}/{len(wanted)} ready"
-    return False, "NotReady", f"{len(ready)}/{len(wanted)} ready"
-
-
 def tracking_url(project: Project, observation: Observation) -> str | None:
     """Where the operator (and people) reach the MLflow tracking server."""
     if project.spec.tracking.uri:
@@ -85,26 +52,6 @@ def tracking_url(project: Project, observation: Observation) -> str | None:
     if seen is not None and seen.external_address:
         return f"http://{seen.external_address}"
     return None
-
-
-def _training_status(project: Project, progress: TrainingProgress | None,
-                     previous: FLOpsProjectStatus) -> TrainingStatus:
-    total = project.spec.training.rounds
-    if progress is None:
-        kept = previous.training.model_copy()
-        kept.total_rounds = total
-        kept.progress = f"{kept.round}/{total}"
-        return kept
-    metric = project.spec.training.best_model.metric
-    best_value = progress.best_metrics.get(metric)
-    return TrainingStatus(
-        round=progress.round, total_rounds=total, progress=f"{progress.round}/{total}",
-        latest_metrics=dict(progress.latest_metrics), best_metrics=dict(progress.best_metrics),
-        best_round=progress.best_round,
-        best=f"{metric}={best_value:.4f}" if best_value is not None else None,
-        run_status=progress.run_status,
-        round_overhead_seconds=progress.round_overhead_seconds,
-    )
 
 
 def compute_status(
@@ -119,100 +66,83 @@ def compute_status(
     outcome: TrainingOutcome,
 ) -> FLOpsProjectStatus:
     gen = project.generation
-    pending = [a for a in actions if isinstance(a, (Create, Replace, Remove))]
-    waits = [a for a in actions if isinstance(a, Wait)]
-    observed = observation.services
-    stack_failed = [s for s in observed.values()
-                    if s.state is ServiceState.failed and s.role not in (Role.aggregator, Role.learner)]
-    converged = not pending and not waits and all(
-        observed.get(s.name) is not None and observed[s.name].state in _OK for s in desired)
-
-    if outcome.done:
-        phase = Phase.Completed if outcome.succeeded else Phase.Failed
-    elif not observed:
-        phase = Phase.Pending
-    elif observed.get("aggregator") is not None and observed["aggregator"].state is ServiceState.running:
-        phase = Phase.Training
-    else:
-        phase = Phase.Provisioning
-
-    stalled = phase is Phase.Failed or bool(stack_failed)
-    ready = converged and not stalled
-    if phase is Phase.Failed:
-        message = outcome.message
-    elif stack_failed:
-        message = "; ".join(f"{s.name} failed: {s.message or 'see its logs'}" for s in stack_failed)
-    elif phase is Phase.Completed:
-        message = "training completed" + ("" if converged else "; settling services")
-    elif waits:
-        message = "waiting: " + ", ".join(f"{w.name} for {'/'.join(w.waiting_for)}" for w in waits[:3])
-        # Say what holds the awaited services back (a crash loop, a health check, a placement).
-        awaited = dict.fromkeys(name for w in waits for name in w.waiting_for)
-        why = [f"{name}: {observed[name].message}" for name in awaited
-               if name in observed and observed[name].message]
-        if why:
-            message += " (" + "; ".join(why) + ")"
-    elif pending:
-        message = f"applying {len(pending)} change(s)"
-    elif phase is Phase.Training:
-        message = "training"
-    else:
-        message = "starting services"
+    facts = policies.Facts.gather(desired, observation, actions, outcome, suspend=project.spec.suspend)
+    phase = policies.phase(facts)
+    reason, message = policies.verdict(facts)
+    stalled = reason in policies.STALLING
+    ready = facts.converged and not stalled
+    reconciling = not ready and not stalled
 
     conditions = [
-        _condition(previous, now, gen, "Ready", ready, "Completed" if ready and phase is Phase.Completed
-                   else ("Converged" if ready else phase.value), "" if ready else message),
-        _condition(previous, now, gen, "Reconciling", not ready and not stalled,
-                   phase.value if not ready and not stalled else "Idle", message if not ready and not stalled else ""),
-        _condition(previous, now, gen, "Stalled", stalled, "Failed" if stalled else "None",
-                   message if stalled else ""),
+        _condition(previous, now, gen, "Ready", ready, (phase.value if phase in (Phase.Completed, Phase.Suspended)
+                                                        else "Converged") if ready else phase.value,
+                   "" if ready else message),
+        _condition(previous, now, gen, "Reconciling", reconciling, phase.value if reconciling else "Idle",
+                   message if reconciling else ""),
+        _condition(previous, now, gen, "Stalled", stalled, reason if stalled else "None", message if stalled else ""),
     ]
-    roles = [r for r in COMPONENT_CONDITIONS if any(s.role is r for s in desired)]
-    for role in roles:
-        ok, reason, text = _role_condition(role, desired, observation)
-        conditions.append(_condition(previous, now, gen, COMPONENT_CONDITIONS[role], ok, reason, text))
+    for role in [r for r in COMPONENT_CONDITIONS if any(s.role is r for s in desired)]:
+        ok, why, text = policies.role_readiness(role, facts)
+        conditions.append(_condition(previous, now, gen, COMPONENT_CONDITIONS[role], ok, why, text))
     if outcome.done:
         conditions.append(_condition(previous, now, gen, "TrainingComplete", outcome.succeeded,
-                                     "Succeeded" if outcome.succeeded else "Failed", outcome.message))
+                                     outcome.condition_reason, outcome.message))
     else:
         conditions.append(_condition(previous, now, gen, "TrainingComplete", False,
-                                     "InProgress" if "aggregator" in observed else "NotStarted"))
-    training = _training_status(project, progress, previous)
-    model = previous.model
-    if progress is not None and progress.model_version:
-        model = ModelStatus(name=progress.model_name, version=progress.model_version,
-                            alias=progress.model_alias, uri=progress.model_uri, promoted=progress.promoted)
+                                     "InProgress" if "aggregator" in observation.services else "NotStarted"))
+    training = training_status(project, progress, previous, observation, outcome, now)
+    model = _model(progress, previous)
     conditions.append(_condition(previous, now, gen, "ModelRegistered", bool(model.version),
                                  "Registered" if model.version else "NotYet",
                                  f"{model.name} version {model.version}" if model.version else ""))
+    order = {s.name: i for i, s in enumerate(desired)}
+    components = [_component(s) for s in sorted(observation.services.values(),
+                                                key=lambda s: (order.get(s.name, 10**6), s.name))]
+    return FLOpsProjectStatus(
+        phase=phase, observed_generation=gen, message=message, conditions=conditions,
+        components=components, training=training, mlflow=_mlflow(project, observation, progress, previous, training),
+        model=model, oakestra=_oakestra(project, observation, previous),
+        created_with=previous.created_with or immutable_values(project.spec),
+    )
 
+
+def _model(progress: TrainingProgress | None, previous: FLOpsProjectStatus) -> ModelStatus:
+    """The last registered model: this training's once it registered one, an earlier one's until then."""
+    if progress is not None and progress.model_version:
+        return ModelStatus(name=progress.model_name, version=progress.model_version,
+                           alias=progress.model_alias, uri=progress.model_uri, promoted=progress.promoted)
+    return previous.model
+
+
+def _mlflow(project: Project, observation: Observation, progress: TrainingProgress | None,
+            previous: FLOpsProjectStatus, training: TrainingStatus) -> MlflowStatus:
     url = tracking_url(project, observation)
+    same_training = previous.training.identity in (training.identity, None)
     mlflow = MlflowStatus(
         tracking_uri=url or previous.mlflow.tracking_uri,
         experiment_name=project.ref.key,
         experiment_id=(progress.experiment_id if progress else None) or previous.mlflow.experiment_id,
-        run_id=(progress.run_id if progress else None) or previous.mlflow.run_id,
+        run_id=(progress.run_id if progress else None) or (previous.mlflow.run_id if same_training else None),
     )
     base = mlflow.tracking_uri
     if base:
         mlflow.ui_url = f"{base}/#/experiments/{mlflow.experiment_id}" if mlflow.experiment_id else base
-    order = {s.name: i for i, s in enumerate(desired)}
-    components = [_component(s) for s in sorted(observed.values(), key=lambda s: (order.get(s.name, 10**6), s.name))]
-    oakestra = None
-    if project.spec.platform.value == "oakestra" and (observation.application_id or previous.oakestra):
-        oakestra = OakestraStatus(
-            application_id=observation.application_id or (previous.oakestra.application_id if previous.oakestra else None),
-            application_name=observation.application_name or (previous.oakestra.application_name if previous.oakestra else None),
-        )
-    return FLOpsProjectStatus(
-        phase=phase, observed_generation=gen, message=message, conditions=conditions,
-        components=components, training=training, mlflow=mlflow, model=model, oakestra=oakestra,
-    )
+    return mlflow
+
+
+def _oakestra(project: Project, observation: Observation, previous: FLOpsProjectStatus) -> OakestraStatus | None:
+    if project.spec.platform.value != "oakestra" or not (observation.application_id or previous.oakestra):
+        return None
+    before = previous.oakestra or OakestraStatus()
+    return OakestraStatus(application_id=observation.application_id or before.application_id,
+                          application_name=observation.application_name or before.application_name)
 
 
 def invalid_status(problems: Sequence[Problem], previous: FLOpsProjectStatus, generation: int,
                    *, now: str) -> FLOpsProjectStatus:
-    """The spec cannot be used: Stalled with a message naming the fields; nothing is created."""
+    """The spec cannot be used: Stalled with a message naming the fields; nothing is created or changed.
+    The other conditions stay as last seen (TrainingComplete keeps a finished training finished once the
+    spec is fixed)."""
     message = "invalid spec: " + "; ".join(str(p) for p in problems)
     status = previous.model_copy(deep=True)
     status.phase = Phase.Failed
@@ -222,7 +152,37 @@ def invalid_status(problems: Sequence[Problem], previous: FLOpsProjectStatus, ge
         _condition(previous, now, generation, "Ready", False, "InvalidSpec", message),
         _condition(previous, now, generation, "Reconciling", False, "InvalidSpec"),
         _condition(previous, now, generation, "Stalled", True, "InvalidSpec", message),
-    ]
+    ] + [c for c in previous.conditions if c.type not in ("Ready", "Reconciling", "Stalled")]
+    return status
+
+
+def _set_condition(status: FLOpsProjectStatus, now: str, generation: int, type_: str, value: bool, reason: str,
+                   message: str = "") -> None:
+    text = "True" if value else "False"
+    prev = status.condition(type_)
+    since = prev.last_transition_time if prev is not None and prev.status == text else now
+    status.conditions = [c for c in status.conditions if c.type != type_] + [
+        Condition(type=type_, status=text, reason=reason, message=message, last_transition_time=since,
+                  observed_generation=generation)]
+
+
+def problem_status(previous: FLOpsProjectStatus, generation: int, *, stalled: bool, reason: str, message: str,
+                   now: str) -> FLOpsProjectStatus:
+    """The last status with the reason reconcile could not go on (both adapters: a platform error, a run
+    that stalled with nobody to fix it).
+
+    Stalled (someone must change something): phase Failed. Otherwise it is being retried: the phase
+    and the components stay as last seen, Reconciling says why.
+    """
+    status = previous.model_copy(deep=True)
+    status.observed_generation = generation
+    status.message = message
+    if stalled:
+        status.phase = Phase.Failed
+    _set_condition(status, now, generation, "Ready", False, reason, message)
+    _set_condition(status, now, generation, "Reconciling", not stalled, reason if not stalled else "Stalled",
+                   "" if stalled else message)
+    _set_condition(status, now, generation, "Stalled", stalled, reason if stalled else "None", message if stalled else "")
     return status
 
 

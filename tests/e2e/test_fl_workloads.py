@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 from flops_learner.data import load_builtin
 from flops_runtime.proc import stop_tree
 from flops_operator.models.project import Project, ProjectRef
+from flops_operator.models.edits import training_identity
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
 from flops_operator.plan.desired import aggregator_config, learner_env
@@ -80,6 +81,7 @@ def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_serve
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert tags["flops.project.uid"] == "0f9a-e2e"
     assert tags["flops.flower.run_id"].isdigit()
+    assert tags["flops.training.id"] == training_identity(p.spec)
     assert tags["flops.total_rounds"] == str(ROUNDS) and tags["flops.round"] == str(ROUNDS)
     assert params["rounds"] == str(ROUNDS) and params["strategy"] == "FedAvg"
     assert params["min_train_learners"] == str(LEARNERS) and params["partitioning"] == "dirichlet"

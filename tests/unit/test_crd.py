@@ -49,7 +49,8 @@ def test_names_group_and_subresources():
     assert version["name"] == "v1alpha1" and version["subresources"] == {"status": {}}
     columns = {c["name"]: c["jsonPath"] for c in version["additionalPrinterColumns"]}
     assert columns == {
-        "Phase": ".status.phase", "Round": ".status.training.progress", "Best": ".status.training.best",
+        "Phase": ".status.phase", "Round": ".status.training.progress", "Done%": ".status.training.progressPercentage",
+        "ETA": ".status.training.eta", "Best": ".status.training.best",
         "Model-Version": ".status.model.version", "Age": ".metadata.creationTimestamp",
     }
 

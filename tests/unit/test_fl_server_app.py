@@ -12,6 +12,8 @@ from mlflow.tracking import MlflowClient
 from flops_aggregator import mlflow_run
 from flops_aggregator.grid import NotEnoughLearners
 from flops_aggregator.server_app import RESULT_FILE, train
+from flops_operator.models import FLOpsProjectSpec
+from flops_operator.models.edits import training_identity
 from tests.projects import aggregator_settings
 
 
@@ -66,6 +68,7 @@ def test_a_round_without_learners_fails_the_run_and_marks_it_failed(tmp_path, in
     assert run.info.status == "FAILED"
     assert "NotEnoughLearners" in run.data.tags["flops.error"]
     assert run.data.tags["flops.flower.run_id"] == "4242"
+    assert run.data.tags["flops.training.id"] == training_identity(FLOpsProjectSpec.model_validate(SPEC))
     assert client.search_registered_models() == []
     assert not (tmp_path / RESULT_FILE).exists()
 

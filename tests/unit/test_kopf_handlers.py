@@ -17,6 +17,7 @@ from flops_operator.adapters.kopf_handlers import on_resync
 from flops_operator.adapters.kopf_metrics import Metrics
 from flops_operator.adapters.kopf_settings import operator_settings
 from flops_operator.credentials import MemoryCredentials
+from flops_operator.pacing import Pacing
 from flops_operator.platforms.fake import FakePlatform
 from flops_operator.progress import NoProgress
 
@@ -33,8 +34,10 @@ async def memo():
     posting.settings_var.set(operator_settings())
     posting.event_queue_loop_var.set(asyncio.get_running_loop())
     fake, metrics = FakePlatform(), Metrics()
+    # Every tick is due: these tests are about what one reconcile writes (test_kopf_pacing: when it runs).
     ctx = OperatorContext(platforms=PlatformSet({"local": lambda: fake}, metrics), credentials=MemoryCredentials(),
-                          progress=NoProgress(), metrics=metrics, kube_config=kubernetes.client.Configuration())
+                          progress=NoProgress(), metrics=metrics, kube_config=kubernetes.client.Configuration(),
+                          pacing=Pacing(resync=0.0, quick=0.0, training=0.0, jitter=0.0))
     return SimpleNamespace(flops=ctx)
 
 

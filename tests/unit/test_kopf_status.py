@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from flops_operator.adapters.kopf_status import (
-    EventSpec, backoff_seconds, describe, events_for, merge_patch, problem_status, resync_delay)
+    EventSpec, backoff_seconds, describe, events_for, merge_patch, problem_status)
 from flops_operator.models import Condition, FLOpsProjectStatus, Phase
 from flops_operator.plan.diff import Create, Remove, Replace, Wait
 from flops_operator.plan.services import Role, ServiceSpec
@@ -126,6 +126,3 @@ def test_backoff_grows_is_capped_and_jittered() -> None:
     assert backoff_seconds(0, rand=lambda lo, hi: hi) == pytest.approx(2.4)
 
 
-def test_resync_delay_is_one_interval_plus_jitter() -> None:
-    assert resync_delay(30, 0.2, rand=lambda lo, hi: lo) == 30
-    assert resync_delay(30, 0.2, rand=lambda lo, hi: hi) == pytest.approx(36)

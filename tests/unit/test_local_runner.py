@@ -12,6 +12,7 @@ import pytest
 
 from flops_operator.adapters.local_runner import LocalRunner
 from flops_operator.models import Phase, parse_project
+from flops_operator.pacing import Pacing
 from flops_operator.plan.services import Role
 from flops_operator.platforms.local import LOCAL_COMMANDS, RestartPolicy
 from flops_operator.platforms.local.commands import LocalCommand, Recipe
@@ -43,6 +44,9 @@ time.sleep(60)
 """
 
 
+FAST = Pacing(resync=0.05, quick=0.05, training=0.05, jitter=0.0)
+
+
 def recipe(program, code, probe=None):
     def build(service, argv, env, ctx):
         port = next(iter(ctx.ports.values()), None)
@@ -68,7 +72,7 @@ def manifest():
 
 def runner(tmp_path, **kwargs):
     doc = manifest()
-    return LocalRunner(doc, parse_project(doc), state_dir=tmp_path / "state", interval=0.05, stop_timeout=2,
+    return LocalRunner(doc, parse_project(doc), state_dir=tmp_path / "state", pacing=FAST, stop_timeout=2,
                        policy=RestartPolicy(max_restarts=1, backoff_seconds=0.01), **kwargs)
 
 
@@ -110,6 +114,10 @@ async def test_a_stack_service_that_keeps_crashing_fails_the_run(tmp_path, tiny_
     result = await runner(tmp_path).run()
     assert result.status.phase is Phase.Failed and result.exit_code == 1
     assert "tracking-server failed: gave up after 1 restarts: exit code 9" in result.status.message
+    # `flops run -o yaml` shows the conditions the cluster would: stalled, not ready, not reconciling.
+    conditions = {c.type: (c.status, c.reason) for c in result.status.conditions}
+    assert conditions["Stalled"] == ("True", "Stalled") and conditions["Ready"][0] == "False"
+    assert conditions["Reconciling"] == ("False", "Stalled")
     assert not survivors(tmp_path)
 
 

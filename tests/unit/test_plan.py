@@ -36,6 +36,9 @@ def observed(services, state=ServiceState.running, **overrides):
     ({"tracking": {"uri": "http://mlflow.example:5000"}}, False, ["aggregator", "learner-0", "learner-1"]),
     ({}, True, ["artifact-store", "tracking-server"]),
     ({"serving": {"enabled": True}}, True, ["artifact-store", "tracking-server", "model-server"]),
+    # A new training (a trigger, a fix) keeps the model of the last one served meanwhile.
+    ({"serving": {"enabled": True}}, False,
+     ["artifact-store", "tracking-server", "aggregator", "learner-0", "learner-1", "model-server"]),
 ])
 def test_desired_services(spec, training_done, names):
     services = desired(project(**spec), training_done=training_done, model_registered=True)
@@ -176,13 +179,13 @@ def test_diff_removes_training_services_once_training_is_done():
         ("Remove", "aggregator"), ("Remove", "learner-0"), ("Remove", "learner-1")]
 
 
-def test_diff_replaces_a_changed_long_running_service_but_not_a_finished_one_shot():
+@pytest.mark.parametrize("state", [ServiceState.running, ServiceState.completed, ServiceState.failed])
+def test_diff_replaces_a_service_that_runs_or_ran_another_spec(state):
+    # A finished aggregator that is still wanted trained another identity (a fixed spec after a failure).
     old = desired(project(), training_done=False)
     new = desired(project(training={"rounds": 7}), training_done=False)
-    seen = observed(old)
-    assert _names(diff(new, seen)) == [("Replace", "aggregator")]
-    seen = observed(old, aggregator=ServiceState.completed)
-    assert diff(new, seen) == []
+    assert _names(diff(new, observed(old, aggregator=state))) == [("Replace", "aggregator")]
+    assert diff(old, observed(old, aggregator=state)) == []
 
 
 def test_every_default_image_is_one_this_repository_builds():

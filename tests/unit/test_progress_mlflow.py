@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from flops_operator.models import parse_project
+from flops_operator.models.edits import training_identity
 from flops_operator.platforms.local.ports import PortAllocator
 from flops_operator.progress_mlflow import MlflowProgress, progress_from_run
 
@@ -19,10 +20,14 @@ def project(uid="uid-1"):
                           "spec": {"task": {"name": "digits-mlp"}}})
 
 
-def run(uid, run_id, status="RUNNING", metrics=(), tags=()):
+CURRENT = training_identity(project().spec)
+
+
+def run(uid, run_id, status="RUNNING", metrics=(), tags=(), identity=CURRENT):
     return {"info": {"run_id": run_id, "status": status, "start_time": int(run_id[-1])},
             "data": {"metrics": [{"key": k, "value": v, "step": 1, "timestamp": 0} for k, v in metrics],
-                     "tags": [{"key": "flops.project.uid", "value": uid}, *({"key": k, "value": v} for k, v in tags)]}}
+                     "tags": [{"key": "flops.project.uid", "value": uid}, {"key": "flops.training.id", "value": identity},
+                              *({"key": k, "value": v} for k, v in tags)]}}
 
 
 class FakeMlflow:
@@ -51,8 +56,10 @@ class FakeMlflow:
     async def search(self, request):
         body = await request.json()
         self.requests.append(body)
-        uid = re.fullmatch(r"tags\.`flops\.project\.uid` = '(.*)'", body["filter"]).group(1)
-        found = [r for r in self.runs if {"key": "flops.project.uid", "value": uid} in r["data"]["tags"]]
+        # MLflow's filter grammar as far as the gatherer uses it: tag equalities joined by AND.
+        wanted = [{"key": k, "value": v} for k, v in re.findall(r"tags\.`([^`]+)` = '([^']*)'", body["filter"])]
+        assert " AND ".join(f"tags.`{t['key']}` = '{t['value']}'" for t in wanted) == body["filter"]
+        found = [r for r in self.runs if all(t in r["data"]["tags"] for t in wanted)]
         found.sort(key=lambda r: -r["info"]["start_time"])
         return web.json_response({"runs": found[: body["max_results"]]} if found else {})
 
@@ -101,6 +108,16 @@ async def test_other_projects_runs_are_not_ours(mlflow, gatherer):
     assert await gatherer.fetch(project(), mlflow.url) is None
 
 
+async def test_runs_of_another_training_identity_are_not_read(mlflow, gatherer):
+    # A failed run of an earlier spec (started later than nothing: it is the only one) decides nothing now.
+    mlflow.runs = [run("uid-1", "run1", "FINISHED"), run("uid-1", "run2", "FAILED", identity="0123456789ab")]
+    progress = await gatherer.fetch(project(), mlflow.url)
+    assert progress.run_id == "run1" and progress.run_status == "FINISHED"
+    mlflow.runs = [run("uid-1", "run2", "FAILED", identity="0123456789ab")]
+    assert await gatherer.fetch(project(), mlflow.url) is None
+    assert f"tags.`flops.training.id` = '{CURRENT}'" in mlflow.requests[-1]["filter"]
+
+
 async def test_no_experiment_yet_is_no_progress(mlflow, gatherer):
     mlflow.experiments = {}
     assert await gatherer.fetch(project(), mlflow.url) is None
@@ -117,3 +134,10 @@ def test_run_without_model_tags_has_no_model():
     assert progress.round == 0 and progress.model_version is None and progress.promoted is None
     assert progress.latest_metrics == {"train_loss": 1.5} and progress.best_metrics == {}
     assert progress.round_overhead_seconds is None
+
+
+def test_checkpoint_and_error_tags_are_read():
+    progress = progress_from_run("1", run("u", "r1", "KILLED", tags=[("flops.checkpoint", "3:b")]))
+    assert progress.checkpoint_round == 3 and progress.error is None
+    failed = progress_from_run("1", run("u", "r2", "FAILED", tags=[("flops.error", "RuntimeError: gone")]))
+    assert failed.checkpoint_round is None and failed.error == "RuntimeError: gone"

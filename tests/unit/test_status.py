@@ -3,6 +3,7 @@
 import pytest
 
 from flops_operator.models import FLOpsProjectStatus, Phase, Problem, parse_project
+from flops_operator.models.edits import training_identity
 from flops_operator.plan.desired import desired
 from flops_operator.plan.diff import diff
 from flops_operator.plan.services import Role
@@ -33,10 +34,14 @@ def world(p, states: dict, training_done=False):
     return Observation(services)
 
 
+def aggregator_hash(p):
+    return next(s.spec_hash for s in desired(p, training_done=False) if s.name == "aggregator")
+
+
 def run(p, states, progress=None, previous=None, now=NOW):
     previous = previous or FLOpsProjectStatus()
     obs = world(p, states)
-    outcome = training_outcome(p, obs, progress, previous)
+    outcome = training_outcome(p, obs, progress, previous, aggregator_hash=aggregator_hash(p))
     wanted = desired(p, training_done=outcome.done, model_registered=bool(progress and progress.model_version))
     return compute_status(p, wanted, obs, diff(wanted, obs.services), progress, previous, now=now, outcome=outcome)
 
@@ -72,7 +77,7 @@ def test_failed_aggregator_gives_the_reason():
     status = run(project(), {"artifact-store": R, "tracking-server": R, "aggregator": F})
     assert status.message == "aggregator failed: exit code 3"
     assert cond(status, "TrainingComplete") == ("False", "Failed")
-    assert cond(status, "Stalled") == ("True", "Failed")
+    assert cond(status, "Stalled") == ("True", "TrainingFailed")
 
 
 def test_component_conditions_count_learners():
@@ -105,19 +110,29 @@ def test_progress_fills_training_model_and_mlflow():
     assert cond(status, "Ready") == ("True", "Completed")
 
 
-def test_completed_is_sticky_for_its_generation_and_reopens_for_a_new_one():
+def test_completed_is_sticky_for_its_training_identity_and_reopens_for_a_new_one():
     first = run(project(), {**ALL_UP, "aggregator": C})
     assert first.phase is Phase.Completed
+    assert first.training.identity == training_identity(project().spec)
     # training services gone, the MLflow server unreachable: still Completed, numbers kept
     again = run(project(), {"artifact-store": R, "tracking-server": R}, previous=first)
     assert again.phase is Phase.Completed and cond(again, "Ready") == ("True", "Completed")
-    changed = run(project(generation=2), {"artifact-store": R, "tracking-server": R}, previous=again)
+    # a new generation that changes nothing about training (deletionPolicy, serving): still Completed
+    for edit in ({"deletionPolicy": "Orphan"}, {"serving": {"enabled": True}}, {"learners": {"replicas": 4}}):
+        same = run(project(generation=2, **edit), {"artifact-store": R, "tracking-server": R}, previous=again)
+        assert same.phase is Phase.Completed and same.observed_generation == 2, edit
+    changed = run(project(generation=2, training={"rounds": 5, "trigger": "again"}),
+                  {"artifact-store": R, "tracking-server": R}, previous=again)
     assert changed.phase is Phase.Provisioning
     assert cond(changed, "TrainingComplete") == ("False", "NotStarted")
+    assert changed.training.identity != first.training.identity
 
 
-def test_failed_mlflow_run_fails_the_training():
-    status = run(project(), ALL_UP, progress=TrainingProgress(run_id="r9", run_status="FAILED", round=2))
+def test_failed_mlflow_run_fails_the_training_once_its_aggregator_is_gone():
+    failed = TrainingProgress(run_id="r9", run_status="FAILED", round=2)
+    # Its aggregator exits 1 right after: until then a replacement might still be starting a new run.
+    assert run(project(), ALL_UP, progress=failed).phase is Phase.Training
+    status = run(project(), {k: v for k, v in ALL_UP.items() if k != "aggregator"}, progress=failed)
     assert status.phase is Phase.Failed and "r9" in status.message
 
 
@@ -157,3 +172,93 @@ def test_the_message_says_what_holds_an_awaited_service_back():
     assert status.message.startswith("waiting: aggregator for tracking-server")
     assert f"(tracking-server: {crash})" in status.message
     assert cond(status, "Reconciling") == ("True", "Provisioning") and crash in status.condition("Reconciling").message
+
+
+FIXED = dict(training={"rounds": 5, "learningRate": 0.01})
+
+
+def outcome_of(aggregator=None, spec_of_aggregator=None, run_status=None, previous=None, p=None):
+    """The outcome for project p (default: the spec as first written) in a world with at most an aggregator
+    (of spec `spec_of_aggregator`, default p's own) and a run of p's identity in `run_status`."""
+    p = p or project()
+    services = {}
+    if aggregator is not None:
+        ran = project(**spec_of_aggregator) if spec_of_aggregator else p
+        services["aggregator"] = ObservedService("aggregator", Role.aggregator, aggregator, aggregator_hash(ran),
+                                                 message="exit code 1" if aggregator is F else None)
+    progress = TrainingProgress(run_id="r1", run_status=run_status) if run_status else None
+    got = training_outcome(p, Observation(services), progress, previous or FLOpsProjectStatus(),
+                           aggregator_hash=aggregator_hash(p))
+    return (got.done, got.succeeded) if got.done else "open"
+
+
+def recorded(reason, identity, generation=1):
+    return FLOpsProjectStatus.model_validate({
+        "training": {"identity": identity},
+        "conditions": [{"type": "TrainingComplete", "status": "True" if reason == "Succeeded" else "False",
+                        "reason": reason, "observedGeneration": generation}]})
+
+
+FIRST_ID = training_identity(project().spec)
+
+
+@pytest.mark.parametrize("case,kwargs,expected", [
+    ("this spec's aggregator failed", dict(aggregator=F), (True, False)),
+    ("an earlier spec's aggregator failed: replaced, not an outcome", dict(aggregator=F, spec_of_aggregator=FIXED,
+                                                                         ), "open"),
+    ("this spec's aggregator completed", dict(aggregator=C), (True, True)),
+    ("an earlier spec's aggregator completed", dict(aggregator=C, spec_of_aggregator=FIXED), "open"),
+    ("this identity's run FAILED, aggregator gone", dict(run_status="FAILED"), (True, False)),
+    ("this identity's run KILLED, aggregator gone", dict(run_status="KILLED"), (True, False)),
+    ("run KILLED by a replacement whose successor is starting", dict(aggregator=S, run_status="KILLED"), "open"),
+    ("run FAILED, an aggregator of this spec still running", dict(aggregator=R, run_status="FAILED"), "open"),
+    ("this identity's run FINISHED, aggregator gone (status lost)", dict(run_status="FINISHED"), (True, True)),
+    ("run FINISHED, aggregator still exiting", dict(aggregator=R, run_status="FINISHED"), "open"),
+    ("nothing yet", dict(), "open"),
+    ("recorded Failed for this identity", dict(previous=recorded("Failed", FIRST_ID)), (True, False)),
+    ("recorded Succeeded for this identity", dict(previous=recorded("Succeeded", FIRST_ID)), (True, True)),
+    ("recorded Failed for an earlier identity: a fixed spec trains again",
+     dict(previous=recorded("Failed", "0123456789ab")), "open"),
+    ("recorded before identities, same generation", dict(previous=recorded("Succeeded", None)), (True, True)),
+    ("recorded before identities, earlier generation", dict(previous=recorded("Succeeded", None, generation=0)),
+     "open"),
+])
+def test_training_outcome(case, kwargs, expected):
+    assert outcome_of(**kwargs) == expected, case
+
+
+def test_failed_training_then_a_fixed_spec_trains_afresh():
+    failed = run(project(), {"artifact-store": R, "tracking-server": R, "aggregator": F},
+                 progress=TrainingProgress(run_id="r1", run_status="FAILED", round=2, latest_metrics={"eval_loss": 2.0}))
+    assert failed.phase is Phase.Failed and failed.training.round == 2
+    fixed = project(generation=2, **FIXED)
+    # The gatherer reads only runs of the fixed spec's identity: none yet.
+    again = run(fixed, {"artifact-store": R, "tracking-server": R}, previous=failed)
+    assert again.phase is Phase.Provisioning and "learner-0 for aggregator" in again.message
+    assert again.training.identity == training_identity(fixed.spec) != failed.training.identity
+    assert (again.training.round, again.training.latest_metrics, again.mlflow.run_id) == (0, {}, None)
+    assert cond(again, "Stalled") == ("False", "None")
+
+
+def started(at, round_=0, identity=None, deadline=60):
+    p = project(training={"rounds": 5, "activeDeadlineSeconds": deadline})
+    previous = FLOpsProjectStatus.model_validate({"training": {
+        "identity": identity or training_identity(p.spec), "startedAt": at, "round": round_}})
+    return p, previous
+
+
+@pytest.mark.parametrize("case,at,round_,identity,now,expected", [
+    ("not started", None, 0, None, "2026-11-30T13:00:00Z", None),
+    ("within", "2026-11-30T12:00:00Z", 2, None, "2026-11-30T12:01:00Z", None),
+    ("past, rounds done", "2026-11-30T12:00:00Z", 2, None, "2026-11-30T12:01:01Z", "ran longer than 60 s"),
+    ("past, no round done", "2026-11-30T12:00:00Z", 0, None, "2026-11-30T12:01:01Z", "is below one round"),
+    ("another training's start", "2026-11-30T12:00:00Z", 2, "0123456789ab", "2026-11-30T13:00:00Z", None),
+])
+def test_deadline(case, at, round_, identity, now, expected):
+    p, previous = started(at, round_, identity)
+    got = training_outcome(p, Observation({}), None, previous, now=now)
+    if expected is None:
+        assert not got.done, case
+    else:
+        assert (got.done, got.succeeded, got.reason) == (True, False, "DeadlineExceeded"), case
+        assert expected in got.message and "spec.training.activeDeadlineSeconds" in got.message, case

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from contextlib import AsyncExitStack
+from dataclasses import replace
 from enum import Enum
 from typing import Any, List, Mapping, Optional, Sequence
 
@@ -21,10 +22,12 @@ from .kopf_context import OperatorContext, PlatformFactory, PlatformSet
 from .kopf_handlers import register as register_handlers
 from .kopf_metrics import Metrics, serve_metrics
 from .kopf_secrets import SecretCredentials
-from .kopf_settings import operator_settings
+from .kopf_settings import operator_settings, quiet_ticks
 
 SPEC_PLATFORMS = ("local", "oakestra")
 USER_AGENT = f"flops-operator/{__version__}"
+# How often the resync timer ticks per project: a due check, converging only when the pacing says so.
+TICK_SECONDS = 1.0
 
 
 class PlatformChoice(str, Enum):
@@ -84,6 +87,7 @@ async def run_operator(
     metrics_host: str = "0.0.0.0",
     metrics_port: int | None = None,
     resync_seconds: float = 30.0,
+    training_poll_seconds: float = 3.0,
     stop_flag: Any = None,
     ready_flag: Any = None,
 ) -> None:
@@ -91,7 +95,10 @@ async def run_operator(
 
     The bound metrics port is put in `ctx.metrics_port` (useful with port 0).
     """
-    registry = register_handlers(kopf.OperatorRegistry(), resync_seconds=resync_seconds)
+    ctx.pacing = replace(ctx.pacing, resync=resync_seconds, training=training_poll_seconds)
+    quiet_ticks()
+    # The timer only ticks (cheap: a due check); the pacing decides. Never coarser than the quickest look.
+    registry = register_handlers(kopf.OperatorRegistry(), tick_seconds=min(TICK_SECONDS, ctx.pacing.quick * 2))
     async with AsyncExitStack() as stack:
         stack.push_async_callback(ctx.platforms.close)
         for resource in (ctx.progress, ctx.credentials):
@@ -132,7 +139,11 @@ def operator(
     liveness: Optional[str] = typer.Option(
         "http://0.0.0.0:8080/healthz", "--liveness", help="kopf's liveness endpoint URL ('' to disable)."),
     metrics_port: int = typer.Option(9090, "--metrics-port", help="Prometheus /metrics port (0 to disable)."),
-    resync_seconds: float = typer.Option(30.0, "--resync-seconds", min=1, help="Resync interval per project."),
+    resync_seconds: float = typer.Option(
+        30.0, "--resync-seconds", min=1, help="Resync interval of a settled project (a waiting one is looked at "
+                                              "again within seconds)."),
+    training_poll_seconds: float = typer.Option(
+        3.0, "--training-poll-seconds", min=0.5, help="How often a training project's progress is read."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
     """Run the FLOpsProject operator (kopf) against the current cluster."""
@@ -144,7 +155,8 @@ def operator(
     try:
         asyncio.run(run_operator(
             ctx, namespaces=namespace, clusterwide=all_namespaces, liveness=liveness or None,
-            metrics_port=metrics_port or None, resync_seconds=resync_seconds))
+            metrics_port=metrics_port or None, resync_seconds=resync_seconds,
+            training_poll_seconds=training_poll_seconds))
     except PlatformError as exc:
         # The handlers turn platform failures into status; one that still ends the operator is
         # said in a line, not as a traceback.

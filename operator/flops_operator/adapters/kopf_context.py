@@ -6,13 +6,15 @@ kopf_cli builds one OperatorContext for a real run; tests build their own with a
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import kopf
 import kubernetes.client
 
-from ..models import ProjectRef
+from ..models import FLOpsProjectStatus, ProjectRef
+from ..pacing import Pacing
 from ..models.spec import Platform as PlatformName
 from ..platforms.base import Credentials, Observation, PermanentPlatformError, Platform
 from ..progress import ProgressSource
@@ -100,15 +102,37 @@ class OperatorContext:
     """Per project uid, its status as the watch last brought it (never ahead of the cluster)."""
     metrics_port: int | None = None
     """Where /metrics listens once started (the port actually bound, when asked for port 0)."""
+    pacing: Pacing = field(default_factory=Pacing)
+    """When each project is looked at again (the timer only ticks; this decides)."""
+    clock: Callable[[], float] = time.monotonic
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    _next: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """Per project uid: when it is due next, and the delay that led there (for the backoff)."""
 
     def lock(self, uid: str) -> asyncio.Lock:
         """One reconcile at a time per project: kopf runs timers beside change handlers."""
         return self._locks.setdefault(uid, asyncio.Lock())
 
+    def due(self, uid: str) -> bool:
+        """A project nothing has looked at yet is due (an operator that just started)."""
+        return self.clock() >= self._next.get(uid, (float("-inf"), 0.0))[0]
+
+    def schedule(self, uid: str, status: FLOpsProjectStatus, *, applied: bool, edited: bool) -> float:
+        """Plan the next look after one that computed `status`; `edited`: a spec change started it (the
+        backoff starts over). Returns the delay."""
+        previous = None if edited or uid not in self._next else self._next[uid][1]
+        delay = self.pacing.next_delay(status, applied=applied, previous=previous)
+        self._next[uid] = (self.clock() + delay, delay)
+        return delay
+
+    def retry_in(self, uid: str, delay: float) -> None:
+        """A platform error: kopf retries the handler after `delay`; the look is due by then."""
+        self._next[uid] = (self.clock() + delay, delay)
+
     def forget(self, uid: str, key: str) -> None:
         self.statuses.pop(uid, None)
         self._locks.pop(uid, None)
+        self._next.pop(uid, None)
         self.metrics.forget(key)
 
 

@@ -9,22 +9,18 @@ against its own fakes.
 from __future__ import annotations
 
 import copy
+import random
 from typing import Any, Mapping
 
 import kopf
 
 from ..models import FLOpsProjectStatus, GROUP, PLURAL, VERSION, parse_status
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
-from ..reconcile import cleanup_plan, finalize, project_ref, reconcile, utcnow
+from ..reconcile import Passes, cleanup_plan, converge, finalize, project_ref, utcnow
 from ..status import deleting_status
 from .kopf_context import OperatorContext, Unusable, connection_info
 from .kopf_metrics import Stopwatch
-from .kopf_status import EventSpec, backoff_seconds, events_for, merge_patch, problem_status, resync_delay
-
-# One change can take a few steps to carry out: services wait for those they depend on, which
-# the next observe sees running. Repeat while a pass changed something, so a project converges
-# within one handler call where the platform is quick, and within a few resyncs where it is not.
-MAX_PASSES = 6
+from .kopf_status import EventSpec, backoff_seconds, events_for, merge_patch, problem_status
 
 
 def _context(memo: Any) -> OperatorContext:
@@ -63,31 +59,29 @@ async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, re
                     logger) -> None:
     manifest = copy.deepcopy(dict(body))
     generation = int(manifest["metadata"].get("generation") or 1)
-    async with ctx.lock(manifest["metadata"]["uid"]):
+    uid = manifest["metadata"]["uid"]
+    async with ctx.lock(uid):
         first = _previous(ctx, body)
-        previous = first or FLOpsProjectStatus()
+        passes = Passes(first or FLOpsProjectStatus())
         platform = ctx.platforms.for_manifest(manifest)
         clock = Stopwatch()
-        applied = []
         try:
-            for _ in range(MAX_PASSES):
-                result = await reconcile(manifest, previous, platform=platform, credentials=ctx.credentials,
-                                         progress_source=ctx.progress)
-                applied += result.applied
-                previous = result.status
-                if result.invalid or not result.applied:
-                    break
+            result = await converge(manifest, passes, platform=platform, credentials=ctx.credentials,
+                                    progress_source=ctx.progress)
         except TransientPlatformError as exc:
             message = f"platform {platform.name} unavailable, retrying: {exc}"
-            new = problem_status(previous, generation, stalled=False, reason="PlatformUnavailable",
+            new = problem_status(passes.status, generation, stalled=False, reason="PlatformUnavailable",
                                  message=message, now=utcnow())
-            _write(ctx, body, patch, manifest, new, events_for(first, new, applied=applied))
+            _write(ctx, body, patch, manifest, new, events_for(first, new, applied=passes.applied))
             ctx.metrics.reconciled(trigger, "transient_error", clock.seconds)
-            raise kopf.TemporaryError(message, delay=backoff_seconds(retry)) from None
+            delay = backoff_seconds(retry)
+            ctx.retry_in(uid, delay)
+            raise kopf.TemporaryError(message, delay=delay) from None
         except PermanentPlatformError as exc:
-            new = problem_status(previous, generation, stalled=True, reason="PlatformError", message=str(exc),
+            new = problem_status(passes.status, generation, stalled=True, reason="PlatformError", message=str(exc),
                                  now=utcnow())
-            _write(ctx, body, patch, manifest, new, events_for(first, new, applied=applied))
+            _write(ctx, body, patch, manifest, new, events_for(first, new, applied=passes.applied))
+            ctx.schedule(uid, new, applied=bool(passes.applied), edited=trigger == "change")
             ctx.metrics.reconciled(trigger, "stalled", clock.seconds)
             logger.debug("stalled: %s", exc)
             return
@@ -97,7 +91,8 @@ async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, re
             kopf.event(body, type="Warning", reason="ReconcileError", message=f"{type(exc).__name__}: {exc}")
             raise
         _write(ctx, body, patch, manifest, result.status,
-               events_for(first, result.status, applied=applied, invalid=result.invalid))
+               events_for(first, result.status, applied=passes.applied, invalid=result.invalid))
+        ctx.schedule(uid, result.status, applied=bool(passes.applied), edited=trigger == "change")
         ctx.metrics.reconciled(trigger, "invalid" if result.invalid else "ok", clock.seconds)
 
 
@@ -107,8 +102,11 @@ async def on_change(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
 
 
 async def on_resync(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
-    """Periodic: repairs drift (lost services) and follows training progress into status."""
-    await _converge(_context(memo), body, patch, retry, "resync", logger)
+    """Ticks often; converges when the project is due (pacing.Pacing): soon while it waits on a service,
+    every few seconds while it trains, at the resync interval once settled (drift repair)."""
+    ctx = _context(memo)
+    if ctx.due(body["metadata"]["uid"]):
+        await _converge(ctx, body, patch, retry, "resync", logger)
 
 
 async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
@@ -161,16 +159,17 @@ def on_probe(memo: Any, **_: Any) -> int:
     return len(_context(memo).statuses)
 
 
-def register(registry: kopf.OperatorRegistry, *, resync_seconds: float = 30.0,
-             jitter: float = 0.2) -> kopf.OperatorRegistry:
-    """Attach the handlers to `registry` (one per operator instance: tests make their own)."""
+def register(registry: kopf.OperatorRegistry, *, tick_seconds: float = 1.0) -> kopf.OperatorRegistry:
+    """Attach the handlers to `registry` (one per operator instance: tests make their own). The resync
+    timer ticks every `tick_seconds` and converges a project only when it is due (OperatorContext.pacing);
+    the first tick of each project comes at a random point of the first interval, spreading them out."""
     resource = dict(group=GROUP, version=VERSION, plural=PLURAL, registry=registry)
     kopf.on.login(registry=registry)(on_login)
     kopf.on.probe(id="projects", registry=registry)(on_probe)
     kopf.on.resume(**resource, id="reconcile")(on_change)
     kopf.on.create(**resource, id="reconcile")(on_change)
     kopf.on.update(**resource, id="reconcile")(on_change)
-    kopf.timer(**resource, id="resync", interval=resync_seconds,
-               initial_delay=lambda **_: resync_delay(resync_seconds, jitter))(on_resync)
+    kopf.timer(**resource, id="resync", interval=tick_seconds,
+               initial_delay=lambda **_: random.uniform(0.0, tick_seconds))(on_resync)
     kopf.on.delete(**resource, id="cleanup")(on_delete)
     return registry

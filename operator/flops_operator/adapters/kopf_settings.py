@@ -47,3 +47,18 @@ def operator_settings() -> kopf.OperatorSettings:
     # kopf's own should not hang for the 5-minute default while projects queue behind it.
     settings.networking.request_timeout = 60
     return settings
+
+
+class QuietTicks(logging.Filter):
+    """The resync timer ticks every second per project and mostly only finds the project not due; kopf would
+    log "Timer 'resync' succeeded." at INFO for each tick. What a tick did is logged by the reconcile step."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != "Timer 'resync' succeeded."
+
+
+def quiet_ticks() -> None:
+    """Installed once per process (idempotent)."""
+    objects = logging.getLogger("kopf.objects")
+    if not any(isinstance(f, QuietTicks) for f in objects.filters):
+        objects.addFilter(QuietTicks())

@@ -9,7 +9,10 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
-from ..models import Condition, FLOpsProjectStatus, Phase
+from ..models import FLOpsProjectStatus, Phase
+from ..status import problem_status
+
+__all__ = ["EventSpec", "backoff_seconds", "describe", "events_for", "merge_patch", "problem_status"]
 from ..plan.diff import Action, Create, Remove, Replace
 
 _MISSING = object()
@@ -82,46 +85,8 @@ def events_for(previous: FLOpsProjectStatus | None, new: FLOpsProjectStatus, *, 
     return events
 
 
-def _set_condition(status: FLOpsProjectStatus, now: str, generation: int, type_: str, value: bool, reason: str,
-                   message: str = "") -> None:
-    text = "True" if value else "False"
-    prev = status.condition(type_)
-    since = prev.last_transition_time if prev is not None and prev.status == text else now
-    status.conditions = [c for c in status.conditions if c.type != type_] + [
-        Condition(type=type_, status=text, reason=reason, message=message, last_transition_time=since,
-                  observed_generation=generation)]
-
-
-def problem_status(previous: FLOpsProjectStatus, generation: int, *, stalled: bool, reason: str, message: str,
-                   now: str) -> FLOpsProjectStatus:
-    """The last status with the reason reconcile could not go on.
-
-    Stalled (someone must change something): phase Failed. Otherwise it is being retried: the phase
-    and the components stay as last seen, Reconciling says why.
-    """
-    status = previous.model_copy(deep=True)
-    status.observed_generation = generation
-    status.message = message
-    if stalled:
-        status.phase = Phase.Failed
-    _set_condition(status, now, generation, "Ready", False, reason, message)
-    _set_condition(status, now, generation, "Reconciling", not stalled, reason if not stalled else "Stalled",
-                   "" if stalled else message)
-    _set_condition(status, now, generation, "Stalled", stalled, reason if stalled else "None", message if stalled else "")
-    return status
-
-
 def backoff_seconds(retry: int, *, base: float = 2.0, cap: float = 300.0,
                     rand: Callable[[float, float], float] = random.uniform) -> float:
     """Exponential backoff with +-20% jitter, so that many projects do not retry in lockstep."""
     delay = min(cap, base * 2 ** max(0, retry))
     return delay * rand(0.8, 1.2)
-
-
-def resync_delay(interval: float, jitter: float, *, rand: Callable[[float, float], float] = random.uniform) -> float:
-    """First resync of a project: one interval after it is seen, plus a random share of it.
-
-    kopf repeats a timer at a fixed interval from its first run, so a random start is what keeps
-    the resyncs of projects created together (or found together at start-up) apart.
-    """
-    return interval + rand(0.0, interval * jitter)

@@ -18,7 +18,8 @@ from ..reconcile import ReconcileResult
 
 _STATE_STYLE = {"running": "green", "completed": "green", "starting": "yellow", "pending": "yellow",
                 "failed": "bold red"}
-_PHASE_STYLE = {Phase.Completed: "bold green", Phase.Failed: "bold red", Phase.Training: "bold cyan"}
+_PHASE_STYLE = {Phase.Completed: "bold green", Phase.Failed: "bold red", Phase.Training: "bold cyan",
+                Phase.Suspended: "bold yellow"}
 
 
 def _metrics(values: dict[str, float], limit: int = 4) -> str:
@@ -37,8 +38,9 @@ def render_status(project: Project, status: FLOpsProjectStatus) -> RenderableTyp
                          str(c.restarts or ""), (c.message or "")[:120])
     t = status.training
     rounds = Table.grid(padding=(0, 1))
+    eta = f"ETA {t.eta}" if t.eta and status.phase is Phase.Training else ""
     rounds.add_row("rounds", ProgressBar(total=max(t.total_rounds, 1), completed=t.round, width=30),
-                   f"{t.round}/{t.total_rounds}", _metrics(t.latest_metrics))
+                   f"{t.round}/{t.total_rounds}", eta, _metrics(t.latest_metrics))
     parts: list[RenderableType] = [header, services, rounds]
     if status.mlflow.ui_url:
         parts.append(Text(f"MLflow UI: {status.mlflow.ui_url}", style="dim"))

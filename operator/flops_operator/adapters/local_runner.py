@@ -1,7 +1,8 @@
 """`flops run` without the command line: the reconcile step in a loop with the local platform.
 
-No business logic here: each tick calls reconcile() exactly as the kopf adapter does, until the
-status says the run is settled (Completed or Failed); then finalize() removes the stack, unless
+No business logic here: each step is the convergence step the kopf adapter takes (reconcile.converge),
+paced by the same policy (pacing.Pacing, with one machine's short delays), until the status says the run
+is settled (Completed or Failed); then finalize() removes the stack, unless
 the tracking server is kept up for its UI until Ctrl-C. SIGINT/SIGTERM stop the loop (or the
 keep wait) and teardown always runs to the end; no child process outlives it.
 """
@@ -22,9 +23,15 @@ from ..models import FLOpsProjectStatus, Phase, Project
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
 from ..platforms.local import LocalPlatform, RestartPolicy, StateLayout, default_state_dir
 from ..progress_mlflow import MlflowProgress
-from ..reconcile import ReconcileResult, finalize, reconcile
+from ..pacing import Pacing
+from ..reconcile import Passes, ReconcileResult, converge, finalize, utcnow
+from ..status import problem_status
 
 log = logging.getLogger(__name__)
+
+# One machine: services start in seconds and nothing is remote, so look often (every half second at most,
+# as `flops run` always has); the run stops once settled, so the resync only caps the backoff.
+LOCAL_PACING = Pacing(resync=0.5, quick=0.25, growth=1.5, training=0.5, jitter=0.0)
 
 
 class View(Protocol):
@@ -76,7 +83,7 @@ def with_uid(manifest: dict[str, Any]) -> dict[str, Any]:
 
 class LocalRunner:
     def __init__(self, manifest: dict[str, Any], project: Project, *, state_dir: Path | None = None,
-                 keep: bool = False, view: View | None = None, interval: float = 0.5,
+                 keep: bool = False, view: View | None = None, pacing: Pacing = LOCAL_PACING,
                  policy: RestartPolicy = RestartPolicy(), stop_timeout: float = 10.0) -> None:
         self.manifest = with_uid(manifest)
         self.project = project
@@ -84,19 +91,22 @@ class LocalRunner:
         self.layout = StateLayout(root.expanduser().resolve())
         self.keep = keep
         self.view = view or SilentView()
-        self.interval = interval
+        self.pacing = pacing
         self.platform = LocalPlatform(lambda ref: self.layout.root, policy=policy, stop_timeout=stop_timeout)
         self.credentials = FileCredentials(lambda ref: self.layout.credentials)
         self.progress = MlflowProgress()
         self.status = FLOpsProjectStatus()
 
     async def _converge(self) -> None:
+        delay: float | None = None
         while True:
+            passes = Passes(self.status)
             try:
-                result = await reconcile(self.manifest, self.status, platform=self.platform,
-                                         credentials=self.credentials, progress_source=self.progress)
+                result = await converge(self.manifest, passes, platform=self.platform, credentials=self.credentials,
+                                        progress_source=self.progress)
             except TransientPlatformError as exc:
                 self.view.note(f"retrying: {exc}")
+                self.status = passes.status
             else:
                 self.status = result.status
                 self.view.update(result)
@@ -105,10 +115,11 @@ class LocalRunner:
                 if _stalled(result.status):
                     # A cluster operator waits for someone to fix a stalled project; on one machine
                     # nobody will (a stack service gave up restarting): the run has failed.
-                    self.status = _failed(result.status, result.status.message or "stalled")
+                    self.status = _failed(self, result.status.message or "stalled", reason="Stalled")
                     self.view.note(f"stalled: {self.status.message}")
                     return
-            await asyncio.sleep(self.interval)
+            delay = self.pacing.next_delay(self.status, applied=bool(passes.applied), previous=delay)
+            await asyncio.sleep(delay)
 
     async def _work(self) -> None:
         await self._converge()
@@ -141,7 +152,7 @@ class LocalRunner:
                 exc = work.exception()
                 if not isinstance(exc, PermanentPlatformError):
                     raise exc
-                self.status = _failed(self.status, str(exc))
+                self.status = _failed(self, str(exc), reason="PlatformError")
                 self.view.note(f"cannot run: {exc}")
         finally:
             # Signals now only repeat the request: teardown is bounded by the stop timeouts.
@@ -164,8 +175,7 @@ def _stalled(status: FLOpsProjectStatus) -> bool:
     return stalled is not None and stalled.status == "True"
 
 
-def _failed(previous: FLOpsProjectStatus, message: str) -> FLOpsProjectStatus:
-    status = previous.model_copy(deep=True)
-    status.phase = Phase.Failed
-    status.message = message
-    return status
+def _failed(runner: LocalRunner, message: str, *, reason: str) -> FLOpsProjectStatus:
+    """The run ends here: the cluster's helper, so the conditions say so too (Stalled, not Ready)."""
+    generation = int(runner.manifest["metadata"].get("generation") or 1)
+    return problem_status(runner.status, generation, stalled=True, reason=reason, message=message, now=utcnow())

@@ -183,6 +183,11 @@ class TrainingSpec(ApiModel):
     best_model: BestModel = Field(default_factory=BestModel)
     round_mode: Literal["fast", "standard"] = "fast"
     """fast: one exchange per round, warm ClientApps, short SuperNode poll, async logging; standard: Flower's defaults."""
+    active_deadline_seconds: Annotated[int | None, Field(ge=1, le=30 * 86400)] = None
+    """A training that runs longer ends Failed with reason DeadlineExceeded: its aggregator and learners are
+    removed, the tracking stack stays."""
+    trigger: Annotated[str | None, Field(max_length=253)] = None
+    """Any string (a date, a commit): changing it trains an otherwise unchanged spec again."""
 
 
 class Resources(ApiModel):
@@ -197,7 +202,7 @@ class Placement(ApiModel):
 
 class LearnersSpec(ApiModel):
     replicas: Annotated[int, Field(ge=1, le=1000)] = 2
-    """Number of learners. Scaling while training adds or removes learners without restarting the run."""
+    """Number of learners."""
     resources: Resources = Field(default_factory=Resources)
     placement: Placement = Field(default_factory=Placement)
     image: Annotated[str | None, Field(pattern=IMAGE, max_length=255)] = None
@@ -252,11 +257,8 @@ class ServingSpec(ApiModel):
 class FLOpsProjectSpec(ApiModel):
     """A federated-learning project with its MLOps stack."""
 
-    platform: Annotated[
-        Platform,
-        Field(json_schema_extra={"x-kubernetes-validations": [{"rule": "self == oldSelf", "message": "platform is immutable"}]}),
-    ] = Platform.local
-    """Where the services run: local processes or Oakestra (immutable)."""
+    platform: Platform = Platform.local
+    """Where the services run: local processes or Oakestra."""
     task: TaskSpec
     data: DataSpec = Field(default_factory=DataSpec)
     training: TrainingSpec = Field(default_factory=TrainingSpec)
@@ -265,6 +267,10 @@ class FLOpsProjectSpec(ApiModel):
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    suspend: bool = False
+    """true stops the training: its aggregator and learners are removed, the model of its last finished round
+    stays in the artifact store (phase Suspended); false resumes it from there, rounds and MLflow steps
+    continuing (training.rounds is still the total)."""
     deletion_policy: DeletionPolicy = DeletionPolicy.Delete
     """Delete removes every service with the project; Orphan leaves them running."""
 

@@ -14,6 +14,7 @@ class Phase(str, Enum):
     Pending = "Pending"
     Provisioning = "Provisioning"
     Training = "Training"
+    Suspended = "Suspended"
     Completed = "Completed"
     Failed = "Failed"
     Deleting = "Deleting"
@@ -47,6 +48,9 @@ class ComponentStatus(StatusModel):
 
 
 class TrainingStatus(StatusModel):
+    identity: str | None = None
+    """The training identity this status reports on: a hash of the fields that define the training
+    (README: which edits do what); the MLflow run carries it as tag flops.training.id."""
     round: int = 0
     total_rounds: int = 0
     progress: str = "0/0"
@@ -60,6 +64,22 @@ class TrainingStatus(StatusModel):
     """The MLflow run's status (RUNNING, FINISHED, FAILED)."""
     round_overhead_seconds: float | None = None
     """The last reported round's wall time minus its slowest learner's evaluate + fit time."""
+    progress_percentage: int = 0
+    """Rounds reported of the total, in percent; 100 once the training succeeded."""
+    last_round_seconds: float | None = None
+    """The last reported round's wall time."""
+    estimated_remaining_seconds: int | None = None
+    """While training: rounds still to report times the last round's wall time; 0 once done."""
+    eta: str | None = None
+    """estimatedRemainingSeconds for people (e.g. 2m30s), for the printer column."""
+    learners_running: int = 0
+    """Learner services running now (connected or connecting to the aggregator)."""
+    learners_expected: int = 0
+    """learners.replicas while training; 0 once the learners have been removed."""
+    learners_answered: int | None = None
+    """Learners that answered the last reported round's training."""
+    started_at: str | None = None
+    """When this training started (its aggregator first seen): spec.training.activeDeadlineSeconds counts from here."""
 
 
 class MlflowStatus(StatusModel):
@@ -94,6 +114,9 @@ class FLOpsProjectStatus(StatusModel):
     mlflow: MlflowStatus = Field(default_factory=MlflowStatus)
     model: ModelStatus = Field(default_factory=ModelStatus)
     oakestra: OakestraStatus | None = None
+    created_with: dict[str, str | None] | None = None
+    """The immutable fields as the project was created (spec.platform, the store types, tracking.uri): an edit
+    of one is refused with a Stalled condition naming it, also where the API server does not run CEL rules."""
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)

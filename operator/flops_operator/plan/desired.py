@@ -15,6 +15,7 @@ from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestMode
 from flops_learner.contract import DataRef, LearnerEnv, LearnerTask, TaskRef
 
 from ..models import Project
+from ..models.edits import training_identity
 from ..models.spec import FLOpsProjectSpec
 from . import images
 from .services import Port, Role, ServiceSpec
@@ -161,6 +162,7 @@ def aggregator_config(project: Project) -> AggregatorConfig:
     t = spec.training
     return AggregatorConfig(
         project=ProjectId(namespace=project.ref.namespace, name=project.ref.name, uid=project.ref.uid),
+        training_id=training_identity(spec),
         experiment=experiment_name(project),
         task=task_ref(spec),
         data=data_ref(spec),
@@ -273,8 +275,10 @@ def _model_server(project: Project) -> ServiceSpec:
 def desired(project: Project, *, training_done: bool, model_registered: bool = False) -> list[ServiceSpec]:
     """Services the project needs now.
 
-    Training services (aggregator, learners) exist until training is done; the tracking stack
-    stays until the project is deleted; the model server comes once a model is registered.
+    Training services (aggregator, learners) exist until training is done, and not while it is
+    suspended (a new aggregator resumes from the checkpoint the last one left); the tracking stack
+    stays until the project is deleted; the model server comes once a model is registered under the
+    spec's registry name and alias (`model_registered`), and keeps serving it while a new training runs.
     """
     spec = project.spec
     services: list[ServiceSpec] = []
@@ -284,9 +288,9 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
         if spec.tracking.artifact_store.type == "ftp":
             services.append(_artifact_store(spec))
         services.append(_tracking_server(spec))
-    if not training_done:
+    if not training_done and not spec.suspend:
         services.append(_aggregator(project))
         services += [_learner(project, i) for i in range(spec.learners.replicas)]
-    if spec.serving.enabled and training_done and model_registered:
+    if spec.serving.enabled and model_registered:
         services.append(_model_server(project))
     return services

@@ -52,9 +52,9 @@ def diff(desired: Sequence[ServiceSpec], observed: Mapping[str, ObservedService]
             missing = tuple(d for d in service.depends_on if not _ready(observed.get(d)))
             actions.append(Wait(service.name, missing) if missing else Create(service))
         elif seen.spec_hash != service.spec_hash:
-            # A finished one-shot service has done its work; replacing it would redo the work.
-            if not (service.one_shot and seen.state in (ServiceState.completed, ServiceState.failed)):
-                actions.append(Replace(service))
+            # Finished one-shots too: a finished one that is still wanted did the work of another spec
+            # (training is not done for this spec's identity, status.training_outcome), so it runs again.
+            actions.append(Replace(service))
     return actions
 
 

@@ -1,0 +1,126 @@
+"""Time from apply to Training and to Completed: the operator in a cluster against `flops run`, same
+manifest, same machine, one invocation (issue 8: the cluster should be within 15 % of `flops run`).
+
+    flops run   LocalRunner, as `flops run MANIFEST` runs it
+    operator    kopf with the local platform, against kmock as the API server (tests/integration's), the
+                project created through the official client as `kubectl apply` would, its status read
+                every 0.1 s
+
+Both run real services (MLflow, FTP, Flower): expect minutes on 2 cores. The operator is given the
+default pacing and the default 30 s resync, so what is measured is what a user's cluster does.
+Usage: python bench/gitops_latency.py [MANIFEST]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import kubernetes.client
+
+from flops_operator.adapters.kopf_cli import build_context, run_operator
+from flops_operator.adapters.local_cli import load_manifest
+from flops_operator.adapters.local_runner import LocalRunner
+from flops_operator.models import GROUP, PLURAL, VERSION, FLOpsProjectStatus, Phase, Project
+from flops_operator.platforms.local import LocalPlatform
+from flops_operator.reconcile import ReconcileResult
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from tests.integration.kmock_layer import serve_kubernetes  # noqa: E402  (the API server stand-in)
+
+DEMO = ROOT / "manifests" / "examples" / "digits-local.yaml"
+MARKS = (Phase.Training, Phase.Completed)
+
+
+class Marks:
+    def __init__(self) -> None:
+        self.start = time.monotonic()
+        self.seen: dict[Phase, float] = {}
+
+    def phase(self, phase: Phase) -> None:
+        if phase in MARKS and phase not in self.seen:
+            self.seen[phase] = time.monotonic() - self.start
+
+
+class RunnerView(Marks):
+    def update(self, result: ReconcileResult) -> None:
+        self.phase(result.status.phase)
+
+    def note(self, text: str) -> None:
+        pass
+
+    def keeping(self, status: FLOpsProjectStatus) -> None:
+        pass
+
+
+async def flops_run(manifest: dict, project: Project, state: Path) -> Marks:
+    view = RunnerView()
+    result = await LocalRunner(manifest, project, state_dir=state, view=view).run()
+    if result.status.phase is not Phase.Completed:
+        raise SystemExit(f"flops run ended {result.status.phase.value}: {result.status.message}")
+    return view
+
+
+async def operator_run(manifest: dict, state: Path) -> Marks:
+    async with serve_kubernetes() as (_, url):
+        config = kubernetes.client.Configuration(host=url)
+        ctx = build_context(["local"], config,
+                            factories={"local": lambda: LocalPlatform(lambda ref: state / ref.uid)})
+        stop, ready = asyncio.Event(), asyncio.Event()
+        operator = asyncio.create_task(run_operator(ctx, clusterwide=True, liveness=None, metrics_port=None,
+                                                    stop_flag=stop, ready_flag=ready))
+        await ready.wait()
+        api = kubernetes.client.CustomObjectsApi(kubernetes.client.ApiClient(config))
+        body = copy.deepcopy(manifest)
+        namespace = body["metadata"].setdefault("namespace", "default")
+        name = body["metadata"]["name"]
+        marks = Marks()
+        await asyncio.to_thread(api.create_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, body)
+        try:
+            while Phase.Completed not in marks.seen:
+                obj = await asyncio.to_thread(api.get_namespaced_custom_object, GROUP, VERSION, namespace,
+                                              PLURAL, name)
+                phase = (obj.get("status") or {}).get("phase")
+                if phase == Phase.Failed.value:
+                    raise SystemExit(f"the operator's project Failed: {obj['status'].get('message')}")
+                if phase:
+                    marks.phase(Phase(phase))
+                await asyncio.sleep(0.1)
+        finally:
+            await asyncio.to_thread(api.delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+            for _ in range(600):  # the finalizer stops the services
+                try:
+                    await asyncio.to_thread(api.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL,
+                                            name)
+                except kubernetes.client.ApiException as exc:
+                    if exc.status == 404:
+                        break
+                    raise
+                await asyncio.sleep(0.1)
+            stop.set()
+            await operator
+        return marks
+
+
+def main() -> int:
+    manifest, project = load_manifest(Path(sys.argv[1]) if len(sys.argv) > 1 else DEMO)
+    print(f"{project.ref.key}: {project.spec.learners.replicas} learners x {project.spec.training.rounds} rounds",
+          flush=True)
+    with tempfile.TemporaryDirectory(prefix="flops-bench-") as tmp:
+        local = asyncio.run(flops_run(manifest, project, Path(tmp) / "run"))
+        cluster = asyncio.run(operator_run(manifest, Path(tmp) / "operator"))
+    print(f"{'':12}{'to Training':>14}{'to Completed':>15}")
+    print(f"{'flops run':12}" + "".join(f"{local.seen[p]:13.1f}s" + " " * (p is Phase.Training) for p in MARKS))
+    ratios = [cluster.seen[p] / local.seen[p] - 1 for p in MARKS]
+    print(f"{'operator':12}" + "".join(f"{cluster.seen[p]:13.1f}s" + " " * (p is Phase.Training) for p in MARKS)
+          + "   (" + ", ".join(f"{r:+.0%}" for r in ratios) + " against flops run)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
