@@ -88,14 +88,16 @@ def drain(project: Project, observation: Observation, progress: TrainingProgress
           previous: FLOpsProjectStatus, outcome: TrainingOutcome, now: str) -> Drain:
     aggregator = observation.services.get("aggregator")
     if (not project.spec.suspend or outcome.done or aggregator is None or aggregator.state not in _ALIVE
-            or progress is None or progress.run_status != "RUNNING"):
+            or progress is None or progress.run_status not in ("RUNNING", "FINISHED")):
         return Drain()  # nothing to stop, or no way to ask: the plan removes what is left
     identity = training_identity(project.spec)
     asked = previous.training.suspend_requested_at if previous.training.identity == identity else None
     requested_at = asked or now
     if _seconds_between(requested_at, now) > drain_bound(project):
         return Drain(requested_at=requested_at)
-    return Drain(True, progress.stop_requested is None, requested_at)
+    # FINISHED: the request came at the last round boundary; the training ends instead, and its aggregator
+    # exits by itself once it has written its result.
+    return Drain(True, progress.run_status == "RUNNING" and progress.stop_requested is None, requested_at)
 
 
 def rerun(project: Project, observation: Observation, progress: TrainingProgress | None,
