@@ -45,6 +45,9 @@ class Steered:
     async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
         return self.progress
 
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+        return False  # as an MLflow that cannot be written: the services stay until the drain bound
+
 
 class World:
     """One project on the in-memory platform, reconciled as an adapter would."""

@@ -20,6 +20,10 @@ from . import checkpoint
 log = logging.getLogger("flops_aggregator")
 
 TAG = "flops.checkpoint"
+# Set by the operator on the running run when spec.suspend asks the training to stop at its next round
+# boundary; read off the round's path, by the upload thread: after each upload and every STOP_POLL_SECONDS.
+STOP_TAG = "flops.stop.requested"
+STOP_POLL_SECONDS = 5.0
 SLOTS = ("a", "b")
 # Runs a new aggregator of the same training may take over: stopped from outside (KILLED) or left RUNNING by
 # one that died without a word. A FAILED run failed; resuming it would fail again.
@@ -80,6 +84,9 @@ class Uploader:
         self._lock = threading.Condition()
         self._busy = False
         self.error: Exception | None = None
+        self.stop_request: str | None = None
+        """The run's stop request (STOP_TAG), once read."""
+        self._closed = False
         threading.Thread(target=self._work, name="upload-checkpoint", daemon=True).start()
 
     def offer(self, ckpt: checkpoint.Checkpoint) -> None:
@@ -92,20 +99,35 @@ class Uploader:
         with self._lock:
             return self._lock.wait_for(lambda: self._latest is None and not self._busy, timeout=bound)
 
+    def close(self) -> None:
+        """The run is over: nothing more to upload or read."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify_all()
+
     def _work(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._latest is not None)
+                self._lock.wait_for(lambda: self._latest is not None or self._closed, timeout=STOP_POLL_SECONDS)
+                if self._closed:
+                    return
                 ckpt, self._latest, self._busy = self._latest, None, True
             try:
-                self._upload(ckpt)
+                if ckpt is not None:
+                    self._upload(ckpt)
+                self._read_stop_request()
             except Exception as exc:  # a later round tries again; the training does not depend on it
-                self.error = exc
-                log.warning("checkpoint of round %d not uploaded: %s", ckpt.round, exc)
+                if ckpt is not None:
+                    self.error = exc
+                    log.warning("checkpoint of round %d not uploaded: %s", ckpt.round, exc)
             finally:
                 with self._lock:
                     self._busy = False
                     self._lock.notify_all()
+
+    def _read_stop_request(self) -> None:
+        if self.stop_request is None:
+            self.stop_request = self.client.get_run(self.run_id).data.tags.get(STOP_TAG)
 
     def _upload(self, ckpt: checkpoint.Checkpoint) -> None:
         slot = SLOTS[1] if self.current is not None and self.current.slot == SLOTS[0] else SLOTS[0]

@@ -28,12 +28,20 @@ RESULT_FILE = "result.json"
 app = ServerApp()
 
 
+class StopRequested(Exception):
+    """spec.suspend: the training stops after `round` (its checkpoint saved) and resumes from it later."""
+
+    def __init__(self, round_: int, reason: str):
+        super().__init__(f"stop requested after round {round_}: {reason}")
+        self.round, self.reason = round_, reason
+
+
 class Rounds:
     """Observer: each finished round goes to the recorder and the best-model keeper, and becomes the
     checkpoint a later aggregator of this training resumes from."""
 
-    def __init__(self, recorder, keeper: BestKeeper):
-        self.recorder, self.keeper, self.history, self.timings = recorder, keeper, [], []
+    def __init__(self, recorder, keeper: BestKeeper, total: int):
+        self.recorder, self.keeper, self.total, self.history, self.timings = recorder, keeper, total, [], []
 
     def on_round(self, result: RoundResult) -> None:
         self.history.append({"round": result.round, **result.metrics,
@@ -49,6 +57,11 @@ class Rounds:
         self.recorder.log_round(result)
         if result.arrays is not None:
             self.recorder.checkpoint(Checkpoint(result.round, from_record(result.arrays), self.keeper.kept()))
+            # A round boundary with its checkpoint on the way: where a suspension stops (the last round ends
+            # the training instead).
+            reason = self.recorder.stop_requested() if result.round < self.total else None
+            if reason:
+                raise StopRequested(result.round, reason)
 
 
 def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
@@ -65,7 +78,7 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
         keeper = BestKeeper(metric, mode, settings.workdir)
         if resumed is not None and resumed.best is not None:
             keeper.restore(resumed.best)
-        rounds = Rounds(recorder, keeper)
+        rounds = Rounds(recorder, keeper, settings.rounds)
         strategy = build(settings, rounds, offset=done)
         model = task.build_model(seed=settings.seed)
         # A model of its own: the background preparation must not race the training's use of `model`.
@@ -76,14 +89,17 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
         min_nodes = settings.min_learners()[2]
         remaining = settings.rounds - done
         if remaining > 0:  # none: stopped after its last round, before the model was logged
-            strategy.start(
-                grid=BoundedGrid(grid, min_nodes=min_nodes, wait_timeout=settings.round_timeout),
-                initial_arrays=to_record(resumed.weights if resumed is not None else task.get_weights(model)),
-                num_rounds=remaining,
-                timeout=settings.round_timeout,
-                train_config=train_config,
-                evaluate_config=ConfigRecord(common),
-            )
+            try:
+                strategy.start(
+                    grid=BoundedGrid(grid, min_nodes=min_nodes, wait_timeout=settings.round_timeout),
+                    initial_arrays=to_record(resumed.weights if resumed is not None else task.get_weights(model)),
+                    num_rounds=remaining,
+                    timeout=settings.round_timeout,
+                    train_config=train_config,
+                    evaluate_config=ConfigRecord(common),
+                )
+            except StopRequested as stop:
+                return suspended(recorder, settings, context, stop, rounds, started)
         if len(rounds.history) != remaining:
             raise RuntimeError(f"{done + len(rounds.history)} of {settings.rounds} rounds completed")
         best = rounds.keeper.best
@@ -107,9 +123,23 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
     return result
 
 
+def suspended(recorder, settings: settings_mod.Settings, context: Context, stop: StopRequested, rounds: Rounds,
+              started: float) -> dict:
+    log.info("%s: suspending", stop)
+    recorder.suspend(stop.round, stop.reason)
+    result = {"flower_run_id": context.run_id, "rounds": rounds.history, "suspended_after_round": stop.round,
+              "wall_seconds": time.monotonic() - started, "mlflow_run_id": getattr(recorder, "run_id", None)}
+    (settings.workdir / RESULT_FILE).write_text(json.dumps(result, indent=2))
+    return result
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     # Only our own logger: the root at INFO would log (and push to the SuperLink) every HTTP request.
     own_logger("flops_aggregator", "flops-serverapp")
     result = train(grid, context, settings_mod.from_env())
-    log.info("training finished: best round %s %s", result["best_round"], result["best_metrics"])
+    if "suspended_after_round" in result:
+        log.info("training suspended after round %s: a new aggregator resumes it from there",
+                 result["suspended_after_round"])
+    else:
+        log.info("training finished: best round %s %s", result["best_round"], result["best_metrics"])

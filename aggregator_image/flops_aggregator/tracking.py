@@ -25,6 +25,8 @@ SYSTEM_METRICS_INTERVAL_SECONDS = 2
 
 # A stopped training waits this long at most for its last checkpoint to reach the artifact store.
 CHECKPOINT_UPLOAD_BOUND_SECONDS = 5.0
+# A suspended one is not in a hurry (nothing kills it): its checkpoint is what the resumed training starts from.
+SUSPEND_UPLOAD_BOUND_SECONDS = 120.0
 
 
 class Recorder(Protocol):
@@ -34,6 +36,12 @@ class Recorder(Protocol):
     def prepare(self, task: Any, model: Any) -> None: ...
     def log_round(self, result: RoundResult) -> None: ...
     def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None: ...
+    def stop_requested(self) -> str | None:
+        """Why the training is asked to stop at this round boundary (spec.suspend), if it is."""
+        ...
+    def suspend(self, round_: int, reason: str) -> None:
+        """Stop at the end of `round_`, its checkpoint uploaded: the run ends KILLED, resumable."""
+        ...
     def finish(self, best: Best, model: Any, task: Any) -> Registration | None: ...
     def fail(self, error: BaseException) -> None: ...
 
@@ -45,6 +53,12 @@ class BareRecorder:
         return None
 
     def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None:
+        pass
+
+    def stop_requested(self) -> str | None:
+        return None  # the request comes through MLflow: without it, nothing asks
+
+    def suspend(self, round_: int, reason: str) -> None:
         pass
 
     def prepare(self, task: Any, model: Any) -> None:
@@ -110,6 +124,9 @@ class MlflowRecorder:
             resumed = checkpoint_mlflow.download(self.client, run_id, saved, s.workdir / "resume")
             run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
             mlflow.set_tags({"flops.flower.run_id": str(flower_run_id), checkpoint.RESUMED_TAG: str(saved.round)})
+            for over in (checkpoint_mlflow.STOP_TAG, mlflow_run.END_REASON_TAG):  # the stop it ended for
+                if over in run.data.tags:
+                    self.client.delete_tag(run_id, over)
         else:
             run = mlflow.start_run(
                 experiment_id=experiment_id,
@@ -134,6 +151,21 @@ class MlflowRecorder:
         if self.uploader is not None:
             self.uploader.offer(ckpt)
 
+    def stop_requested(self) -> str | None:
+        return self.uploader.stop_request if self.uploader is not None else None
+
+    def suspend(self, round_: int, reason: str) -> None:
+        if self.uploader is not None and not self.uploader.wait(SUSPEND_UPLOAD_BOUND_SECONDS):
+            log.warning("the checkpoint of round %d did not reach the artifact store in %.0fs; an earlier one stays",
+                        round_, SUSPEND_UPLOAD_BOUND_SECONDS)
+        if self.uploader is not None:
+            self.uploader.close()
+        try:
+            self.settle()
+            self.mlflow.set_tag(mlflow_run.END_REASON_TAG, f"suspended after round {round_} ({reason})")
+        finally:
+            self.mlflow.end_run("KILLED")
+
     def prepare(self, task: Any, model: Any) -> None:
         """Async mode: what the final model logging needs is computed, and the export rehearsed, in the
         background while the rounds run; the final log_model is then mostly an upload."""
@@ -157,6 +189,8 @@ class MlflowRecorder:
 
     def finish(self, best: Best, model: Any, task: Any) -> Registration:
         s, mlflow = self.settings, self.mlflow
+        if self.uploader is not None:
+            self.uploader.close()  # the model logged below supersedes any checkpoint
         self.settle()
         metric, mode = s.best_metric
         mlflow.log_metrics({"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
@@ -193,6 +227,8 @@ class MlflowRecorder:
         if stopped and self.uploader is not None and not self.uploader.wait(CHECKPOINT_UPLOAD_BOUND_SECONDS):
             log.warning("the last checkpoint did not reach the artifact store in %.0fs; an earlier one stays",
                         CHECKPOINT_UPLOAD_BOUND_SECONDS)
+        if self.uploader is not None:
+            self.uploader.close()
         try:
             if stopped:
                 reason = mlflow_run.stop_reason(self.settings.workdir)

@@ -18,6 +18,10 @@
   `flops.model.uri` (`models:/<name>/<version>`), `flops.model.promoted` ("true"/"false"). Run ends FINISHED on
   success, FAILED on any failure (tag `flops.error`), KILLED when the training is stopped from outside (tag
   `flops.end_reason`, e.g. "signal SIGTERM" when the aggregator was signalled).
+- spec.suspend: the operator sets tag `flops.stop.requested` on the RUNNING run; the aggregator reads it off the
+  round's path (within a few seconds), stops after its next reported round once that round's checkpoint is in,
+  and ends the run KILLED with `flops.end_reason` "suspended after round <n> (...)"; it exits 0. The aggregator
+  that resumes the run deletes the tag.
 - After each reported round: the global model and best-so-far in the run's artifacts (`checkpoint/a` or `/b`),
   tag `flops.checkpoint` = "<round>:<slot>" once uploaded. The next aggregator of the same training takes a
   KILLED (or RUNNING) run with a checkpoint over: RUNNING again, tag `flops.resumed_from_round`, rounds continuing.
@@ -48,6 +52,8 @@ class TrainingProgress:
     """The round of the run's last uploaded checkpoint (tag flops.checkpoint): a stopped run resumes from it."""
     error: str | None = None
     """Why a FAILED run failed (tag flops.error)."""
+    stop_requested: str | None = None
+    """The operator asked the run to stop at its next round boundary (tag flops.stop.requested)."""
     learners_answered: int | None = None
     """Learners that answered the latest reported round's training (metric num_train_learners)."""
     model_name: str | None = None
@@ -66,9 +72,17 @@ class ProgressSource(Protocol):
         """
         ...
 
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+        """Ask the run's aggregator to stop at its next round boundary (spec.suspend). False if the request
+        could not be written (the caller asks again at its next look)."""
+        ...
+
 
 class NoProgress:
     """The no-op twin: for platforms/tests with no tracking server to read."""
 
     async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
         return None
+
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+        return False

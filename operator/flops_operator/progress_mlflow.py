@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 API = "/api/2.0/mlflow"
 UID_TAG = "flops.project.uid"
 TRAINING_ID_TAG = "flops.training.id"
+STOP_TAG = "flops.stop.requested"
 ROUND_OVERHEAD = "round_overhead_seconds"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
@@ -66,6 +67,7 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
         learners_answered=int(metrics["num_train_learners"]) if "num_train_learners" in metrics else None,
         checkpoint_round=_checkpoint_round(tags.get("flops.checkpoint")),
         error=tags.get("flops.error"),
+        stop_requested=tags.get(STOP_TAG),
         model_name=tags.get("flops.model.name"),
         model_version=tags.get("flops.model.version"),
         model_alias=tags.get("flops.model.alias"),
@@ -131,3 +133,12 @@ class MlflowProgress:
         if not run_list:
             return None
         return progress_from_run(experiment_id, run_list[0])
+
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+        try:
+            await self._call("POST", tracking_url.rstrip("/") + API + "/runs/set-tag",
+                             json={"run_id": run_id, "key": STOP_TAG, "value": reason})
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
+            log.info("%s: the stop request to MLflow run %s was not written: %s", project.ref.key, run_id, exc)
+            return False
+        return True

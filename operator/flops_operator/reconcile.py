@@ -24,6 +24,7 @@ from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
 from .progress import ProgressSource, TrainingProgress
 from .status import compute_status, invalid_status, tracking_url, training_outcome
+from .training_state import drain, rerun
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +127,20 @@ async def reconcile(
     training_plan = _plan(manifest, project, training_done=False, model_registered=registered)
     aggregator_hash = next((s.spec_hash for s in training_plan if s.name == "aggregator"), None)
     outcome = training_outcome(project, observation, progress, previous, aggregator_hash=aggregator_hash, now=now)
-    wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered)
-    to_apply = effects(diff(wanted, observation.services))
+    draining = drain(project, observation, progress, previous, outcome, now)
+    if draining.request and url and progress is not None and progress.run_id:
+        await progress_source.request_stop(project, url, progress.run_id, f"spec.suspend, generation {generation}")
+    again = rerun(project, observation, progress, outcome)
+    wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered,
+                   draining=draining.keep_training)
+    to_apply = effects(diff(wanted, observation.services, again))
     if to_apply:
         secrets = await credentials.ensure(project.ref, credential_names(project.spec))
         log.info("%s: %s", project.ref.key, ", ".join(_describe(a) for a in to_apply))
         observation = await _apply(platform, project.ref, to_apply, secrets, observation)
-    remaining = diff(wanted, observation.services)
-    status = compute_status(project, wanted, observation, remaining, progress, previous, now=now, outcome=outcome)
+    remaining = diff(wanted, observation.services, again)
+    status = compute_status(project, wanted, observation, remaining, progress, previous, now=now, outcome=outcome,
+                            draining=draining)
     return ReconcileResult(status, applied=to_apply, project=project, observation=observation, progress=progress)
 
 

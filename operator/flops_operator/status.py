@@ -12,7 +12,7 @@ from .plan.diff import Action
 from .plan.services import Role, ServiceSpec
 from .platforms.base import Observation, ObservedService
 from .progress import TrainingProgress
-from .training_state import TrainingOutcome, training_outcome, training_status
+from .training_state import Drain, TrainingOutcome, training_outcome, training_status
 
 __all__ = ["compute_status", "deleting_status", "invalid_status", "problem_status", "tracking_url",
            "training_outcome", "TrainingOutcome"]
@@ -64,9 +64,13 @@ def compute_status(
     *,
     now: str,
     outcome: TrainingOutcome,
+    draining: Drain | None = None,
 ) -> FLOpsProjectStatus:
     gen = project.generation
-    facts = policies.Facts.gather(desired, observation, actions, outcome, suspend=project.spec.suspend)
+    draining = draining or Drain()
+    training = training_status(project, progress, previous, observation, outcome, now, draining)
+    facts = policies.Facts.gather(desired, observation, actions, outcome, suspend=project.spec.suspend,
+                                  draining=draining.keep_training, round_=training.round)
     phase = policies.phase(facts)
     reason, message = policies.verdict(facts)
     stalled = reason in policies.STALLING
@@ -90,7 +94,6 @@ def compute_status(
     else:
         conditions.append(_condition(previous, now, gen, "TrainingComplete", False,
                                      "InProgress" if "aggregator" in observation.services else "NotStarted"))
-    training = training_status(project, progress, previous, observation, outcome, now)
     model = _model(progress, previous)
     conditions.append(_condition(previous, now, gen, "ModelRegistered", bool(model.version),
                                  "Registered" if model.version else "NotYet",

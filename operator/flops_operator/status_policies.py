@@ -32,10 +32,14 @@ class Facts:
     outcome: TrainingOutcome
     suspended: bool = False
     """spec.suspend (and the training not over)."""
+    draining: bool = False
+    """Suspending: the aggregator was asked to stop at its next round boundary and has not yet."""
+    round: int = 0
+    """The last reported round."""
 
     @classmethod
     def gather(cls, desired: Sequence[ServiceSpec], observation: Observation, actions: Sequence[Action],
-               outcome: TrainingOutcome, suspend: bool = False) -> Facts:
+               outcome: TrainingOutcome, suspend: bool = False, draining: bool = False, round_: int = 0) -> Facts:
         observed = observation.services
         pending = tuple(a for a in actions if isinstance(a, (Create, Replace, Remove)))
         waits = tuple(a for a in actions if isinstance(a, Wait))
@@ -43,9 +47,9 @@ class Facts:
             desired=desired, observation=observation, pending=pending, waits=waits,
             stack_failed=tuple(s for s in observed.values()
                                if s.state is ServiceState.failed and s.role not in (Role.aggregator, Role.learner)),
-            converged=not pending and not waits and all(
+            converged=not draining and not pending and not waits and all(
                 observed.get(s.name) is not None and observed[s.name].state in OK for s in desired),
-            outcome=outcome, suspended=suspend and not outcome.done,
+            outcome=outcome, suspended=suspend and not outcome.done, draining=draining, round=round_,
         )
 
     @property
@@ -89,6 +93,9 @@ def completed(f: Facts) -> Verdict | None:
 def suspended(f: Facts) -> Verdict | None:
     if not f.suspended:
         return None
+    if f.draining:
+        return "Suspending", (f"suspending: the training stops at its next round boundary (after round {f.round} "
+                              "was reported), its checkpoint saved; then its services are removed")
     if f.pending or f.waits:
         return "Suspending", "suspending: stopping the training services"
     return "Suspended", "suspended; spec.suspend: false resumes the training from its last finished round"

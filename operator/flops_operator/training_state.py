@@ -66,6 +66,51 @@ def deadline_exceeded(project: Project, previous: FLOpsProjectStatus, identity: 
     return TrainingOutcome(True, False, message, "DeadlineExceeded")
 
 
+@dataclass(frozen=True)
+class Drain:
+    """spec.suspend while the training runs: its services stay until the aggregator has stopped at its next round
+    boundary with that round's checkpoint in (its MLflow run is no longer RUNNING), or until `drain_bound`
+    passed since the request (then they are removed at once: the last checkpoint stays)."""
+
+    keep_training: bool = False
+    request: bool = False
+    """The stop request is still to be written to the run."""
+    requested_at: str | None = None
+    """status.training.suspendRequestedAt: when the operator first asked."""
+
+
+def drain_bound(project: Project) -> float:
+    """One whole round at most (waiting for learners, training, evaluating) and a minute for the checkpoint."""
+    return 3 * project.spec.training.round_timeout_seconds + 60
+
+
+def drain(project: Project, observation: Observation, progress: TrainingProgress | None,
+          previous: FLOpsProjectStatus, outcome: TrainingOutcome, now: str) -> Drain:
+    aggregator = observation.services.get("aggregator")
+    if (not project.spec.suspend or outcome.done or aggregator is None or aggregator.state not in _ALIVE
+            or progress is None or progress.run_status not in ("RUNNING", "FINISHED")):
+        return Drain()  # nothing to stop, or no way to ask: the plan removes what is left
+    identity = training_identity(project.spec)
+    asked = previous.training.suspend_requested_at if previous.training.identity == identity else None
+    requested_at = asked or now
+    if _seconds_between(requested_at, now) > drain_bound(project):
+        return Drain(requested_at=requested_at)
+    # FINISHED: the request came at the last round boundary; the training ends instead, and its aggregator
+    # exits by itself once it has written its result.
+    return Drain(True, progress.run_status == "RUNNING" and progress.stop_requested is None, requested_at)
+
+
+def rerun(project: Project, observation: Observation, progress: TrainingProgress | None,
+          outcome: TrainingOutcome) -> frozenset[str]:
+    """An aggregator that exited after stopping for a suspension (its run KILLED) while the spec no longer
+    suspends: it runs again, resuming from its checkpoint (diff's `rerun`)."""
+    aggregator = observation.services.get("aggregator")
+    if (project.spec.suspend or outcome.done or aggregator is None or aggregator.state is not ServiceState.completed
+            or progress is None or progress.run_status != "KILLED"):
+        return frozenset()
+    return frozenset({"aggregator"})
+
+
 def _resumable(project: Project, progress: TrainingProgress, previous: FLOpsProjectStatus) -> bool:
     """A KILLED run that the next aggregator takes over: it left a checkpoint, or it was stopped on purpose
     (spec.suspend; a suspension before the first round resumes from scratch)."""
@@ -107,6 +152,8 @@ def training_outcome(project: Project, observation: Observation, progress: Train
         return TrainingOutcome(True, False, f"MLflow run {progress.run_id} ended {progress.run_status}"
                                + (f": {progress.error}" if progress.error else ""))
     if ours is not None and ours.state is ServiceState.completed:
+        if progress is not None and progress.run_status == "KILLED":
+            return TrainingOutcome(False)  # it stopped for a suspension, resumable (it exits 0 then)
         return TrainingOutcome(True, True, "aggregator completed; training run finished")
     if progress is not None and not alive and progress.run_status == "FINISHED":
         # Its aggregator is gone (removed, or the status that recorded the outcome was lost).
@@ -140,7 +187,8 @@ def human_duration(seconds: int | None) -> str | None:
 
 
 def training_status(project: Project, progress: TrainingProgress | None, previous: FLOpsProjectStatus,
-                    observation: Observation, outcome: TrainingOutcome, now: str) -> TrainingStatus:
+                    observation: Observation, outcome: TrainingOutcome, now: str,
+                    draining: Drain | None = None) -> TrainingStatus:
     total, identity = project.spec.training.rounds, training_identity(project.spec)
     if progress is None:
         # The numbers last read stay while the tracking server cannot be read; a new training starts at 0.
@@ -166,9 +214,11 @@ def training_status(project: Project, progress: TrainingProgress | None, previou
         out.started_at = None  # as a Kubernetes Job's: a suspension stops the deadline's clock, a resume restarts it
     elif out.started_at is None and "aggregator" in observation.services and not outcome.done:
         out.started_at = now  # the first look that saw this training's aggregator
+    out.suspend_requested_at = draining.requested_at if draining is not None else None
     learners = [s for s in observation.services.values() if s.role is Role.learner]
     out.learners_running = sum(1 for s in learners if s.state is ServiceState.running)
-    out.learners_expected = 0 if outcome.done or project.spec.suspend else project.spec.learners.replicas
+    stopping = project.spec.suspend and not (draining is not None and draining.keep_training)
+    out.learners_expected = 0 if outcome.done or stopping else project.spec.learners.replicas
     return out
 
 

@@ -1,7 +1,9 @@
 """Suspend and resume end to end on the local platform (real MLflow, FTP, Flower processes), driven through the
 reconcile step the adapters take, with the spec edited as a GitOps tool would: a training suspended after its
-second round and resumed ends with the same total rounds, one MLflow run whose steps continue, and a final
-accuracy within 0.02 of an uninterrupted training of the same spec."""
+second round stops at a round boundary (the aggregator finishes the round, saves its checkpoint, ends the run
+KILLED saying after which round, and exits by itself) and, resumed, ends with the same total rounds, one MLflow
+run whose steps continue from that round, and a final accuracy within 0.02 of an uninterrupted training of the
+same spec."""
 
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from flops_operator.reconcile import Passes, converge, finalize
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-ROUNDS = 4
+ROUNDS = 8  # room for the stop to land mid-training: it comes at the round boundary after it is seen
 BOUND_SECONDS = 1200  # a bound for hangs only: 2 shared cores may be busy
 
 
@@ -82,14 +84,30 @@ def history(status: FLOpsProjectStatus, name: str) -> tuple[list, dict[int, floa
 async def run(root: Path, name: str, suspend_after: int | None) -> tuple[FLOpsProjectStatus, list, dict, dict]:
     driver = Driver(root / name, manifest(name))
     try:
+        stopped_after = None
         if suspend_after is not None:
             await driver.until(lambda s: s.training.round >= suspend_after, f"round {suspend_after} reported")
             driver.doc = edited(driver.doc, suspend=True)
-            suspended = await driver.until(lambda s: ready(s, Phase.Suspended), "Suspended")
+            suspending = await driver.until(lambda s: s.phase in (Phase.Suspended, Phase.Completed), "Suspending")
+            assert suspending.phase is Phase.Suspended, f"the suspension did not land: {suspending.message}"
+            assert suspending.message.startswith("suspending: the training stops at its next round boundary")
+            suspended = await driver.until(lambda s: ready(s, Phase.Suspended) or s.phase is Phase.Completed,
+                                           "Suspended")
+            assert suspended.phase is Phase.Suspended, f"the suspension did not land: {suspended.message}"
             assert {c.name for c in suspended.components} == {"artifact-store", "tracking-server"}
+            tags = MlflowClient(suspended.mlflow.tracking_uri).get_run(suspended.mlflow.run_id).data.tags
+            reason = tags["flops.end_reason"]
+            assert reason.startswith("suspended after round "), f"not stopped at a round boundary: {reason}"
+            stopped_after = int(reason.split()[3])
+            assert suspend_after <= stopped_after < ROUNDS
+            assert tags["flops.checkpoint"].split(":")[0] == str(stopped_after), "its round's checkpoint is in"
+            assert suspended.training.round == stopped_after
             driver.doc = edited(driver.doc, suspend=False)
         status = await driver.until(lambda s: ready(s, Phase.Completed), "Completed")
-        return (status, *history(status, name))
+        runs, accuracy, tags = history(status, name)
+        if stopped_after is not None:
+            assert tags["flops.resumed_from_round"] == str(stopped_after), "resumed where it stopped"
+        return status, runs, accuracy, tags
     finally:
         await driver.close()
 
@@ -100,8 +118,7 @@ async def test_suspended_and_resumed_training_ends_as_an_uninterrupted_one(tmp_p
     assert resumed.training.round == ROUNDS and resumed.training.progress == f"{ROUNDS}/{ROUNDS}"
     assert len(runs) == 1, "the resumed training went on in the same MLflow run"
     assert sorted(accuracy) == list(range(1, ROUNDS + 1)), "MLflow steps continue across the suspension"
-    # The checkpoint of round 2 is normally in before the stop; an earlier one is what a slow upload leaves.
-    assert int(tags["flops.resumed_from_round"]) >= 1
+    assert "flops.end_reason" not in tags and "flops.stop.requested" not in tags, "the resumed run is not stopped"
     assert resumed.model.version is not None
 
     whole, _, whole_accuracy, _ = await run(tmp_path, "whole", suspend_after=None)

@@ -142,6 +142,9 @@ class SteeredProgress:
         self.asked.append((project.ref.key, tracking_url))
         return self.by_project.get(project.ref.key)
 
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+        return False  # as an MLflow that cannot be written: the services stay until the drain bound
+
 
 @dataclass
 class Cluster:

@@ -95,3 +95,34 @@ def test_a_checkpoint_the_store_lost_fails_the_start_naming_it(store, tmp_path):
     second = MlflowRecorder(aggregator_settings(SPEC, workdir(tmp_path / "b"), store))
     with pytest.raises(RuntimeError, match=r"checkpoint of round 1 of MLflow run \w+ \(checkpoint/a\) cannot be read"):
         second.start(2)
+
+
+def test_a_stop_request_is_seen_after_an_upload_and_a_suspension_ends_resumable(store, tmp_path):
+    """spec.suspend: the operator tags the running run; the aggregator reads it with the next checkpoint upload,
+    stops after that round with its checkpoint in, and the run ends KILLED with the round in its end reason. The
+    next aggregator takes it over and the request is gone (it would stop again at once)."""
+    first = MlflowRecorder(aggregator_settings(SPEC, workdir(tmp_path / "a"), store))
+    first.start(1)
+    first.checkpoint(ckpt(1))
+    assert first.uploader.wait(30)
+    assert first.stop_requested() is None
+    client = MlflowClient(store)
+    client.set_tag(first.run_id, checkpoint_mlflow.STOP_TAG, "spec.suspend")
+    first.checkpoint(ckpt(2))
+    assert first.uploader.wait(30)
+    assert first.stop_requested() == "spec.suspend"
+    first.checkpoint(ckpt(3))
+    first.suspend(3, "spec.suspend")
+    run = client.get_run(first.run_id)
+    assert run.info.status == "KILLED"
+    assert run.data.tags["flops.end_reason"] == "suspended after round 3 (spec.suspend)"
+    assert run.data.tags[checkpoint_mlflow.TAG].startswith("3:"), "the suspension waited for its round's checkpoint"
+
+    second = MlflowRecorder(aggregator_settings(SPEC, workdir(tmp_path / "b"), store))
+    resumed = second.start(2)
+    assert second.run_id == first.run_id and resumed.round == 3
+    tags = client.get_run(first.run_id).data.tags
+    assert checkpoint_mlflow.STOP_TAG not in tags and "flops.end_reason" not in tags
+    second.checkpoint(ckpt(4))
+    assert second.uploader.wait(30) and second.stop_requested() is None
+    mlflow.end_run("FINISHED")

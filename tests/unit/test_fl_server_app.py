@@ -96,3 +96,48 @@ def test_a_stop_reason_from_an_earlier_training_is_forgotten(tmp_path):
     mlflow_run.record_stop(tmp_path, "signal SIGINT")
     mlflow_run.forget(tmp_path)
     assert mlflow_run.stop_reason(tmp_path) is None
+
+
+class AskingRecorder:
+    """Records what the Rounds observer hands it; asks to stop from round `stop_from` on."""
+
+    def __init__(self, stop_from: int):
+        self.stop_from, self.rounds, self.checkpoints = stop_from, [], []
+
+    def log_round(self, result):
+        self.rounds.append(result.round)
+
+    def checkpoint(self, ckpt):
+        self.checkpoints.append(ckpt.round)
+
+    def stop_requested(self):
+        return "spec.suspend" if self.rounds and self.rounds[-1] >= self.stop_from else None
+
+
+@pytest.mark.parametrize("stop_from, total, stops_after", [
+    (2, 4, 2),     # asked during round 2: stops once round 2 is recorded and its checkpoint handed over
+    (9, 4, None),  # never asked
+    (4, 4, None),  # asked at the last round: the training ends normally instead
+])
+def test_a_requested_stop_comes_at_a_round_boundary_after_its_checkpoint(tmp_path, stop_from, total, stops_after):
+    import numpy as np
+    from collections import OrderedDict
+
+    from flops_aggregator.best import BestKeeper
+    from flops_aggregator.server_app import Rounds, StopRequested
+    from flops_aggregator.strategies import RoundResult
+    from flops_learner.client_app import to_record
+
+    recorder = AskingRecorder(stop_from)
+    rounds = Rounds(recorder, BestKeeper("eval_accuracy", "max", tmp_path), total)
+    stopped = None
+    for r in range(1, total + 1):
+        try:
+            rounds.on_round(RoundResult(r, to_record(OrderedDict(w=np.full(2, float(r)))), {"eval_accuracy": r / 10}))
+        except StopRequested as stop:
+            stopped = stop
+            break
+    assert (stopped.round if stopped else None) == stops_after
+    if stopped:
+        assert recorder.checkpoints[-1] == stops_after and stopped.reason == "spec.suspend"
+    assert recorder.rounds == list(range(1, (stops_after or total) + 1))

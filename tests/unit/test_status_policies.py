@@ -15,13 +15,15 @@ R, S, F = ServiceState.running, ServiceState.starting, ServiceState.failed
 OPEN, DONE, FAILED = TrainingOutcome(False), TrainingOutcome(True, True), TrainingOutcome(True, False, "boom")
 
 
-def facts(services=None, waits=(), pending=(), outcome=OPEN, converged=False, suspended=False):
+def facts(services=None, waits=(), pending=(), outcome=OPEN, converged=False, suspended=False, draining=False,
+          round_=0):
     observed = {name: ObservedService(name, role, state, "h", message="crashed" if state is F else None)
                 for name, (role, state) in (services or {}).items()}
     return policies.Facts(desired=(), observation=Observation(observed), pending=tuple(pending), waits=tuple(waits),
                           stack_failed=tuple(s for s in observed.values()
                                              if s.state is F and s.role not in (Role.aggregator, Role.learner)),
-                          converged=converged, outcome=outcome, suspended=suspended)
+                          converged=converged, outcome=outcome, suspended=suspended, draining=draining,
+                          round=round_)
 
 
 STACK_DOWN = {"artifact-store": (Role.artifact_store, F)}
@@ -42,6 +44,9 @@ TRAINING = {"tracking-server": (Role.tracking_server, R), "aggregator": (Role.ag
     ("applying", facts({"tracking-server": (Role.tracking_server, R)}, pending=["x", "y"]), Phase.Provisioning,
      "Applying", "applying 2 change(s)"),
     ("training", facts(TRAINING), Phase.Training, "Training", "training"),
+    ("suspending: to the round boundary", facts(TRAINING, suspended=True, draining=True, round_=3), Phase.Suspended,
+     "Suspending", "suspending: the training stops at its next round boundary (after round 3 was reported), its "
+                   "checkpoint saved; then its services are removed"),
     ("suspending", facts(TRAINING, pending=["remove aggregator"], suspended=True), Phase.Suspended, "Suspending",
      "suspending: stopping the training services"),
     ("suspended", facts({"tracking-server": (Role.tracking_server, R)}, converged=True, suspended=True),

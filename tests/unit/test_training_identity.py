@@ -4,6 +4,7 @@ that answers, as the real gatherer does, only with runs of the spec's training i
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 from flops_operator.credentials import MemoryCredentials
 from flops_operator.models import FLOpsProjectStatus, Phase, Project
@@ -24,9 +25,17 @@ class RunsByIdentity:
 
     def __init__(self):
         self.runs: dict[str, TrainingProgress] = {}
+        self.stop_requests: list[tuple[str, str]] = []
 
     async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
         return self.runs.get(training_identity(project.spec))
+
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+        """As the tag on the run: the next fetch shows it."""
+        self.stop_requests.append((run_id, reason))
+        identity = training_identity(project.spec)
+        self.runs[identity] = dataclasses.replace(self.runs[identity], stop_requested=reason)
+        return True
 
 
 def edited(manifest, generation, **spec):
@@ -234,7 +243,7 @@ async def test_an_invalid_edit_of_a_completed_project_then_its_fix_does_not_retr
     assert p.status.phase is Phase.Completed and len(p.aggregators_created()) == 1
 
 
-async def test_suspend_stops_the_training_services_and_resume_takes_the_run_over():
+async def test_suspend_stops_the_training_at_a_round_boundary_and_resume_takes_the_run_over():
     p = Project_()
     await p.converge()
     first = p.identity()
@@ -242,20 +251,68 @@ async def test_suspend_stops_the_training_services_and_resume_takes_the_run_over
     await p.converge()
     assert p.status.phase is Phase.Training and p.status.training.round == 2
 
-    # Suspend: the aggregator (and its learners) go; the run ends KILLED with its checkpoint.
+    # Suspend: the run is asked to stop at its next round boundary; until it has, its services stay.
     await p.converge(edited(MANIFEST, 2, suspend=True))
-    assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
-    p.mlflow.runs[first] = TrainingProgress(run_id="r1", run_status="KILLED", round=2, checkpoint_round=2)
+    assert p.mlflow.stop_requests == [("r1", "spec.suspend, generation 2")]
+    assert {"aggregator", "learner-0", "learner-1"} <= set(p.platform.services(p.ref))
+    ready = p.status.condition("Ready")
+    assert p.status.phase is Phase.Suspended and (ready.status, ready.reason) == ("False", "Suspended")
+    assert p.status.message.startswith("suspending: the training stops at its next round boundary (after round 2")
+    assert p.status.training.suspend_requested_at is not None
+    assert p.status.training.learners_expected == 2
     await p.converge()
+    assert len(p.mlflow.stop_requests) == 1, "asked once: the run carries the request"
+
+    # The aggregator stops after round 3 with its checkpoint in, ends the run KILLED and exits 0.
+    p.mlflow.runs[first] = TrainingProgress(run_id="r1", run_status="KILLED", round=3, checkpoint_round=3,
+                                            stop_requested="spec.suspend, generation 2")
+    p.platform.complete(p.ref, "aggregator")
+    await p.converge()
+    assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
     assert p.status.phase is Phase.Suspended and p.status.condition("Ready").status == "True"
-    assert p.status.condition("Stalled").status == "False" and p.status.training.round == 2
+    assert p.status.condition("Stalled").status == "False" and p.status.training.round == 3
     assert (p.status.training.learners_expected, p.status.training.learners_running) == (0, 0)
+    assert p.status.training.suspend_requested_at is None
     assert p.identity() == first, "suspend is no part of the training identity"
 
-    # Resume: a new aggregator of the same training (it takes the run over from round 2).
+    # Resume: a new aggregator of the same training (it takes the run over from round 3).
     await p.converge(edited(MANIFEST, 3, suspend=False))
     assert p.status.phase is Phase.Training and len(p.aggregators_created()) == 2
-    assert p.status.training.round == 2 and p.status.mlflow.run_id == "r1"
+    assert p.status.training.round == 3 and p.status.mlflow.run_id == "r1"
+
+
+async def test_a_resume_before_the_stopped_aggregator_was_removed_runs_it_again():
+    p = Project_()
+    await p.converge()
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="RUNNING", round=1, checkpoint_round=1)
+    await p.converge(edited(MANIFEST, 2, suspend=True))
+    # It stopped and exited; the suspension is withdrawn before the operator looked again.
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="KILLED", round=2, checkpoint_round=2)
+    p.platform.complete(p.ref, "aggregator")
+    await p.converge(edited(MANIFEST, 3, suspend=False))
+    assert p.status.phase is Phase.Training, "a completed aggregator whose run was stopped is no success"
+    assert len(p.aggregators_created()) == 2 and p.platform.services(p.ref)["aggregator"].observed.state.value == "running"
+
+
+async def test_an_aggregator_that_does_not_stop_within_the_bound_is_removed():
+    p = Project_()
+
+    async def at(now, manifest):
+        for _ in range(4):
+            result = await reconcile(manifest, p.status, platform=p.platform, credentials=p.credentials,
+                                     progress_source=p.mlflow, now=now)
+            p.status, p.ref = result.status, result.project.ref
+            if not result.applied:
+                break
+
+    fast = edited(MANIFEST, 1, training={"rounds": 3, "roundTimeoutSeconds": 20})  # bound: 3 x 20 + 60 s
+    await at("2026-11-30T12:00:00Z", fast)
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="RUNNING", round=1, checkpoint_round=1)
+    await at("2026-11-30T12:00:10Z", edited(fast, 2, suspend=True))
+    await at("2026-11-30T12:02:10Z", edited(fast, 2, suspend=True))
+    assert "aggregator" in p.platform.services(p.ref), "120 s: still within the bound"
+    await at("2026-11-30T12:02:11Z", edited(fast, 2, suspend=True))
+    assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
 
 
 async def test_a_training_suspended_before_its_first_checkpoint_resumes_rather_than_fails():

@@ -47,7 +47,7 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
     ("aggregator.placement", Edit.in_place,
      "a running aggregator is replaced and the training resumes from its last finished round"),
     ("suspend", Edit.in_place,
-     "true stops the training (the model of its last finished round is kept); false resumes it from there"),
+     "true stops the training at its next round boundary (that round's model is kept); false resumes it from there"),
     ("tracking.image", Edit.in_place, "the tracking server is replaced"),
     ("tracking.resources", Edit.in_place, "the tracking server is replaced"),
     ("tracking.backendStore.image", Edit.in_place, "the backend store is replaced"),

@@ -268,9 +268,9 @@ class FLOpsProjectSpec(ApiModel):
     registry: RegistrySpec = Field(default_factory=RegistrySpec)
     serving: ServingSpec = Field(default_factory=ServingSpec)
     suspend: bool = False
-    """true stops the training: its aggregator and learners are removed, the model of its last finished round
-    stays in the artifact store (phase Suspended); false resumes it from there, rounds and MLflow steps
-    continuing (training.rounds is still the total)."""
+    """true stops the training at its next round boundary: the aggregator saves that round's model to the artifact
+    store and exits, then it and the learners are removed (phase Suspended); false resumes it from there, rounds
+    and MLflow steps continuing (training.rounds is still the total)."""
     deletion_policy: DeletionPolicy = DeletionPolicy.Delete
     """Delete removes every service with the project; Orphan leaves them running."""
 

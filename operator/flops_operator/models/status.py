@@ -80,6 +80,9 @@ class TrainingStatus(StatusModel):
     """Learners that answered the last reported round's training."""
     started_at: str | None = None
     """When this training started (its aggregator first seen): spec.training.activeDeadlineSeconds counts from here."""
+    suspend_requested_at: str | None = None
+    """spec.suspend while training: when the aggregator was asked to stop at its next round boundary. Its services
+    stay until it has (at most three roundTimeoutSeconds and a minute from here)."""
 
 
 class MlflowStatus(StatusModel):

@@ -272,11 +272,13 @@ def _model_server(project: Project) -> ServiceSpec:
     )
 
 
-def desired(project: Project, *, training_done: bool, model_registered: bool = False) -> list[ServiceSpec]:
+def desired(project: Project, *, training_done: bool, model_registered: bool = False,
+            draining: bool = False) -> list[ServiceSpec]:
     """Services the project needs now.
 
     Training services (aggregator, learners) exist until training is done, and not while it is
-    suspended (a new aggregator resumes from the checkpoint the last one left); the tracking stack
+    suspended (a new aggregator resumes from the checkpoint the last one left) unless `draining`: asked to
+    suspend, the training is still on its way to its next round boundary (training_state.drain); the tracking stack
     stays until the project is deleted; the model server comes once a model is registered under the
     spec's registry name and alias (`model_registered`), and keeps serving it while a new training runs.
     """
@@ -288,7 +290,7 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
         if spec.tracking.artifact_store.type == "ftp":
             services.append(_artifact_store(spec))
         services.append(_tracking_server(spec))
-    if not training_done and not spec.suspend:
+    if not training_done and (not spec.suspend or draining):
         services.append(_aggregator(project))
         services += [_learner(project, i) for i in range(spec.learners.replicas)]
     if spec.serving.enabled and model_registered:

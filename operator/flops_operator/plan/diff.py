@@ -41,7 +41,10 @@ def _ready(observed: ObservedService | None) -> bool:
     return observed is not None and observed.state is ServiceState.running
 
 
-def diff(desired: Sequence[ServiceSpec], observed: Mapping[str, ObservedService]) -> list[Action]:
+def diff(desired: Sequence[ServiceSpec], observed: Mapping[str, ObservedService],
+         rerun: frozenset[str] = frozenset()) -> list[Action]:
+    """`rerun`: finished services of this very spec to run again (an aggregator that stopped for a suspension
+    that is over): removed, then created by the next pass (a platform keeps a service of the same spec)."""
     actions: list[Action] = []
     wanted = {s.name for s in desired}
     # Removals first: they free capacity (and Oakestra addresses) for what comes next.
@@ -51,6 +54,8 @@ def diff(desired: Sequence[ServiceSpec], observed: Mapping[str, ObservedService]
         if seen is None:
             missing = tuple(d for d in service.depends_on if not _ready(observed.get(d)))
             actions.append(Wait(service.name, missing) if missing else Create(service))
+        elif service.name in rerun and seen.state is ServiceState.completed:
+            actions.append(Remove(service.name))
         elif seen.spec_hash != service.spec_hash:
             # Finished one-shots too: a finished one that is still wanted did the work of another spec
             # (training is not done for this spec's identity, status.training_outcome), so it runs again.
