@@ -42,7 +42,7 @@ class Steered:
     def __init__(self) -> None:
         self.progress: TrainingProgress | None = None
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         return self.progress
 
 

@@ -1,7 +1,9 @@
 """Training progress as read from the project's MLflow run (the aggregator writes, we read).
 
 ## The MLflow contract between the aggregator (writer) and the operator's progress gatherer (reader)
-- Tracking URI: env MLFLOW_TRACKING_URI (credentials, if any, only via env — never in the Flower run config).
+- Tracking URI: env MLFLOW_TRACKING_URI; the login: env MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the
+  aggregator's user on the project's tracking server: EDIT on its experiment and registered model), only via env,
+  never in the Flower run config. The operator reads with the read-only user.
 - Experiment name = FLOPS_CONFIG["experiment"] (= "<namespace>/<name>"); experiment tags `flops.project.namespace`,
   `flops.project.name`, `flops.project.uid`.
 - One MLflow run per training. Run tags: `flops.project.uid`, `flops.training.id` (the training identity,
@@ -58,8 +60,10 @@ class TrainingProgress:
 
 
 class ProgressSource(Protocol):
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str,
+                    login: tuple[str, str] | None = None) -> TrainingProgress | None:
         """Progress of the latest run of the project's current training identity, None if there is none (yet).
+        `login`: (username, password) for the server's basic auth.
 
         Raises nothing for an unreachable server: progress is best effort, status keeps the last
         known numbers.
@@ -70,5 +74,6 @@ class ProgressSource(Protocol):
 class NoProgress:
     """The no-op twin: for platforms/tests with no tracking server to read."""
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str,
+                    login: tuple[str, str] | None = None) -> TrainingProgress | None:
         return None

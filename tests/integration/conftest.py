@@ -138,7 +138,7 @@ class SteeredProgress:
         self.by_project: dict[str, TrainingProgress] = {}
         self.asked: list[tuple[str, str]] = []
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         self.asked.append((project.ref.key, tracking_url))
         return self.by_project.get(project.ref.key)
 

@@ -25,7 +25,7 @@ class RunsByIdentity:
     def __init__(self):
         self.runs: dict[str, TrainingProgress] = {}
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         return self.runs.get(training_identity(project.spec))
 
 
