@@ -117,10 +117,10 @@ class MlflowProgress:
     async def fetch(self, project: Project, tracking_url: str,
                     login: tuple[str, str] | None = None) -> TrainingProgress | None:
         base = tracking_url.rstrip("/") + API
-        auth = aiohttp.BasicAuth(*login) if login else None
+        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else None
         try:
             found = await self._call("GET", f"{base}/experiments/get-by-name",
-                                     params={"experiment_name": experiment_name(project)}, auth=auth)
+                                     params={"experiment_name": experiment_name(project)}, headers=auth)
             if not found or "experiment" not in found:
                 return None
             experiment_id = found["experiment"]["experiment_id"]
@@ -129,7 +129,7 @@ class MlflowProgress:
                 "filter": run_filter(project),
                 "order_by": ["attributes.start_time DESC"],
                 "max_results": 1,
-            }, auth=auth)
+            }, headers=auth)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError) as exc:
             log.debug("progress of %s not readable at %s: %s", project.ref.key, tracking_url, exc)
             return None

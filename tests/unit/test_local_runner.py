@@ -110,7 +110,7 @@ async def test_a_failing_aggregator_fails_the_run(tmp_path, tiny_commands, monke
 
 
 async def test_a_stack_service_that_keeps_crashing_fails_the_run(tmp_path, tiny_commands, monkeypatch):
-    monkeypatch.setitem(LOCAL_COMMANDS, Role.tracking_server, recipe("mlflow", "import sys; sys.exit(9)"))
+    monkeypatch.setitem(LOCAL_COMMANDS, Role.tracking_server, recipe("flops-tracking-server", "import sys; sys.exit(9)"))
     result = await runner(tmp_path).run()
     assert result.status.phase is Phase.Failed and result.exit_code == 1
     assert "tracking-server failed: gave up after 1 restarts: exit code 9" in result.status.message

@@ -19,6 +19,7 @@ SQLite needs no service: the plan puts the database file into the tracking serve
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +128,9 @@ def _learner(service: ServiceSpec, argv: list[str], env: dict[str, str], ctx: Lo
 
 def _model_server(service: ServiceSpec, argv: list[str], env: dict[str, str], ctx: LocalContext) -> LocalCommand:
     port = ctx.ports["http"]
-    return LocalCommand(argv=[script(ctx, "mlflow"), *argv[1:]], env=env,
+    # `mlflow models serve` starts uvicorn by name: this environment's scripts first on PATH.
+    path = os.pathsep.join([str(ctx.bin_dir), os.environ.get("PATH", "")])
+    return LocalCommand(argv=[script(ctx, "mlflow"), *argv[1:]], env={**env, "PATH": path},
                         probe=HttpProbe(f"http://{ctx.host}:{port}/ping"))
 
 
