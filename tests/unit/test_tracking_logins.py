@@ -181,3 +181,20 @@ def test_the_runner_takes_the_login_secret_from_the_same_file(tmp_path):
     _, project, secrets = load_run_input(path)
     assert project.ref.name == "digits"
     assert secrets == {("team-a", "mlflow-login"): {"username": "alice", "password": "password"}}
+
+
+def test_flops_run_says_how_to_get_the_read_only_login_without_printing_it(tmp_path):
+    from rich.console import Console
+
+    from flops_operator.adapters.live_view import login_hint, render_summary
+    from flops_operator.models import FLOpsProjectStatus
+    from flops_operator.platforms.local import StateLayout
+
+    layout = StateLayout(tmp_path)
+    own, external = parse_project(manifest({})), parse_project(manifest(EXTERNAL))
+    hint = login_hint(own, layout)
+    assert "flops-reader" in hint and str(layout.credentials) in hint and "mlflow-reader-password" in hint
+    assert login_hint(external, layout) is None
+    console = Console(width=300, record=True)
+    console.print(render_summary(own, FLOpsProjectStatus(), layout))
+    assert "flops-reader (read-only)" in console.export_text()
