@@ -6,6 +6,8 @@ accuracy within 0.02 of an uninterrupted training of the same spec."""
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import copy
 import time
 from pathlib import Path
@@ -42,7 +44,7 @@ def edited(doc: dict, **spec) -> dict:
 
 class Driver:
     def __init__(self, root: Path, doc: dict) -> None:
-        self.doc, self.status = doc, FLOpsProjectStatus()
+        self.doc, self.status, self.root = doc, FLOpsProjectStatus(), root
         self.platform = LocalPlatform(lambda ref: root, stop_timeout=15)
         self.credentials = FileCredentials(lambda ref: root / "credentials.json")
         self.progress = MlflowProgress()
@@ -72,11 +74,18 @@ def ready(status: FLOpsProjectStatus, phase: Phase) -> bool:
     return status.phase is phase and condition is not None and condition.status == "True"
 
 
-def history(status: FLOpsProjectStatus, name: str) -> tuple[list, dict[int, float], dict]:
-    client = MlflowClient(status.mlflow.tracking_uri)
-    runs = client.search_runs([status.mlflow.experiment_id])
-    accuracy = client.get_metric_history(status.mlflow.run_id, "eval_accuracy")
-    return runs, {m.step: m.value for m in accuracy}, client.get_run(status.mlflow.run_id).data.tags
+def history(status: FLOpsProjectStatus, name: str, password: str) -> tuple[list, dict[int, float], dict]:
+    # The tracking server takes logins: read as the project's read-only user.
+    os.environ.update(MLFLOW_TRACKING_USERNAME="flops-reader", MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        client = MlflowClient(status.mlflow.tracking_uri)
+        runs = client.search_runs([status.mlflow.experiment_id])
+        accuracy = client.get_metric_history(status.mlflow.run_id, "eval_accuracy")
+        tags = client.get_run(status.mlflow.run_id).data.tags
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
+    return runs, {m.step: m.value for m in accuracy}, tags
 
 
 async def run(root: Path, name: str, suspend_after: int | None) -> tuple[FLOpsProjectStatus, list, dict, dict]:
@@ -89,7 +98,8 @@ async def run(root: Path, name: str, suspend_after: int | None) -> tuple[FLOpsPr
             assert {c.name for c in suspended.components} == {"artifact-store", "tracking-server"}
             driver.doc = edited(driver.doc, suspend=False)
         status = await driver.until(lambda s: ready(s, Phase.Completed), "Completed")
-        return (status, *history(status, name))
+        password = json.loads((driver.root / "credentials.json").read_text())["mlflow-reader-password"]
+        return (status, *history(status, name, password))
     finally:
         await driver.close()
 
