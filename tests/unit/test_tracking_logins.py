@@ -135,6 +135,7 @@ def _empty():
 def test_the_auth_config_holds_no_password_and_grants_nothing_by_default():
     ini = bootstrap.auth_ini("sqlite:////var/lib/flops/basic_auth.db")
     assert "default_permission = NO_PERMISSIONS" in ini and "admin_password" not in ini
+    assert "auth_cache_ttl_seconds = 600" in ini  # one scrypt check per login and 10 minutes, not per request
     assert {(g.username, g.resource_type, g.permission) for g in bootstrap.GRANTS} == {
         ("flops-aggregator", "experiment", "EDIT"), ("flops-aggregator", "registered_model", "EDIT"),
         ("flops-reader", "experiment", "READ"), ("flops-reader", "registered_model", "READ")}

@@ -34,6 +34,7 @@ AUTH_INI = "basic_auth.ini"
 # `mlflow server --serve-artifacts` without --default-artifact-root: experiments keep their artifacts
 # behind the server's proxy (mlflow.utils.server_cli_utils.resolve_default_artifact_root).
 SERVED_ARTIFACTS_ROOT = "mlflow-artifacts:/"
+AUTH_CACHE_SECONDS = 600
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,11 @@ def auth_ini(database_uri: str) -> str:
         "admin_username": ADMIN_USER,
         "authorization_function": "mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access": "false",
+        # A verified login is remembered this long: without it every request pays a scrypt check (0.27 s of CPU
+        # here), several per round for the aggregator and two per look for the operator. One worker (the plan
+        # runs --workers 1) and passwords that change only with a restart (new process): nothing goes stale.
+        "auth_cache_ttl_seconds": str(AUTH_CACHE_SECONDS),
+        "auth_cache_max_size": "100",
     }
     out = io.StringIO()
     config.write(out)
