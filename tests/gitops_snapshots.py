@@ -42,10 +42,11 @@ class Steered:
     def __init__(self) -> None:
         self.progress: TrainingProgress | None = None
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         return self.progress
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
+                           login=None) -> bool:
         return False  # as an MLflow that cannot be written: the services stay until the drain bound
 
 

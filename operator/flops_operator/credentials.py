@@ -10,17 +10,36 @@ import os
 import secrets
 from pathlib import Path
 
+from typing import Mapping
+
 from .models import ProjectRef
+from .platforms.base import MissingCredentials
 
 
 def generate() -> str:
     return secrets.token_urlsafe(24)
 
 
+def pick(where: str, data: Mapping[str, str] | None, keys: Mapping[str, str]) -> dict[str, str]:
+    """{name: data[key]} for the referenced Secret's data; MissingCredentials naming what is not there."""
+    if data is None:
+        raise MissingCredentials(f"tracking.credentialsSecret: Secret {where} not found; create it with the keys "
+                                 f"{', '.join(sorted(set(keys.values())))}")
+    missing = sorted({key for key in keys.values() if not data.get(key)})
+    if missing:
+        raise MissingCredentials(f"tracking.credentialsSecret: Secret {where} has no key {', '.join(missing)}")
+    return {name: data[key] for name, key in keys.items()}
+
+
 class MemoryCredentials:
-    def __init__(self) -> None:
+    def __init__(self, referenced: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
         self.store: dict[str, dict[str, str]] = {}
         self.orphaned: dict[str, dict[str, str]] = {}
+        self.referenced = referenced or {}
+        """Secrets the specs name, by (namespace, name)."""
+
+    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str]) -> dict[str, str]:
+        return pick(f"{project.namespace}/{secret}", self.referenced.get((project.namespace, secret)), keys)
 
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         values = self.store.setdefault(project.uid, {})
@@ -36,10 +55,16 @@ class MemoryCredentials:
 
 
 class FileCredentials:
-    """One JSON file per project, created 0600 before anything is written into it."""
+    """One JSON file per project, created 0600 before anything is written into it. Secrets the spec names come
+    from the Secret documents given with the project (`flops run` reads them from the same file)."""
 
-    def __init__(self, path_for: "callable[[ProjectRef], Path]") -> None:
+    def __init__(self, path_for: "callable[[ProjectRef], Path]",
+                 referenced: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
         self._path_for = path_for
+        self._referenced = referenced or {}
+
+    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str]) -> dict[str, str]:
+        return pick(f"{project.namespace}/{secret}", self._referenced.get((project.namespace, secret)), keys)
 
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         path = self._path_for(project)

@@ -1,7 +1,9 @@
 """Training progress as read from the project's MLflow run (the aggregator writes, we read).
 
 ## The MLflow contract between the aggregator (writer) and the operator's progress gatherer (reader)
-- Tracking URI: env MLFLOW_TRACKING_URI (credentials, if any, only via env — never in the Flower run config).
+- Tracking URI: env MLFLOW_TRACKING_URI; the login: env MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD (the
+  aggregator's user on the project's tracking server: EDIT on its experiment and registered model), only via env,
+  never in the Flower run config. The operator reads with the read-only user.
 - Experiment name = FLOPS_CONFIG["experiment"] (= "<namespace>/<name>"); experiment tags `flops.project.namespace`,
   `flops.project.name`, `flops.project.uid`.
 - One MLflow run per training. Run tags: `flops.project.uid`, `flops.training.id` (the training identity,
@@ -64,25 +66,30 @@ class TrainingProgress:
 
 
 class ProgressSource(Protocol):
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str,
+                    login: tuple[str, str] | None = None) -> TrainingProgress | None:
         """Progress of the latest run of the project's current training identity, None if there is none (yet).
+        `login`: (username, password) for the server's basic auth.
 
         Raises nothing for an unreachable server: progress is best effort, status keeps the last
         known numbers.
         """
         ...
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
-        """Ask the run's aggregator to stop at its next round boundary (spec.suspend). False if the request
-        could not be written (the caller asks again at its next look)."""
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
+                           login: tuple[str, str] | None = None) -> bool:
+        """Ask the run's aggregator to stop at its next round boundary (spec.suspend), with a login that may
+        write the run (the aggregator's). False if the request could not be written (asked again next look)."""
         ...
 
 
 class NoProgress:
     """The no-op twin: for platforms/tests with no tracking server to read."""
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str,
+                    login: tuple[str, str] | None = None) -> TrainingProgress | None:
         return None
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
+                           login: tuple[str, str] | None = None) -> bool:
         return False

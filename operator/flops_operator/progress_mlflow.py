@@ -107,16 +107,22 @@ class MlflowProgress:
 
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
         async with self._client().request(method, url, **kwargs) as response:
+            if response.status in (401, 403):
+                # Said once per look, without the login: a wrong or missing password is someone's to fix.
+                log.warning("MLflow at %s refused the operator's login (%s)", url.split("/api/")[0], response.status)
+                return None
             if response.status == 404:
                 return None
             response.raise_for_status()
             return await response.json(content_type=None)
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str,
+                    login: tuple[str, str] | None = None) -> TrainingProgress | None:
         base = tracking_url.rstrip("/") + API
+        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else None
         try:
             found = await self._call("GET", f"{base}/experiments/get-by-name",
-                                     params={"experiment_name": experiment_name(project)})
+                                     params={"experiment_name": experiment_name(project)}, headers=auth)
             if not found or "experiment" not in found:
                 return None
             experiment_id = found["experiment"]["experiment_id"]
@@ -125,7 +131,7 @@ class MlflowProgress:
                 "filter": run_filter(project),
                 "order_by": ["attributes.start_time DESC"],
                 "max_results": 1,
-            })
+            }, headers=auth)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError) as exc:
             log.debug("progress of %s not readable at %s: %s", project.ref.key, tracking_url, exc)
             return None
@@ -134,11 +140,13 @@ class MlflowProgress:
             return None
         return progress_from_run(experiment_id, run_list[0])
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
+                           login: tuple[str, str] | None = None) -> bool:
+        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else None
         try:
-            await self._call("POST", tracking_url.rstrip("/") + API + "/runs/set-tag",
-                             json={"run_id": run_id, "key": STOP_TAG, "value": reason})
+            answer = await self._call("POST", tracking_url.rstrip("/") + API + "/runs/set-tag",
+                                      json={"run_id": run_id, "key": STOP_TAG, "value": reason}, headers=auth)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
             log.info("%s: the stop request to MLflow run %s was not written: %s", project.ref.key, run_id, exc)
             return False
-        return True
+        return answer is not None  # None: refused (401/403, said by _call) or no such run

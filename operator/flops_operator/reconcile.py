@@ -18,7 +18,8 @@ from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project,
 from .models.edits import immutable_changes
 from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
-from .plan.desired import credential_names, desired, model_name
+from .plan.desired import Login, credential_names, desired, login, model_name, referenced_credentials
+from .plan.render import render
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
@@ -120,22 +121,26 @@ async def reconcile(
         # Nothing is observed, applied or removed: what runs keeps running.
         return ReconcileResult(invalid_status(exc.problems, previous, generation, now=now), problems=exc.problems)
 
+    # Before anything is observed or created: a Secret the spec names that is not there stalls the project.
+    referenced = await _referenced(project, credentials)
     observation = await platform.observe(project.ref)
     url = tracking_url(project, observation)
-    progress = await progress_source.fetch(project, url) if url else None
+    progress = (await progress_source.fetch(project, url, login=await _login(project, credentials, referenced))
+                if url else None)
     registered = bool(progress and progress.model_version) or _registered(previous, project)
     training_plan = _plan(manifest, project, training_done=False, model_registered=registered)
     aggregator_hash = next((s.spec_hash for s in training_plan if s.name == "aggregator"), None)
     outcome = training_outcome(project, observation, progress, previous, aggregator_hash=aggregator_hash, now=now)
     draining = drain(project, observation, progress, previous, outcome, now)
     if draining.request and url and progress is not None and progress.run_id:
-        await progress_source.request_stop(project, url, progress.run_id, f"spec.suspend, generation {generation}")
+        await progress_source.request_stop(project, url, progress.run_id, f"spec.suspend, generation {generation}",
+                                           login=await _login(project, credentials, referenced, writer=True))
     again = rerun(project, observation, progress, outcome)
     wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered,
                    draining=draining.keep_training)
     to_apply = effects(diff(wanted, observation.services, again))
     if to_apply:
-        secrets = await credentials.ensure(project.ref, credential_names(project.spec))
+        secrets = {**await credentials.ensure(project.ref, credential_names(project.spec)), **referenced}
         log.info("%s: %s", project.ref.key, ", ".join(_describe(a) for a in to_apply))
         observation = await _apply(platform, project.ref, to_apply, secrets, observation)
     remaining = diff(wanted, observation.services, again)
@@ -174,6 +179,35 @@ async def converge(manifest: dict[str, Any], passes: Passes, *, platform: Platfo
             break
     assert passes.result is not None
     return passes.result
+
+
+async def _referenced(project: Project, credentials: Credentials) -> dict[str, str]:
+    keys = referenced_credentials(project.spec)
+    ref = project.spec.tracking.credentials_secret
+    return await credentials.read(project.ref, ref.name, keys) if keys and ref is not None else {}
+
+
+class _Secrets:
+    """Resolves only {{secret:NAME}} (a login's placeholders) from values at hand."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self._values = values
+
+    def secret(self, name: str) -> str:
+        return self._values[name]
+
+
+async def _login(project: Project, credentials: Credentials, referenced: dict[str, str], *,
+                 writer: bool = False) -> tuple[str, str] | None:
+    """The read-only login the operator reads progress with, or (`writer`) the aggregator's, with which it asks a
+    run to stop for spec.suspend (None: the server takes none)."""
+    chosen: Login | None = login(project.spec, writer=writer)
+    if chosen is None:
+        return None
+    generated = [n for n in chosen.secrets if n not in referenced]
+    values = {**(await credentials.ensure(project.ref, generated) if generated else {}), **referenced}
+    resolver = _Secrets(values)
+    return render(chosen.username, resolver), render(chosen.password, resolver)  # type: ignore[arg-type]
 
 
 def _registered(previous: FLOpsProjectStatus, project: Project) -> bool:

@@ -6,6 +6,7 @@ from typing import Sequence
 
 from .models import Condition, FLOpsProjectStatus, Phase, Problem, Project
 from .models.edits import immutable_values
+from .models.spec import public_uri
 from . import status_policies as policies
 from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus, TrainingStatus
 from .plan.diff import Action
@@ -47,7 +48,7 @@ def _component(seen: ObservedService) -> ComponentStatus:
 def tracking_url(project: Project, observation: Observation) -> str | None:
     """Where the operator (and people) reach the MLflow tracking server."""
     if project.spec.tracking.uri:
-        return project.spec.tracking.uri.rstrip("/")
+        return public_uri(project.spec.tracking.uri).rstrip("/")
     seen = observation.services.get("tracking-server")
     if seen is not None and seen.external_address:
         return f"http://{seen.external_address}"

@@ -89,15 +89,31 @@ def scene(built_images, tmp_path_factory) -> Iterator[Scene]:
         assert not left, f"left behind: {left}"
 
 
-def serving_example(tracking_uri: str, name: str, alias: str, dst: Path) -> bytes:
+def serving_example(tracking_uri: str, name: str, alias: str, dst: Path,
+                    login: tuple[str, str] | None = None) -> bytes:
     """The registered model's serving input example (the body /invocations takes), read through the
-    tracking server (MLflow's process-wide tracking/registry settings stay untouched: other tests use them)."""
+    tracking server (MLflow's process-wide tracking/registry settings stay untouched: other tests use them),
+    with `login` (MLflow basic auth) if given."""
+    import os
+
     import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    version = client.get_model_version_by_alias(name, alias)
-    location = client.get_model_version_download_uri(name, version.version)
-    model_dir = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst),
-                                                    tracking_uri=tracking_uri)
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    saved = {k: os.environ.get(k) for k in keys}
+    if login is not None:
+        os.environ.update(dict(zip(keys, login)))
+    try:
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        version = client.get_model_version_by_alias(name, alias)
+        location = client.get_model_version_download_uri(name, version.version)
+        model_dir = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(dst),
+                                                        tracking_uri=tracking_uri)
+    finally:
+        if login is not None:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
     return (Path(model_dir) / "serving_input_example.json").read_bytes()

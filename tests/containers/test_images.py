@@ -5,6 +5,7 @@ each does its first step, and the FL images go on to a whole (one-round) trainin
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import tempfile
@@ -120,7 +121,17 @@ def tracking(scene: Scene, rendered: Renderer) -> Iterator[str]:
     ms = rendered.microservice("tracking-server")
     container = start(scene, "tracking-server", ms)
     wait_healthy(container, rendered.url("tracking-server", "/health"))
-    yield rendered.url("tracking-server")
+    # The server takes logins (MLflow basic auth): this test's clients are its admin.
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")}
+    os.environ.update(MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=rendered.secrets["mlflow-admin-password"])
+    try:
+        yield rendered.url("tracking-server")
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 def test_stores_have_no_command_so_their_images_set_themselves_up(rendered: Renderer):

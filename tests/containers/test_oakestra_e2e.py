@@ -9,6 +9,7 @@ operator's progress reader and health checks reach them as they would reach an O
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.request
 from contextlib import ExitStack
@@ -122,7 +123,10 @@ def test_the_oakestra_example_trains_registers_and_serves_in_containers(world: W
 
     # The model server answers a prediction for the logged input example, through its published port.
     tracking = status["mlflow"]["trackingUri"]
-    payload = serving_example(tracking, model["name"], model["alias"], tmp_path)
+    # The tracking server takes logins: the project's read-only one, from its credentials Secret.
+    secret = world.cluster.core.read_namespaced_secret(f"{name}-flops-credentials", ns)
+    reader = ("flops-reader", base64.b64decode(secret.data["mlflow-reader-password"]).decode())
+    payload = serving_example(tracking, model["name"], model["alias"], tmp_path, login=reader)
     request = urllib.request.Request(f"http://{components['model-server']['externalAddress']}/invocations",
                                      data=payload, headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as rsp:

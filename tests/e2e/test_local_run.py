@@ -7,6 +7,7 @@ it used and no temporary file it made is left behind.
 
 from __future__ import annotations
 
+import json
 import os
 import queue
 import re
@@ -94,12 +95,13 @@ def leader_of(state: Path, service: str) -> psutil.Process | None:
 
 
 def flops_run(ws: Workspace, manifest: dict, *, keep: bool = False,
-              on_line: Callable[[str, subprocess.Popen], None] | None = None) -> Run:
+              on_line: Callable[[str, subprocess.Popen], None] | None = None, extra: list[str] = ()) -> Run:
     path = ws.root / f"{manifest['metadata']['name']}.yaml"
     path.write_text(yaml.safe_dump(manifest))
     command = [str(BIN / "flops"), "run", str(path), "--state-dir", str(ws.state), "-o", "yaml"]
     if keep:
         command.append("--keep")
+    command += extra
     # The runner and everything it starts get a private TMPDIR: it must be empty afterwards.
     env = {**os.environ, "TMPDIR": str(ws.tmp)}
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -195,8 +197,12 @@ def test_sqlite_run_completes_and_its_model_loads_through_the_ftp_store(workspac
             model_uri = "models:/digits-e2e/1"
             dst = workspace.root / "model"
             dst.mkdir()
+            # The tracking server takes logins: the read-only one, from the run's credentials file.
+            password = json.loads((workspace.state / "credentials.json").read_text())["mlflow-reader-password"]
             done = subprocess.run([sys.executable, "-c", LOAD_MODEL, url, model_uri, str(dst)], capture_output=True,
-                                  text=True, timeout=300, env={**os.environ, "TMPDIR": str(workspace.root / "model")})
+                                  text=True, timeout=300, env={**os.environ, "TMPDIR": str(workspace.root / "model"),
+                                                               "MLFLOW_TRACKING_USERNAME": "flops-reader",
+                                                               "MLFLOW_TRACKING_PASSWORD": password})
             loaded["out"] = done.stdout + done.stderr
             loaded["code"] = str(done.returncode)
             proc.send_signal(signal.SIGINT)

@@ -8,6 +8,9 @@ same spec."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import os
 import copy
 import time
 from pathlib import Path
@@ -44,7 +47,7 @@ def edited(doc: dict, **spec) -> dict:
 
 class Driver:
     def __init__(self, root: Path, doc: dict) -> None:
-        self.doc, self.status = doc, FLOpsProjectStatus()
+        self.doc, self.status, self.root = doc, FLOpsProjectStatus(), root
         self.platform = LocalPlatform(lambda ref: root, stop_timeout=15)
         self.credentials = FileCredentials(lambda ref: root / "credentials.json")
         self.progress = MlflowProgress()
@@ -74,11 +77,28 @@ def ready(status: FLOpsProjectStatus, phase: Phase) -> bool:
     return status.phase is phase and condition is not None and condition.status == "True"
 
 
-def history(status: FLOpsProjectStatus, name: str) -> tuple[list, dict[int, float], dict]:
-    client = MlflowClient(status.mlflow.tracking_uri)
-    runs = client.search_runs([status.mlflow.experiment_id])
-    accuracy = client.get_metric_history(status.mlflow.run_id, "eval_accuracy")
-    return runs, {m.step: m.value for m in accuracy}, client.get_run(status.mlflow.run_id).data.tags
+@contextlib.contextmanager
+def as_reader(password: str):
+    """The tracking server takes logins: read as the project's read-only user."""
+    os.environ.update(MLFLOW_TRACKING_USERNAME="flops-reader", MLFLOW_TRACKING_PASSWORD=password)
+    try:
+        yield
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_USERNAME", None)
+        os.environ.pop("MLFLOW_TRACKING_PASSWORD", None)
+
+
+def reader_password(driver: Driver) -> str:
+    return json.loads((driver.root / "credentials.json").read_text())["mlflow-reader-password"]
+
+
+def history(status: FLOpsProjectStatus, name: str, password: str) -> tuple[list, dict[int, float], dict]:
+    with as_reader(password):
+        client = MlflowClient(status.mlflow.tracking_uri)
+        runs = client.search_runs([status.mlflow.experiment_id])
+        accuracy = client.get_metric_history(status.mlflow.run_id, "eval_accuracy")
+        tags = client.get_run(status.mlflow.run_id).data.tags
+    return runs, {m.step: m.value for m in accuracy}, tags
 
 
 async def run(root: Path, name: str, suspend_after: int | None) -> tuple[FLOpsProjectStatus, list, dict, dict]:
@@ -95,7 +115,8 @@ async def run(root: Path, name: str, suspend_after: int | None) -> tuple[FLOpsPr
                                            "Suspended")
             assert suspended.phase is Phase.Suspended, f"the suspension did not land: {suspended.message}"
             assert {c.name for c in suspended.components} == {"artifact-store", "tracking-server"}
-            tags = MlflowClient(suspended.mlflow.tracking_uri).get_run(suspended.mlflow.run_id).data.tags
+            with as_reader(reader_password(driver)):
+                tags = MlflowClient(suspended.mlflow.tracking_uri).get_run(suspended.mlflow.run_id).data.tags
             reason = tags["flops.end_reason"]
             assert reason.startswith("suspended after round "), f"not stopped at a round boundary: {reason}"
             stopped_after = int(reason.split()[3])
@@ -104,7 +125,7 @@ async def run(root: Path, name: str, suspend_after: int | None) -> tuple[FLOpsPr
             assert suspended.training.round == stopped_after
             driver.doc = edited(driver.doc, suspend=False)
         status = await driver.until(lambda s: ready(s, Phase.Completed), "Completed")
-        runs, accuracy, tags = history(status, name)
+        runs, accuracy, tags = history(status, name, reader_password(driver))
         if stopped_after is not None:
             assert tags["flops.resumed_from_round"] == str(stopped_after), "resumed where it stopped"
         return status, runs, accuracy, tags

@@ -138,11 +138,12 @@ class SteeredProgress:
         self.by_project: dict[str, TrainingProgress] = {}
         self.asked: list[tuple[str, str]] = []
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         self.asked.append((project.ref.key, tracking_url))
         return self.by_project.get(project.ref.key)
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
+                           login=None) -> bool:
         return False  # as an MLflow that cannot be written: the services stay until the drain bound
 
 

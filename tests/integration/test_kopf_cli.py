@@ -56,10 +56,13 @@ def test_flops_operator_serves_projects_probe_and_metrics_until_stopped(tmp_path
 
             with urllib.request.urlopen(f"http://127.0.0.1:{liveness_port}/healthz", timeout=10) as rsp:
                 assert rsp.status == 200
-            with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as rsp:
-                text = rsp.read().decode()
-            assert 'flops_projects{phase="Training"} 1.0' in text
-            assert 'flops_reconciles_total{result="ok",trigger="change"}' in text
+            def metrics():
+                with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as rsp:
+                    text = rsp.read().decode()
+                # The pass is counted when its handler returns, just after its status is visible.
+                return ('flops_projects{phase="Training"} 1.0' in text
+                        and 'flops_reconciles_total{result="ok",trigger="change"}' in text) and text
+            eventually(metrics, what="the Training project and its reconcile in /metrics")
             api.close()
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -85,7 +85,8 @@ def test_create_converges_to_ready_with_finalizer_services_secret_and_events(clu
     secret = cluster.core.read_namespaced_secret(secret_name(ref), ns)
     owner = secret.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.uid, owner.controller) == ("FLOpsProject", name, ref.uid, True)
-    assert set(secret.data) == {"backend-password", "backend-root-password", "ftp-password"}
+    assert set(secret.data) == {"backend-password", "backend-root-password", "ftp-password", "mlflow-admin-password",
+                                "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"}
     exposed = str(cluster.get(ns, name)) + " ".join(f"{e.reason} {e.message}" for e in cluster.events(ns, name))
     for value in secret_values(cluster, ns, name):
         assert len(value) >= 20 and value not in exposed

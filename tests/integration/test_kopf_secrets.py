@@ -41,3 +41,27 @@ async def test_orphaned_credentials_move_to_a_secret_nothing_owns(kube):
     [kept] = secrets
     assert kept.metadata.name == orphaned_secret_name(REF) and not kept.metadata.owner_references
     assert kept.metadata.labels[ORPHANED_FROM] == REF.uid and values(kept) == made
+
+
+async def test_a_referenced_secret_is_read_and_a_missing_one_or_key_is_named(kube):
+    from flops_operator.platforms.base import MissingCredentials
+
+    config, _ = kube
+    api = kubernetes.client.ApiClient(config)
+    store = SecretCredentials(api)
+    core = kubernetes.client.CoreV1Api(api)
+    keys = {"tracking-username": "user", "tracking-password": "pass"}
+    try:
+        with pytest.raises(MissingCredentials, match="Secret team-s/mlflow-login not found"):
+            await store.read(REF, "mlflow-login", keys)
+        core.create_namespaced_secret(REF.namespace, kubernetes.client.V1Secret(
+            metadata=kubernetes.client.V1ObjectMeta(name="mlflow-login", namespace=REF.namespace),
+            data={"user": base64.b64encode(b"alice").decode()}))
+        with pytest.raises(MissingCredentials, match="Secret team-s/mlflow-login has no key pass"):
+            await store.read(REF, "mlflow-login", keys)
+        core.patch_namespaced_secret("mlflow-login", REF.namespace,
+                                     {"data": {"pass": base64.b64encode(b"pa55-word").decode()}})
+        assert await store.read(REF, "mlflow-login", keys) == {"tracking-username": "alice",
+                                                               "tracking-password": "pa55-word"}
+    finally:
+        await store.close()

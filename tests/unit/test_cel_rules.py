@@ -20,6 +20,12 @@ CASES = [
     {"training": {"minAvailableLearners": 1, "minTrainLearners": 1}, "learners": {"replicas": 1}},
     {"training": {"minAvailableLearners": 2}, "learners": {"replicas": 1}},
     {"training": {"minTrainLearners": 1000}, "learners": {"replicas": 1000}},
+    {"tracking": {"uri": "https://mlflow.example.com/team"}},
+    {"tracking": {"uri": "https://bob:hunter2@mlflow.example.com/team"}},
+    {"tracking": {"uri": "http://bob@mlflow.example.com:5000"}},
+    {"tracking": {"uri": "https://mlflow.example.com/a@b"}},
+    {"tracking": {"uri": "https://mlflow.example.com", "credentialsSecret": {"name": "mlflow-login"}}},
+    {"tracking": {"credentialsSecret": {"name": "mlflow-login"}}},
 ]
 
 

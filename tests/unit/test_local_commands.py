@@ -97,17 +97,22 @@ def test_every_planned_service_has_a_local_command(tmp_path, stub_mariadb):
         assert roles == set(Role) - ({Role.backend_store} if backend == "sqlite" else set())
 
 
-def test_tracking_server_runs_mlflow_of_this_env_with_the_rendered_stores(tmp_path):
+def test_tracking_server_runs_the_entrypoint_of_this_env_with_the_rendered_stores_and_logins(tmp_path):
     command, resolver = build(by_name(project("mysql"), training_done=False)["tracking-server"], tmp_path)
     argv = command.argv
-    assert argv[:2] == [str(BIN / "mlflow"), "server"]
+    assert argv[0] == str(BIN / "flops-tracking-server")
     assert argv[argv.index("--port") + 1] == "4003" and argv[argv.index("--host") + 1] == "127.0.0.1"
     password = resolver.secrets["backend-password"]
     assert command.env["MLFLOW_BACKEND_STORE_URI"] == f"mysql+pymysql://mlflow:{password}@127.0.0.1:4001/mlflow"
     ftp = resolver.secrets["ftp-password"]
     assert command.env["MLFLOW_ARTIFACTS_DESTINATION"] == f"ftp://mlflow:{ftp}@127.0.0.1:4002/artifacts"
-    # the store URIs carry passwords: they stay off the process list
-    assert not any(password in part or ftp in part for part in argv)
+    logins = {name: resolver.secrets[name] for name in ("mlflow-admin-password", "mlflow-aggregator-password",
+                                                         "mlflow-reader-password", "mlflow-flask-secret-key")}
+    assert {command.env[k] for k in ("MLFLOW_AUTH_ADMIN_PASSWORD", "FLOPS_MLFLOW_AGGREGATOR_PASSWORD",
+                                     "FLOPS_MLFLOW_READER_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY")} == set(logins.values())
+    assert command.env["FLOPS_WORKDIR"] == str(tmp_path / "tracking-server")
+    # the store URIs and the logins carry passwords: they stay off the process list
+    assert not any(secret in part for part in argv for secret in (password, ftp, *logins.values()))
     assert "--serve-artifacts" in argv
     # Not the plan's "*": exactly the loopback names the local server is reached by.
     assert argv[argv.index("--allowed-hosts") + 1] == "127.0.0.1:4003,localhost:4003,127.0.0.1,localhost"

@@ -58,7 +58,7 @@ def recipe(program, code, probe=None):
 @pytest.fixture
 def tiny_commands(monkeypatch):
     monkeypatch.setitem(LOCAL_COMMANDS, Role.tracking_server, recipe(
-        "mlflow", TRACKING, lambda ctx: HttpProbe(f"http://{ctx.host}:{ctx.ports['http']}/health")))
+        "flops-tracking-server", TRACKING, lambda ctx: HttpProbe(f"http://{ctx.host}:{ctx.ports['http']}/health")))
     monkeypatch.setitem(LOCAL_COMMANDS, Role.aggregator, recipe(
         "flops-aggregator", AGGREGATOR, lambda ctx: TcpProbe(ctx.host, ctx.ports["superlink"])))
     monkeypatch.setitem(LOCAL_COMMANDS, Role.learner, recipe("flops-learner", LEARNER))
@@ -110,7 +110,7 @@ async def test_a_failing_aggregator_fails_the_run(tmp_path, tiny_commands, monke
 
 
 async def test_a_stack_service_that_keeps_crashing_fails_the_run(tmp_path, tiny_commands, monkeypatch):
-    monkeypatch.setitem(LOCAL_COMMANDS, Role.tracking_server, recipe("mlflow", "import sys; sys.exit(9)"))
+    monkeypatch.setitem(LOCAL_COMMANDS, Role.tracking_server, recipe("flops-tracking-server", "import sys; sys.exit(9)"))
     result = await runner(tmp_path).run()
     assert result.status.phase is Phase.Failed and result.exit_code == 1
     assert "tracking-server failed: gave up after 1 restarts: exit code 9" in result.status.message
@@ -143,7 +143,7 @@ async def test_keep_holds_the_stack_until_interrupted(tmp_path, tiny_commands):
         def note(self, text):
             pass
 
-        def keeping(self, status):
+        def keeping(self, status, layout=None):
             notes.append(status.mlflow.tracking_uri)
             os.kill(os.getpid(), signal.SIGINT)
 

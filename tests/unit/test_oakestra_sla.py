@@ -68,3 +68,46 @@ def test_application_sla_is_v2_with_derived_names():
     app = body["applications"][0]
     assert body["sla_version"] == "v2.0" and app["microservices"] == [] and app["applicationID"] == ""
     assert (app["application_name"], app["application_namespace"]) == (names.app_name(REF), names.app_namespace(REF))
+
+
+# Where each generated secret may be in what the operator sends Oakestra (which has no secret store): the
+# `environment` of the SLA of the services that use it, nowhere else (not `cmd`, not another field, not another
+# service's SLA). The kopf Secret is the other place (tests/integration/test_kopf_secrets.py).
+SECRET_PLACES = {
+    "backend-password": {"backend-store", "tracking-server"},
+    "backend-root-password": {"backend-store"},
+    "ftp-password": {"artifact-store", "tracking-server"},
+    "mlflow-admin-password": {"tracking-server"},
+    "mlflow-aggregator-password": {"tracking-server", "aggregator"},
+    "mlflow-reader-password": {"tracking-server", "model-server"},
+    "mlflow-flask-secret-key": {"tracking-server"},
+}
+
+
+def test_each_generated_secret_is_only_in_the_environment_of_the_slas_that_use_it():
+    import json
+
+    from flops_operator.credentials import generate
+    from flops_operator.models import parse_project
+    from flops_operator.plan.desired import credential_names, desired
+
+    project = parse_project({"apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
+                             "metadata": {"name": "digits", "namespace": "team-a", "uid": "u-42"},
+                             "spec": {"platform": "oakestra", "task": {"name": "digits-mlp"},
+                                      "tracking": {"backendStore": {"type": "mysql"}}, "serving": {"enabled": True}}})
+    secrets = {name: generate() for name in credential_names(project.spec)}
+    assert set(secrets) == set(SECRET_PLACES)
+    services = desired(project, training_done=False, model_registered=True)
+    peers = {s.name: sla.Peer(f"10.30.0.{i}", {p.name: p.container_port for p in s.ports})
+             for i, s in enumerate(services, start=2)}
+    found: dict[str, set[str]] = {}
+    for i, service in enumerate(services, start=2):
+        ms = sla.microservice(REF, service, rr_ip=f"10.30.0.{i}", peers=peers,
+                              secrets={k: secrets[k] for k in service.secrets}, workdir="/var/lib/flops",
+                              port_range=(30000, 40000))
+        elsewhere = json.dumps({k: v for k, v in ms.items() if k != "environment"})
+        for name, value in secrets.items():
+            assert value not in elsewhere, f"{name} outside the environment of {service.name}'s SLA"
+            if any(value in entry for entry in ms["environment"]):
+                found.setdefault(name, set()).add(service.name)
+    assert found == SECRET_PLACES

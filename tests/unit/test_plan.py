@@ -62,15 +62,21 @@ def test_services_refer_to_each_other_only_by_placeholder():
     assert referenced_services(services["aggregator"]) == {"tracking-server"}
     assert referenced_services(services["learner-0"]) == {"aggregator"}
     assert services["tracking-server"].depends_on == ("backend-store", "artifact-store")
-    assert set(services["tracking-server"].secrets) == {"backend-password", "ftp-password"}
+    assert set(services["tracking-server"].secrets) == {
+        "backend-password", "ftp-password", "mlflow-admin-password", "mlflow-aggregator-password",
+        "mlflow-reader-password", "mlflow-flask-secret-key"}
 
 
-def test_no_secret_or_credential_in_learner_or_aggregator_env():
+def test_no_secret_in_learner_env_and_only_its_login_in_the_aggregators():
     services = desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)
     for s in services:
-        if s.role in (Role.aggregator, Role.learner):
+        if s.role is Role.learner:
             assert s.secrets == ()
             assert "secret:" not in json.dumps(s.env) + json.dumps(s.command)
+        if s.role is Role.aggregator:
+            assert s.secrets == ("mlflow-aggregator-password",)
+            assert [k for k, v in s.env if "secret:" in v] == ["MLFLOW_TRACKING_PASSWORD"]
+            assert "secret:" not in json.dumps(s.command)
 
 
 def test_aggregator_config_resolves_defaults():
@@ -84,9 +90,14 @@ def test_aggregator_config_resolves_defaults():
     assert cfg["data"]["dataset"] == "digits"
 
 
+LOGINS = ["mlflow-admin-password", "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"]
+
+
 @pytest.mark.parametrize("spec,names", [
-    ({}, ["ftp-password"]),
-    ({"tracking": {"backendStore": {"type": "mysql"}}}, ["backend-password", "backend-root-password", "ftp-password"]),
+    ({}, ["ftp-password", *LOGINS]),
+    ({"tracking": {"backendStore": {"type": "mysql"}}},
+     ["backend-password", "backend-root-password", "ftp-password", *LOGINS]),
+    ({"tracking": {"artifactStore": {"type": "local"}}}, LOGINS),
     ({"tracking": {"uri": "http://mlflow.example"}}, []),
 ])
 def test_credential_names(spec, names):

@@ -109,7 +109,9 @@ async def test_finalize_honours_deletion_policy():
     orphan["spec"]["deletionPolicy"] = "Orphan"
     assert await finalize(orphan, platform=platform, credentials=creds) is False
     assert platform.services(result.project.ref)
-    assert set(creds.orphaned[result.project.ref.uid]) == {"backend-password", "backend-root-password", "ftp-password"}
+    assert set(creds.orphaned[result.project.ref.uid]) == {
+        "backend-password", "backend-root-password", "ftp-password", "mlflow-admin-password",
+        "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"}
     assert await finalize(MANIFEST, platform=platform, credentials=creds) is True
     assert platform.projects == {} and creds.store == {}
 

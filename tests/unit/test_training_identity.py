@@ -26,13 +26,16 @@ class RunsByIdentity:
     def __init__(self):
         self.runs: dict[str, TrainingProgress] = {}
         self.stop_requests: list[tuple[str, str]] = []
+        self.stop_logins: list[str | None] = []
 
-    async def fetch(self, project: Project, tracking_url: str) -> TrainingProgress | None:
+    async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         return self.runs.get(training_identity(project.spec))
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str) -> bool:
+    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
+                           login=None) -> bool:
         """As the tag on the run: the next fetch shows it."""
         self.stop_requests.append((run_id, reason))
+        self.stop_logins.append(login[0] if login else None)
         identity = training_identity(project.spec)
         self.runs[identity] = dataclasses.replace(self.runs[identity], stop_requested=reason)
         return True
@@ -254,6 +257,7 @@ async def test_suspend_stops_the_training_at_a_round_boundary_and_resume_takes_t
     # Suspend: the run is asked to stop at its next round boundary; until it has, its services stay.
     await p.converge(edited(MANIFEST, 2, suspend=True))
     assert p.mlflow.stop_requests == [("r1", "spec.suspend, generation 2")]
+    assert p.mlflow.stop_logins == ["flops-aggregator"], "asked with a login that may write the run"
     assert {"aggregator", "learner-0", "learner-1"} <= set(p.platform.services(p.ref))
     ready = p.status.condition("Ready")
     assert p.status.phase is Phase.Suspended and (ready.status, ready.reason) == ("False", "Suspended")

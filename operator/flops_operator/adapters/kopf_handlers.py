@@ -78,7 +78,7 @@ async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, re
             ctx.retry_in(uid, delay)
             raise kopf.TemporaryError(message, delay=delay) from None
         except PermanentPlatformError as exc:
-            new = problem_status(passes.status, generation, stalled=True, reason="PlatformError", message=str(exc),
+            new = problem_status(passes.status, generation, stalled=True, reason=exc.reason, message=str(exc),
                                  now=utcnow())
             _write(ctx, body, patch, manifest, new, events_for(first, new, applied=passes.applied))
             ctx.schedule(uid, new, applied=bool(passes.applied), edited=trigger == "change")

@@ -17,7 +17,7 @@ import kubernetes.client
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 
-from ..credentials import generate
+from ..credentials import generate, pick
 from ..models import API_VERSION, KIND, ProjectRef
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
 
@@ -56,6 +56,19 @@ class SecretCredentials:
 
     async def remove(self, project: ProjectRef) -> None:
         await asyncio.to_thread(self._guarded, self._remove, project)
+
+    async def read(self, project: ProjectRef, secret: str, keys: dict[str, str]) -> dict[str, str]:
+        data = await asyncio.to_thread(self._guarded, self._read_named, project, secret)
+        return pick(f"{project.namespace}/{secret}", data, keys)
+
+    def _read_named(self, project: ProjectRef, secret: str) -> dict[str, str] | None:
+        try:
+            found = self._core.read_namespaced_secret(secret, project.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return _decode(found.data)
 
     async def orphan(self, project: ProjectRef) -> None:
         await asyncio.to_thread(self._guarded, self._orphan, project)

@@ -12,7 +12,11 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from flops_tracking.contract import READER_USER
+
 from ..models import FLOpsProjectStatus, Phase, Project
+from ..models.spec import public_uri
+from ..plan.desired import MLFLOW_READER_PASSWORD
 from ..platforms.local import StateLayout
 from ..reconcile import ReconcileResult
 
@@ -85,16 +89,28 @@ class LiveView:
     def note(self, text: str) -> None:
         self.console.print(Text(text, style="dim"))
 
-    def keeping(self, status: FLOpsProjectStatus) -> None:
+    def keeping(self, status: FLOpsProjectStatus, layout: StateLayout | None = None) -> None:
         self.console.print(Text(f"Keeping the tracking server up at {status.mlflow.ui_url or status.mlflow.tracking_uri}"
                                 " — press Ctrl-C to stop it.", style="bold"))
+        hint = login_hint(self.project, layout) if layout is not None else None
+        if hint:
+            # Unwrapped: a command people copy must not be cut by the terminal width.
+            self.console.print(hint, markup=False, highlight=False, soft_wrap=True)
+
+
+def login_hint(project: Project, layout: StateLayout) -> str | None:
+    """How to log in to the project's own tracking server read-only (the password itself is never printed)."""
+    if project.spec.tracking.uri:
+        return None
+    return (f"Log in as {READER_USER} (read-only); its password: " + shlex.join([
+        "python3", "-c", f"import json; print(json.load(open({str(layout.credentials)!r}))[{MLFLOW_READER_PASSWORD!r}])"]))
 
 
 def ui_command(project: Project, layout: StateLayout, manifest_path: str) -> str:
     """How to look at this run's MLflow data after `flops run` has stopped the stack."""
     tracking = project.spec.tracking
     if tracking.uri:
-        return f"open {tracking.uri}"
+        return f"open {public_uri(tracking.uri)}"
     if tracking.backend_store.type == "sqlite":
         artifacts = layout.ftp_artifacts if tracking.artifact_store.type == "ftp" else layout.local_artifacts
         return shlex.join(["mlflow", "server", "--backend-store-uri", f"sqlite:///{layout.sqlite_database}",
@@ -122,6 +138,9 @@ def render_summary(project: Project, status: FLOpsProjectStatus, layout: StateLa
             lines.add_row("model uri", model.uri)
     if status.mlflow.run_id:
         lines.add_row("mlflow run", f"{status.mlflow.experiment_name} / {status.mlflow.run_id}")
+    if not project.spec.tracking.uri:
+        lines.add_row("mlflow login", f"{READER_USER} (read-only), while the server is up (--keep): password under "
+                                      f"{MLFLOW_READER_PASSWORD!r} in {layout.credentials}")
     lines.add_row("mlflow data", str(layout.root))
     lines.add_row("logs", str(layout.root / "logs"))
     style = "green" if status.phase is Phase.Completed else "red"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
@@ -22,19 +24,42 @@ EXIT_INVALID = 2
 
 def load_manifest(path: Path) -> tuple[dict[str, Any], Project]:
     """The one FLOpsProject of a file, or InvalidProject naming what is wrong."""
+    manifest, project, _ = load_run_input(path)
+    return manifest, project
+
+
+def load_run_input(path: Path) -> tuple[dict[str, Any], Project, dict[tuple[str, str], dict[str, str]]]:
+    """The one FLOpsProject of a file and the Secrets given with it (v1 Secret documents, as kubectl applies
+    them: the login spec.tracking.credentialsSecret names), by (namespace, name)."""
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
     except (OSError, yaml.YAMLError) as exc:
         raise InvalidProject([Problem("(file)", f"cannot read {path}: {exc}".replace("\n", " "))]) from None
-    if len(documents) != 1:
-        raise InvalidProject([Problem("(file)", f"expected exactly one {KIND} document, found {len(documents)}")])
-    manifest = documents[0]
+    secrets = [d for d in documents if isinstance(d, dict) and d.get("kind") == "Secret" and d.get("apiVersion") == "v1"]
+    projects = [d for d in documents if not any(d is s for s in secrets)]
+    if len(projects) != 1:
+        raise InvalidProject([Problem("(file)", f"expected exactly one {KIND} document (and any v1 Secrets), "
+                                                f"found {len(projects)}")])
+    manifest = projects[0]
     project = parse_project(manifest)
     if project.spec.platform is not Platform.local:
         raise InvalidProject([Problem("spec.platform", f"is {project.spec.platform.value!r}: flops run runs a project "
                                       "on this machine (platform: local); apply this one to a cluster running the operator")])
-    return manifest, project
+    return manifest, project, dict(secret_data(s, project.ref.namespace) for s in secrets)
+
+
+def secret_data(secret: dict[str, Any], default_namespace: str) -> tuple[tuple[str, str], dict[str, str]]:
+    """A Secret document's (namespace, name) and its values (data is base64, stringData plain; stringData wins)."""
+    meta = secret.get("metadata") or {}
+    name = str(meta.get("name") or "")
+    values: dict[str, str] = {}
+    try:
+        values.update({str(k): base64.b64decode(str(v)).decode() for k, v in (secret.get("data") or {}).items()})
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidProject([Problem(f"Secret {name}: data", "values must be base64 (or use stringData)")]) from None
+    values.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
+    return (str(meta.get("namespace") or default_namespace), name), values
 
 
 def print_final(result: RunResult, manifest_path: str, console: Console, output: str | None) -> None:
@@ -57,17 +82,24 @@ def register(app: typer.Typer) -> None:
             None, "--state-dir", help="Where logs and MLflow data live (default ~/.flops/<namespace>/<name>)."),
         keep: bool = typer.Option(False, "--keep", help="Keep the tracking server up for its UI until Ctrl-C."),
         output: Optional[str] = typer.Option(None, "-o", "--output", help="Also print the final object as: yaml."),
+        log_level: str = typer.Option("warning", "--log-level", help="The runner's own log lines (stderr): debug, "
+                                      "info, warning, error."),
     ) -> None:
         """Run a project with its whole MLOps stack as local processes, until Completed or Failed.
 
         Exit 0 Completed, 1 Failed, 2 invalid input (nothing started), 130 interrupted.
         """
         err = Console(stderr=True)
+        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            err.print(f"--log-level: unknown level {log_level!r} (known: debug, info, warning, error)", markup=False)
+            raise typer.Exit(EXIT_INVALID)
+        logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
         if output not in (None, "yaml"):
             err.print(f"-o/--output: unknown format {output!r} (known: yaml)", markup=False)
             raise typer.Exit(EXIT_INVALID)
         try:
-            manifest, project = load_manifest(file)
+            manifest, project, secrets = load_run_input(file)
         except InvalidProject as exc:
             for problem in exc.problems:
                 err.print(f"{file}: {problem}", markup=False, highlight=False, soft_wrap=True)
@@ -80,7 +112,7 @@ def register(app: typer.Typer) -> None:
         # With -o yaml stdout carries only the document; people read stderr.
         console = err if output == "yaml" else Console()
         with LiveView(console, project) as view:
-            runner = LocalRunner(manifest, project, state_dir=state_dir, keep=keep, view=view)
+            runner = LocalRunner(manifest, project, state_dir=state_dir, keep=keep, view=view, secrets=secrets)
             result = asyncio.run(runner.run())
         print_final(result, str(file), console, output)
         raise typer.Exit(result.exit_code)

@@ -39,7 +39,7 @@ class View(Protocol):
 
     def note(self, text: str) -> None: ...
 
-    def keeping(self, status: FLOpsProjectStatus) -> None: ...
+    def keeping(self, status: FLOpsProjectStatus, layout: StateLayout | None = None) -> None: ...
 
 
 class SilentView:
@@ -49,7 +49,7 @@ class SilentView:
     def note(self, text: str) -> None:
         log.info("%s", text)
 
-    def keeping(self, status: FLOpsProjectStatus) -> None:
+    def keeping(self, status: FLOpsProjectStatus, layout: StateLayout | None = None) -> None:
         pass
 
 
@@ -84,7 +84,8 @@ def with_uid(manifest: dict[str, Any]) -> dict[str, Any]:
 class LocalRunner:
     def __init__(self, manifest: dict[str, Any], project: Project, *, state_dir: Path | None = None,
                  keep: bool = False, view: View | None = None, pacing: Pacing = LOCAL_PACING,
-                 policy: RestartPolicy = RestartPolicy(), stop_timeout: float = 10.0) -> None:
+                 policy: RestartPolicy = RestartPolicy(), stop_timeout: float = 10.0,
+                 secrets: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
         self.manifest = with_uid(manifest)
         self.project = project
         root = state_dir if state_dir is not None else default_state_dir(project.ref)
@@ -93,7 +94,7 @@ class LocalRunner:
         self.view = view or SilentView()
         self.pacing = pacing
         self.platform = LocalPlatform(lambda ref: self.layout.root, policy=policy, stop_timeout=stop_timeout)
-        self.credentials = FileCredentials(lambda ref: self.layout.credentials)
+        self.credentials = FileCredentials(lambda ref: self.layout.credentials, referenced=secrets)
         self.progress = MlflowProgress()
         self.status = FLOpsProjectStatus()
 
@@ -124,7 +125,7 @@ class LocalRunner:
     async def _work(self) -> None:
         await self._converge()
         if self.keep and self.status.mlflow.tracking_uri:
-            self.view.keeping(self.status)
+            self.view.keeping(self.status, self.layout)
             await asyncio.Event().wait()
 
     async def run(self) -> RunResult:
@@ -152,7 +153,7 @@ class LocalRunner:
                 exc = work.exception()
                 if not isinstance(exc, PermanentPlatformError):
                     raise exc
-                self.status = _failed(self, str(exc), reason="PlatformError")
+                self.status = _failed(self, str(exc), reason=exc.reason)
                 self.view.note(f"cannot run: {exc}")
         finally:
             # Signals now only repeat the request: teardown is bounded by the stop timeouts.

@@ -19,7 +19,7 @@ import json
 from enum import Enum
 from typing import Any
 
-from .spec import FLOpsProjectSpec
+from .spec import FLOpsProjectSpec, public_uri
 
 
 class Edit(str, Enum):
@@ -50,6 +50,8 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
      "true stops the training at its next round boundary (that round's model is kept); false resumes it from there"),
     ("tracking.image", Edit.in_place, "the tracking server is replaced"),
     ("tracking.resources", Edit.in_place, "the tracking server is replaced"),
+    ("tracking.credentialsSecret", Edit.in_place,
+     "read when a service that logs in is created or replaced, and by the operator at each look"),
     ("tracking.backendStore.image", Edit.in_place, "the backend store is replaced"),
     ("tracking.artifactStore.image", Edit.in_place, "the artifact store is replaced"),
     ("serving", Edit.in_place, "the model server is created, replaced or removed"),
@@ -106,7 +108,10 @@ def training_identity(spec: FLOpsProjectSpec) -> str:
 def immutable_values(spec: FLOpsProjectSpec) -> dict[str, str | None]:
     """The immutable fields' values (defaults included), by their YAML path: what status.createdWith keeps."""
     wire = spec.model_dump(mode="json", by_alias=True)
-    return {f"spec.{path}": _pick(wire, path) for path, edit, _ in EDITS if edit is Edit.immutable}
+    values = {f"spec.{path}": _pick(wire, path) for path, edit, _ in EDITS if edit is Edit.immutable}
+    if values.get("spec.tracking.uri"):  # status keeps it: only what may be shown
+        values["spec.tracking.uri"] = public_uri(values["spec.tracking.uri"])
+    return values
 
 
 def immutable_changes(spec: FLOpsProjectSpec, created_with: dict[str, str | None] | None) -> list[tuple[str, str]]:

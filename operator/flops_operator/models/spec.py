@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from enum import Enum
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
@@ -19,6 +20,10 @@ ALIAS = r"^[A-Za-z][A-Za-z0-9_-]{0,62}$"
 METRIC = r"^(train|eval)_[a-z0-9_]{1,60}$"
 PYTHON_MODULE = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$"
 IMAGE = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]{0,254}$"
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"
+SECRET_KEY = r"^[-._a-zA-Z0-9]+$"
+USERINFO_MESSAGE = ("tracking.uri must not carry a login (user:password@): status, logs and every service would "
+                    "show it; put username and password in a Secret and name it in tracking.credentialsSecret")
 
 BUILTIN_TASKS = ("digits-mlp", "iris-logreg")
 BUILTIN_DATASETS = ("digits", "iris")
@@ -226,14 +231,48 @@ class ArtifactStore(ApiModel):
     image: Annotated[str | None, Field(pattern=IMAGE, max_length=255)] = None
 
 
+def public_uri(uri: str) -> str:
+    """What of a URI may be shown (status, logs): scheme, host, port and path; never user info, query or
+    fragment."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
+class SecretKeyRef(ApiModel):
+    """A Secret in the project's namespace holding a login (username and password)."""
+
+    name: Annotated[str, Field(pattern=DNS_SUBDOMAIN, max_length=253)]
+    """The Secret's name (in the project's namespace; for `flops run`, a Secret document in the same file)."""
+    username_key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)] = "username"
+    """The key holding the username."""
+    password_key: Annotated[str, Field(pattern=SECRET_KEY, max_length=253)] = "password"
+    """The key holding the password."""
+
+
 class TrackingSpec(ApiModel):
     backend_store: BackendStore = Field(default_factory=BackendStore)
     artifact_store: ArtifactStore = Field(default_factory=ArtifactStore)
     image: Annotated[str | None, Field(pattern=IMAGE, max_length=255)] = None
     """Override the MLflow tracking server image."""
     uri: Annotated[str | None, Field(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)] = None
-    """Use an existing MLflow tracking server instead of creating the tracking stack."""
+    """Use an existing MLflow tracking server instead of creating the tracking stack (no user info in it:
+    its login goes in credentialsSecret)."""
+    credentials_secret: SecretKeyRef | None = None
+    """The login the aggregator, the model server and the operator use with tracking.uri (MLflow basic auth)."""
     resources: Resources = Field(default_factory=lambda: Resources(memory_mb=1024, vcpus=1))
+
+    @model_validator(mode="after")
+    def _login_by_reference(self) -> TrackingSpec:
+        if self.uri is not None and urlsplit(self.uri).username is not None:
+            raise ValueError(USERINFO_MESSAGE)
+        if self.credentials_secret is not None and self.uri is None:
+            raise ValueError("tracking.credentialsSecret is the login of an existing server: set tracking.uri too "
+                             "(the tracking server the operator creates has generated logins)")
+        return self
 
 
 class RegistrySpec(ApiModel):
@@ -305,4 +344,13 @@ SPEC_VALIDATIONS = [
         "message": f"training.{f} must not be more than learners.replicas",
     }
     for f in ("minTrainLearners", "minEvaluateLearners", "minAvailableLearners")
+] + [
+    {
+        "rule": "!has(self.tracking) || !has(self.tracking.uri) || !self.tracking.uri.matches('^https?://[^/?#]*@')",
+        "message": USERINFO_MESSAGE,
+    },
+    {
+        "rule": "!has(self.tracking) || !has(self.tracking.credentialsSecret) || has(self.tracking.uri)",
+        "message": "tracking.credentialsSecret is the login of an existing server: set tracking.uri too",
+    },
 ]

@@ -9,10 +9,13 @@ FTP_* / PASV_*); each image's README lists it, and the image smoke tests run eac
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestModel, ProjectId, Registry, Strategy,
                                        Training)
 from flops_learner.contract import DataRef, LearnerEnv, LearnerTask, TaskRef
+from flops_tracking.contract import (AGGREGATOR_USER, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME, READER_USER,
+                                     TrackingEnv)
 
 from ..models import Project
 from ..models.edits import training_identity
@@ -38,18 +41,66 @@ PASV_PORTS = range(21100, 21110)
 BACKEND_PASSWORD = "backend-password"
 BACKEND_ROOT_PASSWORD = "backend-root-password"
 FTP_PASSWORD = "ftp-password"
+# The tracking server's logins (MLflow basic auth; flops_tracking.bootstrap says who may do what).
+MLFLOW_ADMIN_PASSWORD = "mlflow-admin-password"
+MLFLOW_AGGREGATOR_PASSWORD = "mlflow-aggregator-password"
+MLFLOW_READER_PASSWORD = "mlflow-reader-password"
+MLFLOW_SECRET_KEY = "mlflow-flask-secret-key"
+MLFLOW_CREDENTIALS = (MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD, MLFLOW_READER_PASSWORD, MLFLOW_SECRET_KEY)
+# An existing tracking server's login, read from the Secret spec.tracking.credentialsSecret names.
+TRACKING_USERNAME = "tracking-username"
+TRACKING_PASSWORD = "tracking-password"
 DB_USER = "mlflow"
 DB_NAME = "mlflow"
 FTP_USER = "mlflow"
 
 
 def credential_names(spec: FLOpsProjectSpec) -> list[str]:
+    """The credentials the operator generates for the project (kept in its Secret or credentials file)."""
     names = []
     if spec.tracking.uri is None and spec.tracking.backend_store.type == "mysql":
         names += [BACKEND_PASSWORD, BACKEND_ROOT_PASSWORD]
     if spec.tracking.uri is None and spec.tracking.artifact_store.type == "ftp":
         names.append(FTP_PASSWORD)
+    if spec.tracking.uri is None:
+        names += MLFLOW_CREDENTIALS
     return names
+
+
+def referenced_credentials(spec: FLOpsProjectSpec) -> dict[str, str]:
+    """Credentials the spec names in a Secret of its own: {credential name: key in that Secret}."""
+    ref = spec.tracking.credentials_secret
+    if ref is None:
+        return {}
+    return {TRACKING_USERNAME: ref.username_key, TRACKING_PASSWORD: ref.password_key}
+
+
+@dataclass(frozen=True)
+class Login:
+    """A tracking-server login as the plan renders it: literals or {{secret:NAME}} placeholders."""
+
+    username: str
+    password: str
+    secrets: tuple[str, ...]
+
+    def env(self) -> tuple[tuple[str, str], ...]:
+        return ((ENV_CLIENT_USERNAME, self.username), (ENV_CLIENT_PASSWORD, self.password))
+
+
+def _secret(name: str) -> str:
+    return "{{secret:%s}}" % name
+
+
+def login(spec: FLOpsProjectSpec, writer: bool) -> Login | None:
+    """The login a client of the project's tracking server uses: the aggregator's (writer) or the read-only
+    one (the model server, the operator's progress reads). With tracking.uri, the referenced Secret's (or none)."""
+    if spec.tracking.uri is not None:
+        if spec.tracking.credentials_secret is None:
+            return None
+        return Login(_secret(TRACKING_USERNAME), _secret(TRACKING_PASSWORD), (TRACKING_USERNAME, TRACKING_PASSWORD))
+    if writer:
+        return Login(AGGREGATOR_USER, _secret(MLFLOW_AGGREGATOR_PASSWORD), (MLFLOW_AGGREGATOR_PASSWORD,))
+    return Login(READER_USER, _secret(MLFLOW_READER_PASSWORD), (MLFLOW_READER_PASSWORD,))
 
 
 def experiment_name(project: Project) -> str:
@@ -107,8 +158,9 @@ def _artifact_store(spec: FLOpsProjectSpec) -> ServiceSpec:
     )
 
 
-def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
-    depends, secrets = [], []
+def _tracking_server(project: Project) -> ServiceSpec:
+    spec = project.spec
+    depends, secrets = [], list(MLFLOW_CREDENTIALS)
     if spec.tracking.backend_store.type == "mysql":
         backend = "mysql+pymysql://%s:{{secret:%s}}@{{addr:backend-store:mysql}}/%s" % (
             DB_USER, BACKEND_PASSWORD, DB_NAME)
@@ -122,22 +174,32 @@ def _tracking_server(spec: FLOpsProjectSpec) -> ServiceSpec:
         secrets.append(FTP_PASSWORD)
     else:
         artifacts = "{{workdir}}/artifacts"
+    # flops-tracking-server sets the project's users and grants up, then runs `mlflow server --app-name
+    # basic-auth` with these arguments (tracking_image/flops_tracking).
+    auth = TrackingEnv(workdir="{{workdir}}", experiment=experiment_name(project), model=model_name(project),
+                       admin_password=_secret(MLFLOW_ADMIN_PASSWORD),
+                       aggregator_password=_secret(MLFLOW_AGGREGATOR_PASSWORD),
+                       reader_password=_secret(MLFLOW_READER_PASSWORD), secret_key=_secret(MLFLOW_SECRET_KEY))
     return ServiceSpec(
         name="tracking-server",
         role=Role.tracking_server,
         image=spec.tracking.image or images.TRACKING_SERVER,
         command=(
-            "mlflow", "server",
+            "flops-tracking-server",
             "--host", "{{bind}}", "--port", "{{port:http}}",
             "--serve-artifacts",
             "--workers", "1",
-            # The UI is published on a host port whose public IP is only known after scheduling.
+            # MLflow answers only to the Host headers listed here. The local platform lists its loopback
+            # addresses; on Oakestra the UI is published on a worker's host port whose public IP is only
+            # known after scheduling, so any host is accepted there (the login is what protects it).
             "--allowed-hosts", "*",
         ),
-        # The store URIs carry passwords: env (read by mlflow's CLI) keeps them off the process list.
+        # The store URIs and the logins carry passwords: env (read by mlflow and the entrypoint) keeps them
+        # off the process list.
         env=(("MLFLOW_BACKEND_STORE_URI", backend), ("MLFLOW_ARTIFACTS_DESTINATION", artifacts),
              # The job runner (a dozen worker processes, ~2 GB) serves features FLOps does not use.
-             ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")),
+             ("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false"),
+             *auth.to_env().items()),
         ports=(Port("http", MLFLOW_PORT, published=True, health_path="/health"),),
         memory_mb=spec.tracking.resources.memory_mb,
         vcpus=spec.tracking.resources.vcpus,
@@ -214,13 +276,16 @@ def learner_env(project: Project, partition_id: int, *, superlink: str, clientap
 
 def _aggregator(project: Project) -> ServiceSpec:
     spec = project.spec
+    writer = login(spec, writer=True)
     return ServiceSpec(
         name="aggregator",
         role=Role.aggregator,
         image=spec.aggregator.image or spec.task.image or images.AGGREGATOR,
         command=("flops-aggregator",),
         env=tuple(AggregatorEnv(config=aggregator_config(project), superlink_address="{{bind}}:{{port:superlink}}",
-                                workdir="{{workdir}}", tracking_uri=tracking_uri(project)).to_env().items()),
+                                workdir="{{workdir}}", tracking_uri=tracking_uri(project)).to_env().items())
+        + (writer.env() if writer else ()),
+        secrets=writer.secrets if writer else (),
         scale_env=("FLOPS_CONFIG",),
         scale_free=(("FLOPS_CONFIG", json.dumps(_scale_free(project), sort_keys=True)),),
         ports=(Port("superlink", SUPERLINK_PORT),),
@@ -255,6 +320,7 @@ def _learner(project: Project, partition_id: int) -> ServiceSpec:
 
 def _model_server(project: Project) -> ServiceSpec:
     spec = project.spec
+    reader = login(spec, writer=False)
     return ServiceSpec(
         name="model-server",
         role=Role.model_server,
@@ -265,7 +331,8 @@ def _model_server(project: Project) -> ServiceSpec:
             "--host", "{{bind}}", "--port", "{{port:http}}",
             "--env-manager", "local", "--workers", "1",
         ),
-        env=(("MLFLOW_TRACKING_URI", tracking_uri(project)),),
+        env=(("MLFLOW_TRACKING_URI", tracking_uri(project)), *(reader.env() if reader else ())),
+        secrets=reader.secrets if reader else (),
         ports=(Port("http", SERVING_PORT, published=True, health_path="/ping"),),
         memory_mb=1024,
         depends_on=("tracking-server",) if spec.tracking.uri is None else (),
@@ -289,7 +356,7 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
             services.append(_backend_store(spec))
         if spec.tracking.artifact_store.type == "ftp":
             services.append(_artifact_store(spec))
-        services.append(_tracking_server(spec))
+        services.append(_tracking_server(project))
     if not training_done and (not spec.suspend or draining):
         services.append(_aggregator(project))
         services += [_learner(project, i) for i in range(spec.learners.replicas)]

@@ -66,6 +66,14 @@ class TransientPlatformError(PlatformError):
 class PermanentPlatformError(PlatformError):
     """Retrying will not help until someone changes something (spec, credentials, capacity)."""
 
+    reason = "PlatformError"
+
+
+class MissingCredentials(PermanentPlatformError):
+    """A Secret the spec names does not exist or lacks a key: nothing is created until it does."""
+
+    reason = "CredentialsMissing"
+
 
 @runtime_checkable
 class Platform(Protocol):
@@ -89,6 +97,11 @@ class Credentials(Protocol):
 
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         """Return the named credentials, generating (and persisting) those missing."""
+        ...
+
+    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str]) -> dict[str, str]:
+        """Credentials the spec references: {name: the value of key} for each name, key in `keys`, from the
+        Secret `secret` of the project's namespace. MissingCredentials names the Secret or key that is not there."""
         ...
 
     async def remove(self, project: ProjectRef) -> None: ...

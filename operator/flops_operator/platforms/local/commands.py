@@ -8,7 +8,8 @@ what each of them becomes on one machine, so the same desired services run in bo
                     (MARIADB_* env)          password (init SQL from MARIADB_*)
     artifact-store  the image's entrypoint   pyftpdlib server (ftp_server.py) with    FTP port answers
                     (FTP_*, PASV_* env)      its own root directory
-    tracking-server mlflow server            the same command from this Python env   GET /health is 200
+    tracking-server flops-tracking-server    the same entrypoint from this Python env GET /health is 200
+                    (mlflow server, basic-auth)
     aggregator      flops-aggregator         the same entrypoint from this env       SuperLink port answers
     learner         flops-learner            the same entrypoint from this env       process started
     model-server    mlflow models serve      the same command from this Python env   GET /ping is 200
@@ -18,6 +19,7 @@ SQLite needs no service: the plan puts the database file into the tracking serve
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,7 +113,7 @@ def _tracking_server(service: ServiceSpec, argv: list[str], env: dict[str, str],
     port = ctx.ports["http"]
     # MLflow 3 answers only to Host headers it knows; locally those are exactly the loopback names.
     hosts = f"{ctx.host}:{port},localhost:{port},{ctx.host},localhost"
-    argv = _replace_option([script(ctx, "mlflow"), *argv[1:]], "--allowed-hosts", hosts)
+    argv = _replace_option([script(ctx, "flops-tracking-server"), *argv[1:]], "--allowed-hosts", hosts)
     return LocalCommand(argv=argv, env=env, probe=HttpProbe(f"http://{ctx.host}:{port}/health"))
 
 
@@ -126,14 +128,16 @@ def _learner(service: ServiceSpec, argv: list[str], env: dict[str, str], ctx: Lo
 
 def _model_server(service: ServiceSpec, argv: list[str], env: dict[str, str], ctx: LocalContext) -> LocalCommand:
     port = ctx.ports["http"]
-    return LocalCommand(argv=[script(ctx, "mlflow"), *argv[1:]], env=env,
+    # `mlflow models serve` starts uvicorn by name: this environment's scripts first on PATH.
+    path = os.pathsep.join([str(ctx.bin_dir), os.environ.get("PATH", "")])
+    return LocalCommand(argv=[script(ctx, "mlflow"), *argv[1:]], env={**env, "PATH": path},
                         probe=HttpProbe(f"http://{ctx.host}:{port}/ping"))
 
 
 LOCAL_COMMANDS: dict[Role, Recipe] = {
     Role.backend_store: Recipe(None, _backend_store),
     Role.artifact_store: Recipe(None, _artifact_store),
-    Role.tracking_server: Recipe("mlflow", _tracking_server),
+    Role.tracking_server: Recipe("flops-tracking-server", _tracking_server),
     Role.aggregator: Recipe("flops-aggregator", _aggregator),
     Role.learner: Recipe("flops-learner", _learner),
     Role.model_server: Recipe("mlflow", _model_server),
