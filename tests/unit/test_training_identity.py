@@ -66,6 +66,16 @@ class Project_:
                 return result
         raise AssertionError("did not settle")
 
+    async def at(self, now, manifest, steps=4):
+        """A few reconcile steps with the clock at `now` (deadlines, the suspension's drain bound)."""
+        self.manifest = manifest
+        for _ in range(steps):
+            result = await reconcile(manifest, self.status, platform=self.platform, credentials=self.credentials,
+                                     progress_source=self.mlflow, now=now)
+            self.status, self.ref = result.status, result.project.ref
+            if not result.applied:
+                break
+
     def aggregators_created(self):
         return [c for c in self.platform.writes() if c == ("ensure", "team-a/digits", "aggregator")]
 
@@ -160,12 +170,7 @@ async def test_a_training_past_its_deadline_ends_deadline_exceeded_and_keeps_the
     bounded = edited(MANIFEST, 1, training={"rounds": 3, "activeDeadlineSeconds": 60})
 
     async def at(now, manifest=bounded):
-        for _ in range(4):
-            result = await reconcile(manifest, p.status, platform=p.platform, credentials=p.credentials,
-                                     progress_source=p.mlflow, now=now)
-            p.status, p.ref = result.status, result.project.ref
-            if not result.applied:
-                break
+        await p.at(now, manifest)
 
     await at("2026-11-30T12:00:00Z")
     assert p.status.phase is Phase.Training and p.status.training.started_at == "2026-11-30T12:00:00Z"
@@ -197,13 +202,7 @@ async def test_a_suspension_stops_the_deadline_s_clock_and_a_resume_restarts_it(
     p = Project_()
     bounded = edited(MANIFEST, 1, training={"rounds": 3, "activeDeadlineSeconds": 60})
 
-    async def at(now, manifest):
-        for _ in range(4):
-            result = await reconcile(manifest, p.status, platform=p.platform, credentials=p.credentials,
-                                     progress_source=p.mlflow, now=now)
-            p.status, p.ref = result.status, result.project.ref
-            if not result.applied:
-                break
+    at = p.at
 
     await at("2026-11-30T12:00:00Z", bounded)
     await at("2026-11-30T12:00:50Z", edited(bounded, 2, suspend=True))
@@ -301,13 +300,7 @@ async def test_a_resume_before_the_stopped_aggregator_was_removed_runs_it_again(
 async def test_an_aggregator_that_does_not_stop_within_the_bound_is_removed():
     p = Project_()
 
-    async def at(now, manifest):
-        for _ in range(4):
-            result = await reconcile(manifest, p.status, platform=p.platform, credentials=p.credentials,
-                                     progress_source=p.mlflow, now=now)
-            p.status, p.ref = result.status, result.project.ref
-            if not result.applied:
-                break
+    at = p.at
 
     fast = edited(MANIFEST, 1, training={"rounds": 3, "roundTimeoutSeconds": 20})  # bound: 3 x 20 + 60 s
     await at("2026-11-30T12:00:00Z", fast)
