@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -18,7 +19,8 @@ from tenacity import retry, retry_if_exception_type, stop_after_delay, wait_fixe
 from flops_runtime.proc import stop_tree
 from flops_aggregator.contract import AggregatorEnv
 from flops_operator.models.project import Project
-from flops_operator.plan.desired import aggregator_config, learner_env
+from flops_operator.plan.desired import aggregator_config, experiment_name, learner_env, model_name
+from flops_tracking.contract import AGGREGATOR_USER, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME, TrackingEnv
 
 BIN = Path(sys.executable).parent
 
@@ -37,25 +39,40 @@ def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
 
 
-def start_mlflow(root: Path) -> tuple[subprocess.Popen, str]:
+def start_mlflow(root: Path, project: Project | None = None) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """A tracking server on loopback; its URI and the environment that logs the aggregator in. With a project:
+    the shipped entrypoint (flops-tracking-server: basic-auth, the project's users and grants, as the plan
+    renders it); without: a bare `mlflow server`, no logins."""
     port = free_port()
     log = (root / "mlflow.log").open("wb")
-    server = subprocess.Popen(
-        [str(BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}", "--artifacts-destination", str(root / "artifacts"),
-         "--serve-artifacts", "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
+    args = ["--host", "127.0.0.1", "--port", str(port), "--serve-artifacts", "--workers", "1"]
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    client: dict[str, str] = {}
+    if project is None:
+        command = [str(BIN / "mlflow"), "server", *args, "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                   "--artifacts-destination", str(root / "artifacts")]
+    else:
+        passwords = {role: secrets.token_urlsafe(16) for role in ("admin", "aggregator", "reader", "key")}
+        (root / "tracking").mkdir()
+        command = [str(BIN / "flops-tracking-server"), *args]
+        env.update(TrackingEnv(workdir=str(root / "tracking"), experiment=experiment_name(project),
+                               model=model_name(project), admin_password=passwords["admin"],
+                               aggregator_password=passwords["aggregator"], reader_password=passwords["reader"],
+                               secret_key=passwords["key"]).to_env(),
+                   MLFLOW_BACKEND_STORE_URI=f"sqlite:///{root / 'mlflow.db'}",
+                   MLFLOW_ARTIFACTS_DESTINATION=str(root / "artifacts"))
+        client = {ENV_CLIENT_USERNAME: AGGREGATOR_USER, ENV_CLIENT_PASSWORD: passwords["aggregator"]}
+    server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
 
     @retry(retry=retry_if_exception_type(OSError), wait=wait_fixed(0.5), stop=stop_after_delay(120), reraise=True)
     def healthy() -> None:
         if server.poll() is not None:
-            raise RuntimeError("mlflow server exited")
+            raise RuntimeError(f"the tracking server exited; its log: {root / 'mlflow.log'}")
         urllib.request.urlopen(f"{uri}/health", timeout=2).close()
 
     healthy()
-    return server, uri
+    return server, uri, client
 
 
 def learner_jobs(project: Project, root: Path, superlink: str) -> list[tuple[list[str], dict[str, str]]]:
@@ -65,12 +82,12 @@ def learner_jobs(project: Project, root: Path, superlink: str) -> list[tuple[lis
         for i in range(project.spec.learners.replicas)]
 
 
-def federation(root: Path, project: Project, tracking_uri: str) -> dict:
+def federation(root: Path, project: Project, tracking_uri: str, tracking_login: dict[str, str] | None = None) -> dict:
     """One training; returns the aggregator's wall time and its result file."""
     superlink = f"127.0.0.1:{free_port()}"
     jobs = [([str(BIN / "flops-aggregator")], AggregatorEnv(
         config=aggregator_config(project), superlink_address=superlink, workdir=str(root / "aggregator"),
-        tracking_uri=tracking_uri).to_env())]
+        tracking_uri=tracking_uri).to_env() | (tracking_login or {}))]
     jobs += learner_jobs(project, root, superlink)
     started = time.monotonic()
     procs = []

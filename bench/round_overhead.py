@@ -64,7 +64,7 @@ def project(mode: str, rounds: int) -> Project:
 
 def trainings(root: Path, repeats: int, rounds: int) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {name: [] for name in MODES}
-    server, uri = start_mlflow(root)
+    server, uri, _ = start_mlflow(root)  # two projects, one server: no per-project logins
     try:
         for i in range(repeats):
             for name in (("before", "after") if i % 2 == 0 else ("after", "before")):

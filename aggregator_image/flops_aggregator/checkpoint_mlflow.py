@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,11 @@ TAG = "flops.checkpoint"
 # boundary; read off the round's path, by the upload thread: after each upload and every STOP_POLL_SECONDS.
 STOP_TAG = "flops.stop.requested"
 STOP_POLL_SECONDS = 5.0
+# Uploads are spaced at least this far apart (the latest waiting checkpoint goes when the time comes): with
+# rounds of about a second, one upload per round was 4 requests per second to the tracking server, competing for
+# the CPU with the round. A training that is stopped (SIGTERM, spec.suspend) uploads its latest at once (wait);
+# only a hard crash can lose up to this much progress.
+CHECKPOINT_INTERVAL_SECONDS = 10.0
 SLOTS = ("a", "b")
 # Runs a new aggregator of the same training may take over: stopped from outside (KILLED) or left RUNNING by
 # one that died without a word. A FAILED run failed; resuming it would fail again.
@@ -76,13 +82,17 @@ def download(client: Any, run_id: str, saved: Saved, workdir: Path) -> checkpoin
 
 
 class Uploader:
-    """One background thread; only the latest checkpoint waits (an older one still waiting is dropped)."""
+    """One background thread; only the latest checkpoint waits (an older one still waiting is dropped), and
+    uploads are at least `interval` seconds apart unless someone waits for them."""
 
-    def __init__(self, client: Any, run_id: str, current: Saved | None) -> None:
-        self.client, self.run_id, self.current = client, run_id, current
+    def __init__(self, client: Any, run_id: str, current: Saved | None,
+                 interval: float = CHECKPOINT_INTERVAL_SECONDS) -> None:
+        self.client, self.run_id, self.current, self.interval = client, run_id, current, interval
         self._latest: checkpoint.Checkpoint | None = None
         self._lock = threading.Condition()
         self._busy = False
+        self._uploaded_at: float | None = None
+        self._urgent = False
         self.error: Exception | None = None
         self.stop_request: str | None = None
         """The run's stop request (STOP_TAG), once read."""
@@ -95,9 +105,14 @@ class Uploader:
             self._lock.notify_all()
 
     def wait(self, bound: float) -> bool:
-        """Until nothing waits or uploads (True), or `bound` seconds (False)."""
+        """Upload the latest now; until nothing waits or uploads (True), or `bound` seconds (False)."""
         with self._lock:
-            return self._lock.wait_for(lambda: self._latest is None and not self._busy, timeout=bound)
+            self._urgent = True
+            self._lock.notify_all()
+            try:
+                return self._lock.wait_for(lambda: self._latest is None and not self._busy, timeout=bound)
+            finally:
+                self._urgent = False
 
     def close(self) -> None:
         """The run is over: nothing more to upload or read."""
@@ -105,15 +120,27 @@ class Uploader:
             self._closed = True
             self._lock.notify_all()
 
+    def _not_yet(self) -> float:
+        """Seconds until the next upload may start (0: now)."""
+        if self._urgent or self._uploaded_at is None:
+            return 0.0
+        return max(0.0, self._uploaded_at + self.interval - time.monotonic())
+
     def _work(self) -> None:
         while True:
             with self._lock:
-                self._lock.wait_for(lambda: self._latest is not None or self._closed, timeout=STOP_POLL_SECONDS)
+                timeout = STOP_POLL_SECONDS if self._latest is None else min(STOP_POLL_SECONDS, self._not_yet())
+                self._lock.wait_for(lambda: self._closed or (self._latest is not None and not self._not_yet()),
+                                    timeout=timeout)
                 if self._closed:
                     return
-                ckpt, self._latest, self._busy = self._latest, None, True
+                ckpt = None
+                if self._latest is not None and not self._not_yet():
+                    ckpt, self._latest = self._latest, None
+                self._busy = True
             try:
                 if ckpt is not None:
+                    self._uploaded_at = time.monotonic()
                     self._upload(ckpt)
                 self._read_stop_request()
             except Exception as exc:  # a later round tries again; the training does not depend on it

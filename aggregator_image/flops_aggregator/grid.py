@@ -3,18 +3,21 @@
 Flower's `send_and_receive` sleeps 3 s between pulls and its node sampling waits forever for the minimum
 number of learners. This wrapper keeps the public Grid API (push/pull) and only changes those two waits:
 replies are pulled every POLL_SECONDS, and a round that lacks learners for longer than the round timeout
-fails the run instead of hanging it. It also notes when it pushed and when each reply arrived (timing.py).
+fails the run instead of hanging it. It also notes when it pushed and when each reply arrived (timing.py),
+and can run one piece of the ServerApp's own work right after a push, while the learners work (`after_push`).
 """
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwr.app import Message
 from flwr.serverapp import Grid
 
 POLL_SECONDS = 0.05
+log = logging.getLogger("flops_aggregator")
 
 
 class NotEnoughLearners(RuntimeError):
@@ -28,6 +31,12 @@ class BoundedGrid(Grid):
         self.pushed_at: float | None = None
         self.received_at: dict[str, float] = {}
         """Reply message id -> when a pull brought it (the last exchange's replies only)."""
+        self._after_push: Callable[[], None] | None = None
+
+    def after_push(self, work: Callable[[], None]) -> None:
+        """Run `work` once, right after the next exchange's messages are pushed: it overlaps the learners'
+        part of that exchange instead of adding to it. Its failure is logged, never the exchange's."""
+        self._after_push = work
 
     def set_run(self, run):
         self._inner.set_run(run)
@@ -65,6 +74,12 @@ class BoundedGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         pending = set(self.push_messages(messages))
+        work, self._after_push = self._after_push, None
+        if work is not None:
+            try:
+                work()
+            except Exception as exc:
+                log.warning("work overlapping the exchange failed: %s", exc)
         replies: list[Message] = []
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending:

@@ -63,6 +63,12 @@ class Rounds:
             if reason:
                 raise StopRequested(result.round, reason)
 
+    def on_final_evaluate(self, result: RoundResult) -> None:
+        # Most trainings' last model is their best: logged while the learners evaluate it, the end only
+        # registers it (the recorder logs the best one instead if the evaluation says otherwise).
+        if result.arrays is not None:
+            self.recorder.log_ahead(result.round, from_record(result.arrays))
+
 
 def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
     if settings.training.object_pulls == "quick":
@@ -115,6 +121,7 @@ def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict
         "best_metrics": best.metrics, "wall_seconds": time.monotonic() - started,
         "timing": [timing.to_json() for timing in rounds.timings],
         "mlflow_run_id": getattr(recorder, "run_id", None),
+        "mlflow_seconds": getattr(recorder, "seconds", {}),
         "model": None if registration is None else {"name": registration.name, "version": registration.version,
                                                      "alias": registration.alias, "uri": registration.uri,
                                                      "promoted": registration.promoted},

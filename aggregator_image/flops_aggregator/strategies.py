@@ -64,6 +64,11 @@ class RoundResult:
 class RoundObserver(Protocol):
     def on_round(self, result: RoundResult) -> None: ...
 
+    def on_final_evaluate(self, result: RoundResult) -> None:
+        """The final model's evaluation is out to the learners (result.arrays is that model; its metrics
+        are not in yet): work that needs the final model can overlap the evaluation."""
+        ...
+
 
 def _answered(replies: list[Message]) -> int:
     return sum(1 for m in replies if not m.has_error())
@@ -133,7 +138,12 @@ def observed(base: type, observer: RoundObserver | None, fused: bool = False, of
             if fused and server_round < self._num_rounds:
                 return []
             self._grid, self._exchange = grid, self._begin("evaluate")
-            return self._shifted(list(super().configure_evaluate(server_round, arrays, config, grid)))
+            messages = self._shifted(list(super().configure_evaluate(server_round, arrays, config, grid)))
+            final = getattr(observer, "on_final_evaluate", None)
+            if server_round == self._num_rounds and messages and callable(final) and hasattr(grid, "after_push"):
+                result = self._round
+                grid.after_push(lambda: final(result))
+            return messages
 
         def aggregate_evaluate(self, server_round, replies: Iterable[Message]):
             replies = list(replies)

@@ -5,8 +5,11 @@ from the environment, never from the Flower run config that every learner receiv
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from concurrent.futures import Future
+from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Protocol
 
@@ -19,9 +22,21 @@ from .strategies import RoundResult
 log = logging.getLogger("flops_aggregator")
 
 TRAINING_ID_TAG = "flops.training.id"
-# System metrics are sampled every few seconds (MLflow's default, 10 s, leaves short runs with nothing).
-SYSTEM_METRICS_INTERVAL_SECONDS = 2
+# System metrics every few seconds (MLflow's default, 10 s, leaves short trainings with nothing). Each sample
+# costs the tracking server two requests (MLflow's monitor reads the run back, then logs): at 2 s that was 0.43 s
+# of server CPU per 20 s with logins, at 5 s 0.19 s.
+SYSTEM_METRICS_INTERVAL_SECONDS = 5
 
+
+# How MLflow's client behaves in the ServerApp (MLflow reads these at each use):
+MLFLOW_CLIENT_ENV = {
+    # Asynchronous writes are buffered (whole seconds): a round's metrics and tag go out in one request, and
+    # ending the run no longer waits out the logging thread's 1 s queue poll (measured: end_run 0.28 s
+    # unbuffered, 0.06 s buffered on a quiet machine; 0.8-0.9 s unbuffered inside a training).
+    "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
+    # end_run would fetch the run once more only to print its URL.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+}
 
 # A stopped training waits this long at most for its last checkpoint to reach the artifact store.
 CHECKPOINT_UPLOAD_BOUND_SECONDS = 5.0
@@ -34,6 +49,9 @@ class Recorder(Protocol):
         """Start (or take over) the training's run; the checkpoint to resume from, if any."""
         ...
     def prepare(self, task: Any, model: Any) -> None: ...
+    def log_ahead(self, round_: int, weights: Any) -> None:
+        """The final evaluate is out: log round `round_`'s model now, in case it is the best."""
+        ...
     def log_round(self, result: RoundResult) -> None: ...
     def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None: ...
     def stop_requested(self) -> str | None:
@@ -64,6 +82,9 @@ class BareRecorder:
     def prepare(self, task: Any, model: Any) -> None:
         pass
 
+    def log_ahead(self, round_: int, weights: Any) -> None:
+        pass
+
     def log_round(self, result: RoundResult) -> None:
         pass
 
@@ -85,10 +106,15 @@ def pinned(*distributions: str) -> list[str]:
 
 class MlflowRecorder:
     def __init__(self, settings: Settings):
-        import mlflow
-        from mlflow.tracking import MlflowClient
+        # Where MLflow's time goes on the training's path (result.json, printed by bench/mlflow_overhead.py).
+        self.seconds: dict[str, float] = {}
+        with self.timed("import"):
+            import mlflow
+            from mlflow.tracking import MlflowClient
 
         self.settings, self.mlflow = settings, mlflow
+        for variable, value in MLFLOW_CLIENT_ENV.items():
+            os.environ.setdefault(variable, value)
         mlflow.set_tracking_uri(settings.tracking_uri)
         self.client = MlflowClient(settings.tracking_uri)
         self.run_id: str | None = None
@@ -97,7 +123,19 @@ class MlflowRecorder:
         self.synchronous = not settings.async_logging
         self.pending: list = []
         self.prepared: Future | None = None
+        self.spare: tuple[Any, Any] | None = None
+        """Async mode: the task and a model of the recorder's own, for logging ahead (log_ahead)."""
+        self.ahead: tuple[int, Any] | None = None
+        """The round whose model was logged ahead, and its ModelInfo."""
         self.uploader: checkpoint_mlflow.Uploader | None = None
+
+    @contextmanager
+    def timed(self, phase: str):
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + time.monotonic() - started
 
     def _experiment_id(self) -> str:
         s, project = self.settings, self.settings.config.project
@@ -112,6 +150,10 @@ class MlflowRecorder:
         return experiment.experiment_id
 
     def start(self, flower_run_id: int) -> checkpoint.Checkpoint | None:
+        with self.timed("start"):
+            return self._start(flower_run_id)
+
+    def _start(self, flower_run_id: int) -> checkpoint.Checkpoint | None:
         s, mlflow = self.settings, self.mlflow
         mlflow.set_system_metrics_sampling_interval(SYSTEM_METRICS_INTERVAL_SECONDS)
         mlflow.set_system_metrics_samples_before_logging(1)
@@ -171,6 +213,23 @@ class MlflowRecorder:
         background while the rounds run; the final log_model is then mostly an upload."""
         if not self.synchronous:
             self.prepared = in_background(rehearsed_logging_inputs, task, model)
+            self.spare = (task, model)
+
+    def log_ahead(self, round_: int, weights: Any) -> None:
+        """Async mode, called while the learners evaluate the final model: log that model now. finish() keeps
+        it when its round is the best (so the end only registers it), and otherwise deletes it and logs the
+        best. A failure here only loses the head start."""
+        if self.spare is None:
+            return
+        task, model = self.spare
+        with self.timed("log_ahead"):
+            try:
+                example, signature, requirements = self._logging_inputs(task, model)  # the rehearsal is done
+                task.set_weights(model, weights)
+                self.ahead = (round_, task.log_model(model, name="model", input_example=example,
+                                                     signature=signature, pip_requirements=requirements))
+            except Exception as exc:
+                log.warning("logging round %d's model ahead failed (%s): it is logged at the end", round_, exc)
 
     def log_round(self, result: RoundResult) -> None:
         metrics = dict(result.metrics)
@@ -182,8 +241,10 @@ class MlflowRecorder:
         self.pending += [op for op in operations if op is not None]
 
     def settle(self) -> None:
-        """Wait for the asynchronous writes; raises if one of them failed."""
+        """Send the buffered asynchronous writes now and wait for them; raises if one of them failed."""
         pending, self.pending = self.pending, []
+        if pending:
+            self.mlflow.flush_async_logging()
         for operation in pending:
             operation.wait()
 
@@ -191,26 +252,56 @@ class MlflowRecorder:
         s, mlflow = self.settings, self.mlflow
         if self.uploader is not None:
             self.uploader.close()  # the model logged below supersedes any checkpoint
-        self.settle()
         metric, mode = s.best_metric
-        mlflow.log_metrics({"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
-                                                        if k.startswith("eval_")}})
-        example, signature, requirements = self._logging_inputs(task, model)
-        info = task.log_model(model, name="model", input_example=example, signature=signature,
-                              pip_requirements=requirements)
-        registration = register_and_promote(self.client, info.model_uri, info.model_id, self.run_id,
-                                            s.config.registry.model_name, s.config.registry.alias,
-                                            metric, mode, best.value)
-        mlflow.set_tags({
-            "flops.best_round": str(best.round),
-            "flops.model.name": registration.name,
-            "flops.model.version": registration.version,
-            "flops.model.alias": registration.alias,
-            "flops.model.uri": registration.uri,
-            "flops.model.promoted": "true" if registration.promoted else "false",
-        })
-        mlflow.end_run("FINISHED")
+        with self.timed("log_model"):
+            mlflow.log_metrics({"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
+                                                            if k.startswith("eval_")}})
+            info = self._kept_ahead(best.round)
+            if info is None:
+                example, signature, requirements = self._logging_inputs(task, model)
+                info = task.log_model(model, name="model", input_example=example, signature=signature,
+                                      pip_requirements=requirements)
+        # A round's write that failed fails the training before anything is registered.
+        with self.timed("settle"):
+            self.settle()
+        with self.timed("register"):
+            registration = register_and_promote(self.client, info.model_uri, info.model_id, self.run_id,
+                                                s.config.registry.model_name, s.config.registry.alias,
+                                                metric, mode, best.value)
+        self._end(registration, best)
         return registration
+
+    def _end(self, registration: Registration, best: Best) -> None:
+        mlflow = self.mlflow
+        with self.timed("tags"):
+            mlflow.set_tags({
+                "flops.best_round": str(best.round),
+                "flops.model.name": registration.name,
+                "flops.model.version": registration.version,
+                "flops.model.alias": registration.alias,
+                "flops.model.uri": registration.uri,
+                "flops.model.promoted": "true" if registration.promoted else "false",
+            })
+        with self.timed("end_run"):
+            mlflow.end_run("FINISHED")
+
+    def _kept_ahead(self, best_round: int) -> Any:
+        """The model logged ahead if it is the best round's; any other is deleted (one model per run)."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is None:
+            return None
+        round_, info = ahead
+        if round_ == best_round:
+            return info
+        log.info("round %d's model, logged ahead, is not the best (round %d): deleted", round_, best_round)
+        self._delete_logged(info)
+        return None
+
+    def _delete_logged(self, info: Any) -> None:
+        try:
+            self.client.delete_logged_model(info.model_id)
+        except Exception as exc:  # an extra, unregistered model in the run: untidy, not wrong
+            log.warning("could not delete logged model %s: %s", info.model_id, exc)
 
     def _logging_inputs(self, task: Any, model: Any) -> tuple[Any, Any, list[str]]:
         if self.prepared is not None:
@@ -223,6 +314,9 @@ class MlflowRecorder:
     def fail(self, error: BaseException) -> None:
         if self.mlflow.active_run() is None:
             return
+        if self.ahead is not None:  # nothing of a training that did not finish is kept as its model
+            self._delete_logged(self.ahead[1])
+            self.ahead = None
         stopped = stopped_from_outside(error)
         if stopped and self.uploader is not None and not self.uploader.wait(CHECKPOINT_UPLOAD_BOUND_SECONDS):
             log.warning("the last checkpoint did not reach the artifact store in %.0fs; an earlier one stays",

@@ -5,6 +5,9 @@ the run over; a checkpoint the store lost fails the start, saying which."""
 from __future__ import annotations
 
 import shutil
+import time
+from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -126,3 +129,36 @@ def test_a_stop_request_is_seen_after_an_upload_and_a_suspension_ends_resumable(
     second.checkpoint(ckpt(4))
     assert second.uploader.wait(30) and second.stop_requested() is None
     mlflow.end_run("FINISHED")
+
+
+class _CountingClient:
+    """The MLflow calls the uploader makes, recorded."""
+
+    def __init__(self):
+        self.uploads, self.tags = [], {}
+
+    def log_artifacts(self, run_id, local_dir, artifact_path):
+        self.uploads.append(checkpoint.load(Path(local_dir)).round)
+
+    def set_tag(self, run_id, key, value):
+        self.tags[key] = value
+
+    def get_run(self, run_id):
+        return SimpleNamespace(data=SimpleNamespace(tags=dict(self.tags)))
+
+
+def test_uploads_are_spaced_and_a_waiting_stop_takes_the_latest_at_once():
+    client = _CountingClient()
+    uploader = checkpoint_mlflow.Uploader(client, "run", None, interval=3600)
+    try:
+        uploader.offer(ckpt(1))
+        assert uploader.wait(30) and client.uploads == [1]  # the first goes at once
+        for round_ in (2, 3, 4):  # rounds of a fast training, well inside the interval
+            uploader.offer(ckpt(round_))
+        time.sleep(1)  # without the spacing, round 2 would be going out by now
+        assert client.uploads == [1]
+        # A stop (wait) uploads the latest at once, and only it.
+        assert uploader.wait(30) and client.uploads == [1, 4]
+        assert client.tags[checkpoint_mlflow.TAG].startswith("4:")
+    finally:
+        uploader.close()

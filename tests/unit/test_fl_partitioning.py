@@ -15,6 +15,27 @@ def digits_labels() -> np.ndarray:
     return load_builtin("digits")[1]
 
 
+@pytest.mark.parametrize(("name", "scale"), [
+    ("digits", lambda x: x / 16.0),
+    ("iris", lambda x: (x - x.mean(axis=0)) / x.std(axis=0)),
+])
+def test_builtin_datasets_read_from_sklearns_files_equal_sklearns_loaders(name, scale):
+    """The bundled files are read without importing sklearn.datasets; an sklearn that moves or changes them
+    fails here, not in a training."""
+    from sklearn import datasets
+
+    bunch = getattr(datasets, f"load_{name}")()
+    x, y = load_builtin(name)
+    assert x.dtype == np.float32 and y.dtype == np.int64
+    np.testing.assert_array_equal(x, scale(bunch.data).astype(np.float32))
+    np.testing.assert_array_equal(y, bunch.target)
+
+
+def test_an_unknown_builtin_dataset_is_named():
+    with pytest.raises(ValueError, match="unknown built-in dataset 'mnist'"):
+        load_builtin("mnist")
+
+
 @pytest.mark.parametrize("alpha", [0.05, 0.1, 0.5, 1.0, 100.0])
 @pytest.mark.parametrize("num_partitions", [2, 5, 10])
 def test_dirichlet_partitions_are_non_empty_disjoint_and_cover_everything(digits_labels, alpha, num_partitions):

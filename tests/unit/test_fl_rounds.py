@@ -128,3 +128,52 @@ def test_nothing_is_fused_when_nothing_is_evaluated():
     results, pushed = train("fused", strategy={"name": "FedAvg", "fractionEvaluate": 0.0})
     assert not any(flag for _, flag in pushed) and MessageType.EVALUATE not in [t for t, _ in pushed]
     assert [r.round for r in results] == [1, 2, 3] and all("eval_loss" not in r.metrics for r in results)
+
+
+class _Ahead(_Rounds):
+    """Notes, when the final evaluate's work runs, the model it gets and what the learners have by then."""
+
+    def __init__(self, learners: _Learners):
+        super().__init__()
+        self.learners, self.calls = learners, []
+
+    def on_final_evaluate(self, result: RoundResult) -> None:
+        self.calls.append((result.round, float(result.arrays["w"].numpy()[0]), len(self.learners.inbox),
+                           len(self.results)))
+
+
+@pytest.mark.parametrize("evaluation", ["separate", "fused"])
+def test_the_final_model_is_handed_over_once_while_its_evaluation_is_out(evaluation):
+    nodes, rounds = 3, 3
+    spec = {"task": {"name": "digits-mlp"}, "learners": {"replicas": nodes}, "training": {"rounds": rounds}}
+    learners = _Learners(nodes)
+    observer = _Ahead(learners)
+    build(aggregator_settings(spec, evaluation=evaluation), observer).start(
+        grid=BoundedGrid(learners, min_nodes=nodes, wait_timeout=60, poll_seconds=0),
+        initial_arrays=ArrayRecord({"w": Array(np.zeros(2))}), num_rounds=rounds, timeout=60,
+        train_config=ConfigRecord({"lr": 0.1}), evaluate_config=ConfigRecord())
+    # Once, with round 3's model, after its evaluate messages were pushed (3 unanswered in the inbox) and
+    # before round 3 was reported.
+    assert observer.calls == [(3, 3.0, nodes, rounds - 1)]
+    assert [r.round for r in observer.results] == [1, 2, 3]
+
+
+def test_work_after_a_push_that_fails_does_not_fail_the_exchange(caplog):
+    learners = _Learners(2)
+    grid = BoundedGrid(learners, min_nodes=2, wait_timeout=60, poll_seconds=0)
+    calls = []
+
+    def broken():
+        calls.append(1)
+        raise RuntimeError("tracking server gone")
+
+    def message() -> Message:
+        return Message(RecordDict({"arrays": ArrayRecord({"w": Array(np.zeros(2))}), "config": ConfigRecord()}),
+                       dst_node_id=1, message_type=MessageType.EVALUATE)
+
+    grid.after_push(broken)
+    replies = list(grid.send_and_receive([message()]))
+    assert len(replies) == 1 and not replies[0].has_error()
+    assert "tracking server gone" in caplog.text
+    # One-shot: the next exchange runs nothing extra.
+    assert len(list(grid.send_and_receive([message()]))) == 1 and calls == [1]
