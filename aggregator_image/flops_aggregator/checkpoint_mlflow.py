@@ -22,7 +22,8 @@ log = logging.getLogger("flops_aggregator")
 
 TAG = "flops.checkpoint"
 # Set by the operator on the running run when spec.suspend asks the training to stop at its next round
-# boundary; read off the round's path, by the upload thread: after each upload and every STOP_POLL_SECONDS.
+# boundary; read off the round's path, by the upload thread: at each round boundary (one request) and every
+# STOP_POLL_SECONDS.
 STOP_TAG = "flops.stop.requested"
 STOP_POLL_SECONDS = 5.0
 # Uploads are spaced at least this far apart (the latest waiting checkpoint goes when the time comes): with
@@ -93,6 +94,8 @@ class Uploader:
         self._busy = False
         self._uploaded_at: float | None = None
         self._urgent = False
+        self._look = False
+        """A round ended: read the stop request now."""
         self.error: Exception | None = None
         self.stop_request: str | None = None
         """The run's stop request (STOP_TAG), once read."""
@@ -101,7 +104,7 @@ class Uploader:
 
     def offer(self, ckpt: checkpoint.Checkpoint) -> None:
         with self._lock:
-            self._latest = ckpt
+            self._latest, self._look = ckpt, True
             self._lock.notify_all()
 
     def wait(self, bound: float) -> bool:
@@ -130,11 +133,11 @@ class Uploader:
         while True:
             with self._lock:
                 timeout = STOP_POLL_SECONDS if self._latest is None else min(STOP_POLL_SECONDS, self._not_yet())
-                self._lock.wait_for(lambda: self._closed or (self._latest is not None and not self._not_yet()),
-                                    timeout=timeout)
+                self._lock.wait_for(lambda: self._closed or self._look
+                                    or (self._latest is not None and not self._not_yet()), timeout=timeout)
                 if self._closed:
                     return
-                ckpt = None
+                ckpt, self._look = None, False
                 if self._latest is not None and not self._not_yet():
                     ckpt, self._latest = self._latest, None
                 self._busy = True

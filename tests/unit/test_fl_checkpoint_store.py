@@ -147,7 +147,8 @@ class _CountingClient:
         return SimpleNamespace(data=SimpleNamespace(tags=dict(self.tags)))
 
 
-def test_uploads_are_spaced_and_a_waiting_stop_takes_the_latest_at_once():
+def test_uploads_are_spaced_and_a_waiting_stop_takes_the_latest_at_once(monkeypatch):
+    monkeypatch.setattr(checkpoint_mlflow, "STOP_POLL_SECONDS", 3600)  # only a round boundary makes it look
     client = _CountingClient()
     uploader = checkpoint_mlflow.Uploader(client, "run", None, interval=3600)
     try:
@@ -160,5 +161,12 @@ def test_uploads_are_spaced_and_a_waiting_stop_takes_the_latest_at_once():
         # A stop (wait) uploads the latest at once, and only it.
         assert uploader.wait(30) and client.uploads == [1, 4]
         assert client.tags[checkpoint_mlflow.TAG].startswith("4:")
+        # The stop request is still read at every round boundary, upload or not (not only every 5 s).
+        client.tags[checkpoint_mlflow.STOP_TAG] = "spec.suspend"
+        uploader.offer(ckpt(5))
+        deadline = time.monotonic() + 30
+        while uploader.stop_request is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert uploader.stop_request == "spec.suspend" and client.uploads == [1, 4]
     finally:
         uploader.close()
