@@ -22,10 +22,11 @@ from .strategies import RoundResult
 log = logging.getLogger("flops_aggregator")
 
 TRAINING_ID_TAG = "flops.training.id"
-# System metrics every few seconds (MLflow's default, 10 s, leaves short trainings with nothing). Each sample
-# costs the tracking server two requests (MLflow's monitor reads the run back, then logs): at 2 s that was 0.43 s
-# of server CPU per 20 s with logins, at 5 s 0.19 s.
-SYSTEM_METRICS_INTERVAL_SECONDS = 5
+# System metrics every few seconds: MLflow's monitor publishes only after a whole interval, so a training shorter
+# than it logs none (its default, 10 s, and 5 s leave the demo's trainings of a few seconds with nothing). Each
+# sample costs the tracking server two requests (the monitor reads the run back, then logs): 0.43 s of server CPU
+# per 20 s at 2 s, with logins.
+SYSTEM_METRICS_INTERVAL_SECONDS = 2
 
 
 # How MLflow's client behaves in the ServerApp (MLflow reads these at each use):
