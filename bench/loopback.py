@@ -22,6 +22,9 @@ from flops_operator.models.project import Project
 from flops_operator.plan.desired import aggregator_config, experiment_name, learner_env, model_name
 from flops_tracking.contract import AGGREGATOR_USER, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME, TrackingEnv
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tests.projects import LoopbackPki  # noqa: E402  (the admission values the plan renders, on loopback)
+
 BIN = Path(sys.executable).parent
 
 # A benchmark stopped with SIGTERM unwinds like one stopped with Ctrl-C: its `finally` blocks stop the servers and
@@ -75,20 +78,25 @@ def start_mlflow(root: Path, project: Project | None = None) -> tuple[subprocess
     return server, uri, client
 
 
-def learner_jobs(project: Project, root: Path, superlink: str) -> list[tuple[list[str], dict[str, str]]]:
+def learner_jobs(project: Project, root: Path, superlink: str,
+                 pki: LoopbackPki | None) -> list[tuple[list[str], dict[str, str]]]:
     return [([str(BIN / "flops-learner")], learner_env(
         project, i, superlink=superlink, clientappio_address=f"127.0.0.1:{free_port()}",
-        workdir=str(root / f"learner-{i}"), max_wait_seconds=120).to_env())
+        workdir=str(root / f"learner-{i}"), max_wait_seconds=120,
+        admission=pki.learner(i) if pki else None).to_env())
         for i in range(project.spec.learners.replicas)]
 
 
-def federation(root: Path, project: Project, tracking_uri: str, tracking_login: dict[str, str] | None = None) -> dict:
-    """One training; returns the aggregator's wall time and its result file."""
+def federation(root: Path, project: Project, tracking_uri: str, tracking_login: dict[str, str] | None = None,
+               secure: bool = True) -> dict:
+    """One training; returns the aggregator's wall time and its result file. secure: Flower over TLS with admitted
+    learners, as the plan renders it; False: --insecure."""
     superlink = f"127.0.0.1:{free_port()}"
+    pki = LoopbackPki() if secure else None
     jobs = [([str(BIN / "flops-aggregator")], AggregatorEnv(
         config=aggregator_config(project), superlink_address=superlink, workdir=str(root / "aggregator"),
-        tracking_uri=tracking_uri).to_env() | (tracking_login or {}))]
-    jobs += learner_jobs(project, root, superlink)
+        tracking_uri=tracking_uri, admission=pki.aggregator() if pki else None).to_env() | (tracking_login or {}))]
+    jobs += learner_jobs(project, root, superlink, pki)
     started = time.monotonic()
     procs = []
     try:

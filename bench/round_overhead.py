@@ -137,7 +137,7 @@ def idle_learner(root: Path, mode: str, seconds: float) -> dict[str, list[float]
     link = subprocess.Popen([str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port",
                              address.rsplit(":", 1)[1], "--disable-runtime-dependency-installation"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    (command, extra), = learner_jobs(_one_learner(mode), home, address)
+    (command, extra), = learner_jobs(_one_learner(mode), home, address, None)  # an insecure SuperLink
     learner = subprocess.Popen(command, env={**env, **extra}, stdout=(home / "learner.log").open("wb"),
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:

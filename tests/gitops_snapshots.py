@@ -49,6 +49,10 @@ class Steered:
                            login=None) -> bool:
         return False  # as an MLflow that cannot be written: the services stay until the drain bound
 
+    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
+                               login=None) -> bool:
+        return False  # as an MLflow that cannot be written
+
 
 class World:
     """One project on the in-memory platform, reconciled as an adapter would."""

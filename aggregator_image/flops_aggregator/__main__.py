@@ -27,11 +27,13 @@ from typing import Annotated
 import typer
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from flops_runtime import proc
+from flops_runtime import pki, proc
 from flops_learner.task import load_task
 
 from . import bundle, mlflow_run
-from .contract import ENV_SUPERLINK_ADDRESS
+from .admission import LEARNERS_FILE, Admitted, TlsFiles, requested_learners, write_tls
+from .contract import (ENV_FLOWER_CA, ENV_LEARNER_KEY_SEED, ENV_SUPERLINK_ADDRESS, ENV_SUPERLINK_HOSTS,
+                       FlowerAdmission)
 from .settings import CONFIG_ENV, TRACKING_ENV, WORKDIR_ENV, Settings, parse
 
 log = logging.getLogger("flops_aggregator")
@@ -60,19 +62,27 @@ class Stopped(Failure):
         super().__init__(128 + signum, f"stopped by {self.reason}")
 
 
-def flwr_home_config(address: str) -> str:
+def local_address(address: str) -> str:
+    """Where this container's own Flower tools reach the SuperLink."""
     host, port = proc.split_address(address)
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
+    return f"{host}:{port}"
+
+
+def flwr_home_config(address: str, ca_cert: Path | None) -> str:
+    tls = f'root-certificates = "{ca_cert}"' if ca_cert is not None else "insecure = true"
     return (f'[superlink]\ndefault = "{CONNECTION}"\n\n'
-            f'[superlink.{CONNECTION}]\naddress = "{host}:{port}"\ninsecure = true\n')
+            f'[superlink.{CONNECTION}]\naddress = "{local_address(address)}"\n{tls}\n')
 
 
 class Aggregator:
-    def __init__(self, settings: Settings, address: str):
-        self.settings, self.address = settings, address
+    def __init__(self, settings: Settings, address: str, admission: FlowerAdmission | None = None):
+        self.settings, self.address, self.admission = settings, address, admission
         self.home = settings.workdir / "flwr-home"
         self.superlink: subprocess.Popen | None = None
+        self.tls: TlsFiles | None = None
+        self.admitted: Admitted | None = None
         # Set by the signal handler, acted on by the wait loops: raising from the handler itself could
         # interrupt the children's cleanup halfway.
         self.signalled: int | None = None
@@ -82,8 +92,12 @@ class Aggregator:
             raise Stopped(self.signalled)
 
     def env(self) -> dict[str, str]:
-        return proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: self.settings.config.dumps(),
-                                WORKDIR_ENV: str(self.settings.workdir), TRACKING_ENV: self.settings.tracking_uri})
+        env = proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: self.settings.config.dumps(),
+                               WORKDIR_ENV: str(self.settings.workdir), TRACKING_ENV: self.settings.tracking_uri})
+        # The CA's key and the learners' seed stay in this process: Flower's processes need neither.
+        for secret in (ENV_FLOWER_CA, ENV_LEARNER_KEY_SEED):
+            env.pop(secret, None)
+        return env
 
     def flwr(self, *args: str) -> dict:
         done = subprocess.run([proc.script("flwr"), *args, "--format", "json"], env=self.env(),
@@ -96,8 +110,12 @@ class Aggregator:
     def start_superlink(self) -> None:
         host, port = proc.split_address(self.address)
         self.home.mkdir(parents=True, exist_ok=True)
-        (self.home / "config.toml").write_text(flwr_home_config(self.address))
-        command = [proc.script("flower-superlink"), "--insecure", "--host", host, "--port", str(port),
+        if self.admission is not None:
+            self.tls = write_tls(self.admission, self.settings.workdir / "tls")
+        (self.home / "config.toml").write_text(flwr_home_config(self.address, self.tls and self.tls.ca_cert))
+        security = self.tls.superlink_args() if self.tls is not None else ["--insecure"]
+        # Flower's SuperLink with only its Fleet API open beyond loopback (flops_aggregator.superlink).
+        command = [sys.executable, "-m", "flops_aggregator.superlink", *security, "--host", host, "--port", str(port),
                    "--disable-runtime-dependency-installation"]
         log.info("starting %s", " ".join(command))
         self.superlink = proc.start(command, self.env())
@@ -111,7 +129,14 @@ class Aggregator:
         self.check_signal()
         if not up or self.superlink.poll() is not None:
             raise Failure(3, f"SuperLink did not come up on {self.address} (exit {self.superlink.poll()})")
-        log.info("SuperLink ready on %s", self.address)
+        log.info("SuperLink ready on %s (%s)", self.address,
+                 "TLS, SuperNode authentication" if self.tls is not None else "insecure: anyone may join")
+        if self.tls is not None:
+            self.admitted = Admitted(local_address(self.address), self.tls.ca_cert, self.admission.learner_key_seed)
+            try:
+                self.admitted.admit(self.settings.config.num_learners)
+            except Exception as exc:
+                raise Failure(3, f"the SuperLink did not admit the project's learners: {exc}") from exc
 
     def submit_and_wait(self, bound: float) -> str:
         """`flwr run --stream`: submits the run and streams its logs until it ends (exit 0 whatever the
@@ -137,6 +162,7 @@ class Aggregator:
                     raise Failure(3, f"SuperLink died (exit {self.superlink.returncode}) during the run")
                 if time.monotonic() > deadline:
                     raise Failure(1, f"the run did not finish within {bound:.0f}s")
+                self.follow_learner_count()
                 time.sleep(STATUS_POLL_SECONDS)
         finally:
             if stream.poll() is None:
@@ -145,6 +171,16 @@ class Aggregator:
         if not run_ids:
             raise Failure(1, f"flwr run did not start a run (exit {stream.returncode})")
         return run_ids[0]
+
+    def follow_learner_count(self) -> None:
+        """Learners added or removed while training: admit exactly the count the operator last asked for."""
+        wanted = requested_learners(self.settings.workdir)
+        if self.admitted is None or wanted is None or wanted == len(self.admitted.nodes):
+            return
+        try:
+            self.admitted.admit(wanted)
+        except Exception as exc:  # the next look tries again; the learners already admitted keep training
+            log.warning("admitting %d learners failed: %s", wanted, exc)
 
     def final_status(self, run_id: str) -> dict:
         answer = self.flwr("ls", CONNECTION, "--run-id", run_id)
@@ -173,23 +209,32 @@ def aggregator(
     workdir: Annotated[Path, typer.Option(envvar=WORKDIR_ENV, help="Writable directory (FLWR_HOME, best model, result.json).")] = Path("/tmp/flops-aggregator"),
     tracking_uri: Annotated[str, typer.Option(
         envvar=TRACKING_ENV, help="MLflow tracking server; empty: bare mode, nothing logged.")] = "",
+    flower_ca: Annotated[str, typer.Option(
+        envvar=ENV_FLOWER_CA, show_default=False,
+        help="The project's CA (key and certificate, base64 of PEM). With the next two: TLS and admitted learners only.")] = "",
+    learner_key_seed: Annotated[str, typer.Option(
+        envvar=ENV_LEARNER_KEY_SEED, show_default=False, help="Seed of the learners' SuperNode keys.")] = "",
+    superlink_hosts: Annotated[str, typer.Option(
+        envvar=ENV_SUPERLINK_HOSTS, help="Comma-separated addresses learners reach the SuperLink at.")] = "",
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-aggregator %(levelname)s %(message)s")
     try:
         settings = parse(config, workdir.resolve(), tracking_uri)
         load_task(settings.config.task.to_wire())
         proc.split_address(superlink_address)
+        admission = admission_from(flower_ca, learner_key_seed, superlink_hosts)
     except Exception as exc:
         log.error("invalid aggregator configuration: %s", exc)
         raise typer.Exit(2) from exc
     try:
         settings.workdir.mkdir(parents=True, exist_ok=True)
         (settings.workdir / "result.json").unlink(missing_ok=True)
+        (settings.workdir / LEARNERS_FILE).unlink(missing_ok=True)
         mlflow_run.forget(settings.workdir)
     except OSError as exc:
         log.error("work directory %s (%s) is not usable: %s", settings.workdir, WORKDIR_ENV, exc)
         raise typer.Exit(2) from exc
-    agg = Aggregator(settings, superlink_address)
+    agg = Aggregator(settings, superlink_address, admission)
 
     def on_term(signum, frame):
         if agg.signalled is None:  # a second signal must not rename why we stop
@@ -216,6 +261,20 @@ def aggregator(
     if stopped is not None:
         end_stopped_run(settings, stopped.reason)
     raise typer.Exit(code)
+
+
+def admission_from(ca: str, seed: str, hosts: str) -> FlowerAdmission | None:
+    """All three set: TLS and admitted learners; none: insecure; anything between is a configuration error."""
+    given = {ENV_FLOWER_CA: ca, ENV_LEARNER_KEY_SEED: seed, ENV_SUPERLINK_HOSTS: hosts}
+    if not any(given.values()):
+        log.warning("no %s: the SuperLink runs without TLS and admits any SuperNode", ENV_FLOWER_CA)
+        return None
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} not set: TLS and admission need {', '.join(given)}")
+    admission = FlowerAdmission(ca=ca, learner_key_seed=seed, hosts=hosts)
+    pki.ca_certificate(ca)  # a CA that does not parse fails here, as bad configuration
+    return admission
 
 
 def end_stopped_run(settings: Settings, reason: str) -> None:

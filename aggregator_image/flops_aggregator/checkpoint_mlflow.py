@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import checkpoint
 
@@ -87,8 +87,11 @@ class Uploader:
     uploads are at least `interval` seconds apart unless someone waits for them."""
 
     def __init__(self, client: Any, run_id: str, current: Saved | None,
-                 interval: float = CHECKPOINT_INTERVAL_SECONDS) -> None:
+                 interval: float = CHECKPOINT_INTERVAL_SECONDS,
+                 on_tags: Callable[[dict[str, str]], None] | None = None) -> None:
         self.client, self.run_id, self.current, self.interval = client, run_id, current, interval
+        self.on_tags = on_tags
+        """Given the run's tags at each read (what else the operator asks of the running training)."""
         self._latest: checkpoint.Checkpoint | None = None
         self._lock = threading.Condition()
         self._busy = False
@@ -145,7 +148,7 @@ class Uploader:
                 if ckpt is not None:
                     self._uploaded_at = time.monotonic()
                     self._upload(ckpt)
-                self._read_stop_request()
+                self._read_run()
             except Exception as exc:  # a later round tries again; the training does not depend on it
                 if ckpt is not None:
                     self.error = exc
@@ -155,9 +158,17 @@ class Uploader:
                     self._busy = False
                     self._lock.notify_all()
 
-    def _read_stop_request(self) -> None:
+    def _read_run(self) -> None:
+        if self.stop_request is not None and self.on_tags is None:
+            return
+        tags = self.client.get_run(self.run_id).data.tags
         if self.stop_request is None:
-            self.stop_request = self.client.get_run(self.run_id).data.tags.get(STOP_TAG)
+            self.stop_request = tags.get(STOP_TAG)
+        if self.on_tags is not None:
+            try:
+                self.on_tags(tags)
+            except Exception as exc:  # never the checkpoint's failure
+                log.warning("acting on the run's tags failed: %s", exc)
 
     def _upload(self, ckpt: checkpoint.Checkpoint) -> None:
         slot = SLOTS[1] if self.current is not None and self.current.slot == SLOTS[0] else SLOTS[0]

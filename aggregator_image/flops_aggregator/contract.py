@@ -8,6 +8,11 @@ silent fallback). Only pydantic is imported, so the operator's slim image can im
     FLOPS_SUPERLINK_ADDRESS   host:port the SuperLink listens on (Fleet, Control, Runtime APIs)
     FLOPS_WORKDIR             a writable directory (FLWR_HOME, best model, result)
     MLFLOW_TRACKING_URI       the tracking server; empty: bare mode, nothing is logged (benchmarks)
+    FLOPS_FLOWER_CA           the project's CA (key and certificate, base64 of PEM: flops_runtime.pki); with the two below,
+                              the SuperLink serves TLS and admits only the project's learners. All three unset:
+                              plain HTTP, anyone who reaches the port may join (tests and benchmarks only)
+    FLOPS_LEARNER_KEY_SEED    the seed the learners' SuperNode keys derive from (flops_runtime.pki.learner_key)
+    FLOPS_SUPERLINK_HOSTS     comma-separated addresses learners reach the SuperLink at (its certificate's names)
 """
 
 from __future__ import annotations
@@ -93,6 +98,24 @@ ENV_CONFIG = "FLOPS_CONFIG"
 ENV_SUPERLINK_ADDRESS = "FLOPS_SUPERLINK_ADDRESS"
 ENV_WORKDIR = "FLOPS_WORKDIR"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
+ENV_FLOWER_CA = "FLOPS_FLOWER_CA"
+ENV_LEARNER_KEY_SEED = "FLOPS_LEARNER_KEY_SEED"
+ENV_SUPERLINK_HOSTS = "FLOPS_SUPERLINK_HOSTS"
+
+
+class FlowerAdmission(BaseModel):
+    """TLS and SuperNode authentication for the aggregator's SuperLink (the two secrets hold placeholders until a
+    platform renders them)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca: str = Field(min_length=1)
+    learner_key_seed: str = Field(min_length=1)
+    hosts: str = Field(min_length=1)
+
+    @property
+    def host_list(self) -> list[str]:
+        return [h.strip() for h in self.hosts.split(",") if h.strip()]
 
 
 class AggregatorEnv(BaseModel):
@@ -105,7 +128,13 @@ class AggregatorEnv(BaseModel):
     superlink_address: str
     workdir: str
     tracking_uri: str = ""
+    admission: FlowerAdmission | None
+    """None: the SuperLink runs --insecure (tests and benchmarks that compare against it)."""
 
     def to_env(self) -> dict[str, str]:
-        return {ENV_SUPERLINK_ADDRESS: self.superlink_address, ENV_WORKDIR: self.workdir,
-                ENV_TRACKING_URI: self.tracking_uri, ENV_CONFIG: self.config.dumps()}
+        env = {ENV_SUPERLINK_ADDRESS: self.superlink_address, ENV_WORKDIR: self.workdir,
+               ENV_TRACKING_URI: self.tracking_uri, ENV_CONFIG: self.config.dumps()}
+        if self.admission is not None:
+            env.update({ENV_FLOWER_CA: self.admission.ca, ENV_LEARNER_KEY_SEED: self.admission.learner_key_seed,
+                        ENV_SUPERLINK_HOSTS: self.admission.hosts})
+        return env

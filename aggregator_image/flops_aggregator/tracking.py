@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from typing import Any, Protocol
 
-from . import checkpoint, checkpoint_mlflow, mlflow_run
+from . import admission, checkpoint, checkpoint_mlflow, mlflow_run
 from .best import Best
 from .registry import Registration, register_and_promote
 from .settings import Settings
@@ -166,7 +166,8 @@ class MlflowRecorder:
             run_id, saved = found
             resumed = checkpoint_mlflow.download(self.client, run_id, saved, s.workdir / "resume")
             run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
-            mlflow.set_tags({"flops.flower.run_id": str(flower_run_id), checkpoint.RESUMED_TAG: str(saved.round)})
+            mlflow.set_tags({"flops.flower.run_id": str(flower_run_id), checkpoint.RESUMED_TAG: str(saved.round),
+                             admission.LEARNERS_TAG: str(s.config.num_learners)})
             for over in (checkpoint_mlflow.STOP_TAG, mlflow_run.END_REASON_TAG):  # the stop it ended for
                 if over in run.data.tags:
                     self.client.delete_tag(run_id, over)
@@ -176,7 +177,9 @@ class MlflowRecorder:
                 run_name=f"{s.config.project.name}-flower-{flower_run_id}",
                 tags={"flops.project.uid": s.config.project.uid, TRAINING_ID_TAG: s.config.training_id,
                       "flops.flower.run_id": str(flower_run_id),
-                      "flops.total_rounds": str(s.rounds), "flops.round": "0"},
+                      "flops.total_rounds": str(s.rounds), "flops.round": "0",
+                      # the learner count this aggregator admits; the operator changes it to scale (admission.py)
+                      admission.LEARNERS_TAG: str(s.config.num_learners)},
                 log_system_metrics=True,
             )
         self.run_id = run.info.run_id
@@ -187,7 +190,8 @@ class MlflowRecorder:
             log.info("MLflow run %s in experiment %r", self.run_id, s.experiment)
         else:
             log.info("MLflow run %s resumed after round %d", self.run_id, resumed.round)
-        self.uploader = checkpoint_mlflow.Uploader(self.client, self.run_id, found[1] if found else None)
+        self.uploader = checkpoint_mlflow.Uploader(self.client, self.run_id, found[1] if found else None,
+                                                   on_tags=lambda tags: admission.request_learners(s.workdir, tags))
         return resumed
 
     def checkpoint(self, ckpt: checkpoint.Checkpoint) -> None:

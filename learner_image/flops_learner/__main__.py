@@ -21,10 +21,11 @@ from typing import Annotated
 
 import typer
 
-from flops_runtime import proc
+from flops_runtime import pki, proc
 from .client_app import PROGRESS_FILE
 from .contract import (ENV_CLIENTAPP, ENV_CLIENTAPPIO, ENV_IDLE_POLL, ENV_MAX_WAIT, ENV_NUM_PARTITIONS,
-                       ENV_PARTITION_ID, ENV_SUPERLINK, ENV_TASK, ENV_WORKDIR, LearnerEnv, LearnerTask)
+                       ENV_PARTITION_ID, ENV_ROOT_CERT, ENV_SUPERLINK, ENV_SUPERNODE_KEY, ENV_TASK, ENV_WORKDIR,
+                       LearnerAdmission, LearnerEnv, LearnerTask)
 from .supervisor import Supervisor
 from .task import load_task
 
@@ -32,10 +33,20 @@ log = logging.getLogger("flops_learner")
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
 
-def children(settings: LearnerEnv, node_config: dict[str, object]) -> dict[str, list[str]]:
+def security_args(admission: LearnerAdmission | None, directory: Path) -> list[str]:
+    """The SuperNode's flags for reaching the SuperLink: the project's CA and this learner's key (written to files
+    only this user reads), or --insecure."""
+    if admission is None:
+        return ["--insecure"]
+    ca = pki.write_private(directory / "ca.pem", pki.pem(admission.root_cert))
+    key = pki.write_private(directory / "supernode.key", pki.openssh_private(admission.supernode_key))
+    return ["--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
+
+
+def children(settings: LearnerEnv, node_config: dict[str, object], security: list[str]) -> dict[str, list[str]]:
     """The processes of this learner, in the order they are stopped."""
     host, port = proc.split_address(settings.clientappio_address)
-    flower = ["--insecure", "--superlink", settings.superlink, "--host", host, "--port", str(port),
+    flower = [*security, "--superlink", settings.superlink, "--host", host, "--port", str(port),
               "--node-config", " ".join(f"{k}={json.dumps(v)}" for k, v in node_config.items())]
     if settings.clientapp == "warm":
         flower += ["--isolation", "process"]
@@ -72,6 +83,11 @@ def learner(
     idle_poll_seconds: Annotated[float | None, typer.Option(
         envvar=ENV_IDLE_POLL, help="The SuperNode's wait after a pull that found no message (unset: Flower's 3 s; "
                                    "applied for the pinned Flower version only).")] = None,
+    root_cert: Annotated[str, typer.Option(
+        envvar=ENV_ROOT_CERT, show_default=False,
+        help="The project's CA certificate (base64 of PEM), the only one trusted. With --supernode-key: TLS and admission.")] = "",
+    supernode_key: Annotated[str, typer.Option(
+        envvar=ENV_SUPERNODE_KEY, show_default=False, help="This learner's SuperNode key (base64 of PKCS#8 PEM).")] = "",
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-learner %(levelname)s %(message)s")
     try:
@@ -79,7 +95,11 @@ def learner(
                               partition_id=partition_id, num_partitions=num_partitions,
                               clientappio_address=clientappio_address, workdir=str(workdir),
                               max_wait_seconds=max_wait_seconds, clientapp=clientapp,
-                              idle_poll_seconds=idle_poll_seconds)
+                              idle_poll_seconds=idle_poll_seconds,
+                              admission=(LearnerAdmission(root_cert=root_cert, supernode_key=supernode_key)
+                                         if root_cert or supernode_key else None))
+        if settings.admission is None:
+            log.warning("no %s: the SuperNode connects without TLS or authentication", ENV_ROOT_CERT)
         wire = settings.task.to_wire()
         user_task = load_task(wire["task"])
         data = user_task.load_data(wire["data"], partition_id, num_partitions)
@@ -101,14 +121,23 @@ def learner(
     except OSError as exc:
         log.error("work directory %s (%s) is not usable: %s", workdir, ENV_WORKDIR, exc)
         raise typer.Exit(1) from exc
+    try:
+        security = security_args(settings.admission, workdir / "tls")
+    except (OSError, ValueError) as exc:
+        log.error("TLS and SuperNode key (%s, %s) not usable: %s", ENV_ROOT_CERT, ENV_SUPERNODE_KEY, exc)
+        raise typer.Exit(1) from exc
     node_config = {"partition-id": partition_id, "num-partitions": num_partitions,
                    "flops-task-file": str(task_file), "flops-state-dir": str(state_dir),
                    "flops-data-file": str(data_file)}
     started: dict = {}
-    for name, command in children(settings, node_config).items():
+    env = proc.flower_env()
+    env.pop(ENV_SUPERNODE_KEY, None)  # the SuperNode reads its key from the file
+    commands = children(settings, node_config, security)
+    for name, command in commands.items():
         log.info("starting %s: %s", name, " ".join(command))
-        started[name] = proc.start(command, proc.flower_env())
-    supervisor = Supervisor(started, superlink, state_dir, max_wait_seconds)
+        started[name] = proc.start(command, env)
+    supervisor = Supervisor(started, superlink, state_dir, max_wait_seconds,
+                            restart_supernode=lambda: proc.start(commands["flower-supernode"], env))
 
     def on_term(signum, frame):
         supervisor.terminated = True

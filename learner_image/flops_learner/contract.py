@@ -14,6 +14,9 @@ image has no torch or Flower, imports this module.
     FLOPS_MAX_WAIT_SECONDS     optional: how long an unreachable aggregator is waited for
     FLOPS_CLIENTAPP            warm | subprocess: how each message's ClientApp process starts
     FLOPS_IDLE_POLL_SECONDS    optional: the SuperNode's wait after a pull that found no message (unset: Flower's 3 s)
+    FLOPS_FLOWER_ROOT_CERT     the project's CA certificate (base64 of PEM): the only one the SuperNode trusts; with
+    FLOPS_SUPERNODE_KEY        this learner's SuperNode key (base64 of PKCS#8 PEM), which the aggregator admits. Both unset:
+                               plain HTTP, no authentication (tests and benchmarks only)
 
 It also names what the ServerApp and the ClientApp add to Flower's message records (both images import it).
 """
@@ -92,6 +95,17 @@ ENV_WORKDIR = "FLOPS_WORKDIR"
 ENV_MAX_WAIT = "FLOPS_MAX_WAIT_SECONDS"
 ENV_CLIENTAPP = "FLOPS_CLIENTAPP"
 ENV_IDLE_POLL = "FLOPS_IDLE_POLL_SECONDS"
+ENV_ROOT_CERT = "FLOPS_FLOWER_ROOT_CERT"
+ENV_SUPERNODE_KEY = "FLOPS_SUPERNODE_KEY"
+
+
+class LearnerAdmission(BaseModel):
+    """What a learner needs to reach a SuperLink that serves TLS and admits the project's learners only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root_cert: str = Field(min_length=1)
+    supernode_key: str = Field(min_length=1)
 
 ClientAppLaunch = Literal["warm", "subprocess"]
 """warm: a long-lived launcher beside the SuperNode (Flower's `process` isolation) forks each message's
@@ -115,6 +129,8 @@ class LearnerEnv(BaseModel):
     clientapp: ClientAppLaunch
     idle_poll_seconds: float | None = Field(ge=0.05, le=3)
     """None: Flower's own interval (3 s)."""
+    admission: LearnerAdmission | None
+    """None: plain HTTP without authentication (tests and benchmarks that compare against it)."""
 
     @model_validator(mode="after")
     def _partition_exists(self) -> LearnerEnv:
@@ -131,6 +147,8 @@ class LearnerEnv(BaseModel):
         env[ENV_CLIENTAPP] = self.clientapp
         if self.idle_poll_seconds is not None:
             env[ENV_IDLE_POLL] = f"{self.idle_poll_seconds:g}"
+        if self.admission is not None:
+            env.update({ENV_ROOT_CERT: self.admission.root_cert, ENV_SUPERNODE_KEY: self.admission.supernode_key})
         return env
 
 

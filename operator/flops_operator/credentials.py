@@ -12,12 +12,20 @@ from pathlib import Path
 
 from typing import Mapping
 
+from flops_runtime import pki
+
 from .models import ProjectRef
+from .plan.desired import FLOWER_CA
 from .platforms.base import MissingCredentials
 
+# Credentials that are not a random token.
+_GENERATORS = {FLOWER_CA: pki.new_ca}
 
-def generate() -> str:
-    return secrets.token_urlsafe(24)
+
+def generate(name: str) -> str:
+    """A new value for the project credential `name`: a random token, or what its kind needs (a CA)."""
+    make = _GENERATORS.get(name)
+    return make() if make is not None else secrets.token_urlsafe(24)
 
 
 def pick(where: str, data: Mapping[str, str] | None, keys: Mapping[str, str]) -> dict[str, str]:
@@ -44,7 +52,7 @@ class MemoryCredentials:
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         values = self.store.setdefault(project.uid, {})
         for name in names:
-            values.setdefault(name, generate())
+            values.setdefault(name, generate(name))
         return {n: values[n] for n in names}
 
     async def remove(self, project: ProjectRef) -> None:
@@ -71,7 +79,7 @@ class FileCredentials:
         values = json.loads(path.read_text()) if path.exists() else {}
         missing = [n for n in names if n not in values]
         if missing:
-            values.update({n: generate() for n in missing})
+            values.update({n: generate(n) for n in missing})
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "w") as fh:

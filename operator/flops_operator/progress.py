@@ -27,6 +27,9 @@
 - After each reported round: the global model and best-so-far in the run's artifacts (`checkpoint/a` or `/b`),
   tag `flops.checkpoint` = "<round>:<slot>" once uploaded. The next aggregator of the same training takes a
   KILLED (or RUNNING) run with a checkpoint over: RUNNING again, tag `flops.resumed_from_round`, rounds continuing.
+- Learners admitted (Flower's SuperNode authentication): the operator sets tag `flops.learners` on the RUNNING run
+  to spec.learners.replicas whenever it differs; the aggregator reads it off the round's path (within a few
+  seconds) and registers the keys of exactly that many learners with its SuperLink.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class TrainingProgress:
     """The operator asked the run to stop at its next round boundary (tag flops.stop.requested)."""
     learners_answered: int | None = None
     """Learners that answered the latest reported round's training (metric num_train_learners)."""
+    learners_tag: str | None = None
+    """The learner count the operator last asked the running aggregator to admit (tag flops.learners)."""
     model_name: str | None = None
     model_version: str | None = None
     model_alias: str | None = None
@@ -82,6 +87,12 @@ class ProgressSource(Protocol):
         write the run (the aggregator's). False if the request could not be written (asked again next look)."""
         ...
 
+    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
+                               login: tuple[str, str] | None = None) -> bool:
+        """Ask the run's aggregator to admit exactly `count` learners (learners added or removed while training).
+        False if the request could not be written (asked again next look)."""
+        ...
+
 
 class NoProgress:
     """The no-op twin: for platforms/tests with no tracking server to read."""
@@ -92,4 +103,8 @@ class NoProgress:
 
     async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
                            login: tuple[str, str] | None = None) -> bool:
+        return False
+
+    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
+                               login: tuple[str, str] | None = None) -> bool:
         return False

@@ -25,6 +25,7 @@ API = "/api/2.0/mlflow"
 UID_TAG = "flops.project.uid"
 TRAINING_ID_TAG = "flops.training.id"
 STOP_TAG = "flops.stop.requested"
+LEARNERS_TAG = "flops.learners"
 ROUND_OVERHEAD = "round_overhead_seconds"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
@@ -68,6 +69,7 @@ def progress_from_run(experiment_id: str, run: dict[str, Any]) -> TrainingProgre
         checkpoint_round=_checkpoint_round(tags.get("flops.checkpoint")),
         error=tags.get("flops.error"),
         stop_requested=tags.get(STOP_TAG),
+        learners_tag=tags.get(LEARNERS_TAG),
         model_name=tags.get("flops.model.name"),
         model_version=tags.get("flops.model.version"),
         model_alias=tags.get("flops.model.alias"),
@@ -142,11 +144,19 @@ class MlflowProgress:
 
     async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
                            login: tuple[str, str] | None = None) -> bool:
+        return await self._set_tag(project, tracking_url, run_id, STOP_TAG, reason, login, "stop request")
+
+    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
+                               login: tuple[str, str] | None = None) -> bool:
+        return await self._set_tag(project, tracking_url, run_id, LEARNERS_TAG, str(count), login, "learner count")
+
+    async def _set_tag(self, project: Project, tracking_url: str, run_id: str, key: str, value: str,
+                       login: tuple[str, str] | None, what: str) -> bool:
         auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else None
         try:
             answer = await self._call("POST", tracking_url.rstrip("/") + API + "/runs/set-tag",
-                                      json={"run_id": run_id, "key": STOP_TAG, "value": reason}, headers=auth)
+                                      json={"run_id": run_id, "key": key, "value": value}, headers=auth)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            log.info("%s: the stop request to MLflow run %s was not written: %s", project.ref.key, run_id, exc)
+            log.info("%s: the %s to MLflow run %s was not written: %s", project.ref.key, what, run_id, exc)
             return False
         return answer is not None  # None: refused (401/403, said by _call) or no such run

@@ -25,7 +25,7 @@ from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
 from .progress import ProgressSource, TrainingProgress
 from .status import compute_status, invalid_status, tracking_url, training_outcome
-from .training_state import drain, rerun
+from .training_state import drain, rerun, wants_learners
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +135,10 @@ async def reconcile(
     if draining.request and url and progress is not None and progress.run_id:
         await progress_source.request_stop(project, url, progress.run_id, f"spec.suspend, generation {generation}",
                                            login=await _login(project, credentials, referenced, writer=True))
+    if (url and progress is not None and wants_learners(project, progress, outcome.done)
+            and not draining.request):
+        await progress_source.request_learners(project, url, progress.run_id, project.spec.learners.replicas,
+                                               login=await _login(project, credentials, referenced, writer=True))
     again = rerun(project, observation, progress, outcome)
     wanted = _plan(manifest, project, training_done=outcome.done, model_registered=registered,
                    draining=draining.keep_training)

@@ -222,3 +222,10 @@ def training_status(project: Project, progress: TrainingProgress | None, previou
     return out
 
 
+
+
+def wants_learners(project: Project, progress: TrainingProgress, done: bool) -> bool:
+    """The running training's aggregator admits another learner count than the spec's: ask it to follow (Flower
+    refuses a SuperNode whose key it has not registered, so a learner added while training waits for this)."""
+    return (not done and progress.run_id is not None and progress.run_status == "RUNNING"
+            and progress.learners_tag != str(project.spec.learners.replicas))

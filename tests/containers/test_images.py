@@ -52,7 +52,7 @@ class Renderer:
         self.scene = scene
         self.project = project()
         self.config = OakestraConfig(url="http://unused", password="unused", service_subnet=str(scene.network.subnet))
-        self.secrets = {name: generate() for name in credential_names(self.project.spec)}
+        self.secrets = {name: generate(name) for name in credential_names(self.project.spec)}
         self.services = {s.name: s for s in desired(self.project, training_done=False)}
         self.services.update({s.name: s for s in desired(self.project, training_done=True, model_registered=True)})
         hosts = list(scene.network.subnet.hosts())[10:]

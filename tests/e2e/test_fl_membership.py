@@ -18,7 +18,7 @@ from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
 from flops_operator.plan.desired import aggregator_config, learner_env
-from tests.projects import with_training
+from tests.projects import LoopbackPki, with_training
 
 from .conftest import free_port, venv_script
 
@@ -33,26 +33,29 @@ WAIT_BOUND_SECONDS = 300
 EXIT_BOUND_SECONDS = 60
 
 
-def project(uid: str, min_learners: int) -> Project:
+def project(uid: str, min_learners: int, replicas: int = 2) -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
         "training": {"rounds": ROUNDS, "minTrainLearners": min_learners, "minEvaluateLearners": min_learners,
                      "minAvailableLearners": min_learners},
-        "learners": {"replicas": 2},
+        "learners": {"replicas": replicas},
         "registry": {"modelName": f"digits-{uid}"},
     })
     return Project(ProjectRef("team-m", uid, uid), 1, spec)
 
 
 class Federation:
-    def __init__(self, p: Project, tmp_path: Path, tracking_uri: str):
+    def __init__(self, p: Project, tmp_path: Path, tracking_uri: str, admitted: int | None = None):
         self.project, self.tmp_path, self.superlink = p, tmp_path, f"127.0.0.1:{free_port()}"
         self.processes: dict[str, subprocess.Popen] = {}
         self.client = MlflowClient(tracking_uri)
+        self.pki = LoopbackPki()
         config = with_training(aggregator_config(p), round_timeout_seconds=ROUND_TIMEOUT_SECONDS)
+        if admitted is not None:  # an aggregator started before the project's learners were scaled
+            config = config.model_copy(update={"num_learners": admitted})
         self.start("aggregator", [venv_script("flops-aggregator")], AggregatorEnv(
             config=config, superlink_address=self.superlink, workdir=str(tmp_path / "aggregator"),
-            tracking_uri=tracking_uri).to_env())
+            tracking_uri=tracking_uri, admission=self.pki.aggregator()).to_env())
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
@@ -63,7 +66,7 @@ class Federation:
     def start_learner(self, i: int) -> None:
         self.start(f"learner-{i}", [venv_script("flops-learner")], learner_env(
             self.project, i, superlink=self.superlink, clientappio_address=f"127.0.0.1:{free_port()}",
-            workdir=str(self.tmp_path / f"learner-{i}"), max_wait_seconds=3).to_env())
+            workdir=str(self.tmp_path / f"learner-{i}"), max_wait_seconds=3, admission=self.pki.learner(i)).to_env())
 
     def learners_per_round(self) -> list[int]:
         """num_train_learners of each reported round so far."""
@@ -84,6 +87,20 @@ class Federation:
             return self.learners_per_round()
 
         return poll()
+
+    def run_id(self) -> str:
+        experiment = self.client.get_experiment_by_name(f"team-m/{self.project.ref.name}")
+        (run,) = self.client.search_runs([experiment.experiment_id])
+        return run.info.run_id
+
+    def wait_for_log(self, name: str, text: str) -> None:
+        @retry(retry=retry_if_result(lambda found: not found), wait=wait_fixed(1),
+               stop=stop_after_delay(WAIT_BOUND_SECONDS))
+        def poll() -> bool:
+            assert self.processes["aggregator"].poll() is None, self.log("aggregator")
+            return text in (self.tmp_path / f"{name}.log").read_text(errors="replace")
+
+        poll()
 
     def log(self, name: str) -> str:
         return (self.tmp_path / f"{name}.log").read_text(errors="replace")[-3000:]
@@ -108,6 +125,34 @@ def test_a_learner_that_joins_late_trains_in_the_following_rounds(mlflow_server,
     # Alone first; from the round the late learner joined, both train (it is never left out again).
     assert seen[0] == 1 and seen[-1] == 2
     assert seen == sorted(seen), seen
+
+
+def test_learners_scaled_while_training_are_admitted_and_removed_as_the_run_asks(mlflow_server, tmp_path):
+    """spec.learners.replicas 2 -> 3 -> 2 while training: the operator sets the run's flops.learners tag
+    (ProgressSource.request_learners); the aggregator registers the new learner's key, which then trains, and
+    unregisters it again."""
+    federation = Federation(project("scaled", min_learners=1, replicas=3), tmp_path, mlflow_server.uri, admitted=2)
+    try:
+        federation.start_learner(0)
+        federation.start_learner(1)
+        federation.wait_for_round(learners=2)
+        federation.start_learner(2)
+        federation.client.set_tag(federation.run_id(), "flops.learners", "3")
+        federation.wait_for_log("aggregator", "learner-2 (node")
+        seen = federation.wait_for_round(learners=3)
+        federation.client.set_tag(federation.run_id(), "flops.learners", "2")
+        federation.wait_for_log("aggregator", "/v1/control/unregister-node")
+        aggregator = federation.processes["aggregator"]
+        aggregator.send_signal(signal.SIGTERM)
+        assert aggregator.wait(timeout=EXIT_BOUND_SECONDS) == 128 + signal.SIGTERM, federation.log("aggregator")
+    finally:
+        federation.stop()
+    assert seen[0] == 2 and seen[-1] == 3, seen
+    log = (tmp_path / "aggregator.log").read_text(errors="replace")
+    admitted = [line.split("admitted learners: ")[1] for line in log.splitlines() if "admitted learners:" in line]
+    # 2, then 3, then the first 2 again, under the node ids they were registered with first.
+    assert len(admitted) == 3, admitted
+    assert admitted[1].startswith(admitted[0] + ", learner-2 (node ") and admitted[2] == admitted[0], admitted
 
 
 def test_a_round_short_of_learners_times_out_and_the_training_fails(mlflow_server, tmp_path):

@@ -21,6 +21,8 @@ from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
 from flops_operator.plan.desired import aggregator_config, learner_env
 
+from tests.projects import LoopbackPki
+
 from .conftest import free_port, venv_script
 
 pytestmark = pytest.mark.e2e
@@ -112,15 +114,17 @@ def test_sigterm_mid_training_ends_the_mlflow_run_killed_and_leaves_nothing(mlfl
     p = project()
     superlink = f"127.0.0.1:{free_port()}"
     processes: dict[str, subprocess.Popen] = {}
+    pki = LoopbackPki()
     try:
         processes["aggregator"] = start("aggregator", [venv_script("flops-aggregator")], AggregatorEnv(
             config=aggregator_config(p), superlink_address=superlink, workdir=str(tmp_path / "aggregator"),
-            tracking_uri=mlflow_server.uri).to_env(), tmp_path)
+            tracking_uri=mlflow_server.uri, admission=pki.aggregator()).to_env(), tmp_path)
         superlink_up(superlink)
         for i in range(LEARNERS):
             processes[f"learner-{i}"] = start(f"learner-{i}", [venv_script("flops-learner")], learner_env(
                 p, i, superlink=superlink, clientappio_address=f"127.0.0.1:{free_port()}",
-                workdir=str(tmp_path / f"learner-{i}"), max_wait_seconds=LEARNER_MAX_WAIT_SECONDS).to_env(), tmp_path)
+                workdir=str(tmp_path / f"learner-{i}"), max_wait_seconds=LEARNER_MAX_WAIT_SECONDS,
+                admission=pki.learner(i)).to_env(), tmp_path)
 
         client = MlflowClient(mlflow_server.uri)
         run = running_round(client)

@@ -18,7 +18,7 @@ from flops_operator.models.edits import training_identity
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
 from flops_operator.plan.desired import aggregator_config, learner_env
-from tests.projects import with_training
+from tests.projects import LoopbackPki, with_training
 
 from .conftest import free_port, venv_script
 
@@ -49,13 +49,15 @@ def test_aggregator_and_learners_train_and_fill_the_mlflow_contract(mlflow_serve
     p = project(round_mode)
     superlink = f"127.0.0.1:{free_port()}"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
+    pki = LoopbackPki()
     commands = {"aggregator": ([venv_script("flops-aggregator")], AggregatorEnv(
         config=aggregator_config(p), superlink_address=superlink, workdir=str(tmp_path / "aggregator"),
-        tracking_uri=mlflow_server.uri).to_env())}
+        tracking_uri=mlflow_server.uri, admission=pki.aggregator()).to_env())}
     for i in range(LEARNERS):
         commands[f"learner-{i}"] = ([venv_script("flops-learner")], learner_env(
             p, i, superlink=superlink, clientappio_address=f"127.0.0.1:{free_port()}",
-            workdir=str(tmp_path / f"learner-{i}"), max_wait_seconds=ROUND_BOUND_SECONDS).to_env())
+            workdir=str(tmp_path / f"learner-{i}"), max_wait_seconds=ROUND_BOUND_SECONDS,
+            admission=pki.learner(i)).to_env())
     processes, logs = {}, {}
     try:
         for name, (command, env) in commands.items():
@@ -127,7 +129,7 @@ def test_aggregator_exits_non_zero_when_the_serverapp_fails(tmp_path):
     config = with_training(aggregator_config(project()), round_timeout_seconds=2)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
     env.update(AggregatorEnv(config=config, superlink_address=f"127.0.0.1:{free_port()}",
-                             workdir=str(tmp_path / "aggregator")).to_env())
+                             workdir=str(tmp_path / "aggregator"), admission=LoopbackPki().aggregator()).to_env())
     process = subprocess.Popen([venv_script("flops-aggregator")], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:
@@ -145,7 +147,7 @@ def test_learner_gives_up_with_exit_0_when_the_aggregator_never_comes(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
     env.update(learner_env(project(), 1, superlink=f"127.0.0.1:{free_port()}",
                            clientappio_address=f"127.0.0.1:{free_port()}", workdir=str(tmp_path / "learner"),
-                           max_wait_seconds=3).to_env())
+                           max_wait_seconds=3, admission=LoopbackPki().learner(1)).to_env())
     process = subprocess.Popen([venv_script("flops-learner")], env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from flops_runtime import pki
 from flops_operator.platforms.local.layout import MARKER_ENV
 
 from .test_local_run import Workspace, assert_completed, flops_run, marked_processes, project, remember_ports
@@ -37,8 +38,21 @@ ALLOWED_ENV = {
     "mlflow-aggregator-password": {"tracking-server", "aggregator"},
     "mlflow-reader-password": {"tracking-server", "model-server"},
     "mlflow-flask-secret-key": {"tracking-server"},
+    "flower-ca": {"aggregator"},
+    "flower-learner-key-seed": {"aggregator"},
 }
 ALLOWED_FILES = {"credentials.json"}
+LEARNERS = 2
+
+
+def derived(secrets: dict[str, str]) -> dict[str, str]:
+    """What the plan derives from the Flower secrets and may be in one service's environment only: each learner's
+    SuperNode key (that learner's), as rendered and as PEM text."""
+    keys = {f"learner-{i} key": pki.learner_key(secrets["flower-learner-key-seed"], i) for i in range(LEARNERS)}
+    return {**keys, **{f"{name} (PEM)": pki.pem(key).split("\n")[1] for name, key in keys.items()}}
+
+
+ALLOWED_DERIVED = {f"learner-{i} key": {f"learner-{i}"} for i in range(LEARNERS)}
 
 
 def _service(proc: psutil.Process, state: Path) -> str:
@@ -94,13 +108,14 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
 
     def on_line(line: str, proc: subprocess.Popen) -> None:
         if credentials.exists() and not line.startswith("Keeping"):
-            seen.look(json.loads(credentials.read_text()))
+            values = json.loads(credentials.read_text())
+            seen.look(values | derived(values) if "flower-ca" in values else values)
         if not line.startswith("Keeping the tracking server up at"):
             return
         try:
             secrets = json.loads(credentials.read_text())
             checks["secrets"] = secrets
-            seen.look(secrets)
+            seen.look(secrets | derived(secrets))
             base = line.split(" at ", 1)[1].split(" ")[0].split("/#")[0] + "/api/2.0/mlflow"
             reader = ("flops-reader", secrets["mlflow-reader-password"])
             aggregator = ("flops-aggregator", secrets["mlflow-aggregator-password"])
@@ -121,7 +136,7 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
         finally:
             proc.send_signal(signal.SIGINT)
 
-    manifest = project("digits-secrets-e2e", serving={"enabled": True})
+    manifest = project("digits-secrets-e2e", replicas=LEARNERS, serving={"enabled": True})
     run = flops_run(workspace, manifest, keep=True, on_line=on_line, extra=["--log-level", "debug"])
     status = run.status
     remember_ports(workspace, status)
@@ -141,8 +156,10 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
     # Every service was seen (the model server too, which read the model with the read-only login).
     assert {"artifact-store", "tracking-server", "aggregator", "learner", "model-server"} <= seen.services
     assert seen.in_argv == []
+    allowed = ALLOWED_ENV | ALLOWED_DERIVED
     for name, services in seen.in_env.items():
-        assert services <= ALLOWED_ENV[name], f"{name} in the environment of {services - ALLOWED_ENV[name]}"
+        assert services <= allowed.get(name, set()), f"{name} in the environment of {services - allowed.get(name, set())}"
+    assert {name: seen.in_env.get(name) for name in ALLOWED_DERIVED} == ALLOWED_DERIVED
     assert seen.in_env["mlflow-aggregator-password"] >= {"aggregator"}
     assert seen.in_env["mlflow-reader-password"] >= {"model-server"}
     assert set(checks["files"]) <= ALLOWED_FILES, checks["files"]  # type: ignore[arg-type]
@@ -151,6 +168,6 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
     logged = json.dumps([data.get("params", []), data.get("tags", [])])
     printed = "\n".join(run.lines) + json.dumps(run.document)
     assert any(" DEBUG " in line for line in run.lines), "no debug log lines to look at"
-    for name, value in secrets.items():
+    for name, value in (secrets | derived(secrets)).items():
         assert value not in logged, f"{name} in the MLflow run's params or tags"
         assert value not in printed, f"{name} in what flops run printed or its final status"

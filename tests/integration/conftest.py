@@ -146,6 +146,10 @@ class SteeredProgress:
                            login=None) -> bool:
         return False  # as an MLflow that cannot be written: the services stay until the drain bound
 
+    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
+                               login=None) -> bool:
+        return False  # as an MLflow that cannot be written
+
 
 @dataclass
 class Cluster:

@@ -9,6 +9,7 @@ from flops_aggregator.contract import STRATEGIES, AggregatorConfig
 from flops_aggregator.settings import parse
 from flops_learner.contract import LearnerTask
 from flops_operator.models.spec import StrategyName
+from tests.projects import fake_secret
 from flops_operator.plan.desired import FAST_IDLE_POLL_SECONDS, aggregator_config, desired, learner_task
 from flops_operator.plan.render import render_service
 from tests.projects import project
@@ -30,7 +31,7 @@ class Resolver:
         return "0.0.0.0"
 
     def secret(self, name: str) -> str:
-        return f"<{name}>"
+        return fake_secret(name)
 
     def workdir(self) -> str:
         return "/var/lib/flops"

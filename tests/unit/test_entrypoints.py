@@ -3,6 +3,7 @@ a bad setting fails fast with the documented exit code (the images' smoke tests 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,9 @@ import pytest
 
 from flops_aggregator import contract as aggregator_contract
 from flops_learner import contract as learner_contract
+from flops_aggregator.contract import AggregatorEnv
+from flops_operator.plan.desired import aggregator_config, learner_env
+from tests.projects import project
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -49,3 +53,28 @@ def test_invalid_settings_fail_fast_with_their_exit_codes(tmp_path):
                               "--workdir", str(tmp_path / "l")], capture_output=True, text=True, timeout=120)
     assert learner.returncode == 1, learner.stderr
     assert "partition id 3" in learner.stderr
+
+
+@pytest.mark.parametrize("given, message", [
+    ({"FLOPS_FLOWER_CA": "ca"}, "FLOPS_LEARNER_KEY_SEED, FLOPS_SUPERLINK_HOSTS not set"),
+    ({"FLOPS_FLOWER_CA": "not a pem", "FLOPS_LEARNER_KEY_SEED": "s", "FLOPS_SUPERLINK_HOSTS": "127.0.0.1"},
+     "not a CA bundle"),
+])
+def test_half_or_broken_flower_admission_is_a_configuration_error(tmp_path, given, message):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
+    env.update(AggregatorEnv(config=aggregator_config(project({"task": {"name": "digits-mlp"}})),
+                             superlink_address="127.0.0.1:1", workdir=str(tmp_path / "a"), admission=None).to_env())
+    done = subprocess.run([str(BIN / "flops-aggregator")], env={**env, **given}, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert "invalid aggregator configuration" in done.stderr and message in done.stderr
+
+
+def test_a_learner_with_half_its_admission_fails_naming_the_field(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
+    env.update(learner_env(project({"task": {"name": "digits-mlp"}}), 0, superlink="127.0.0.1:1",
+                           clientappio_address="127.0.0.1:2", workdir=str(tmp_path / "l"), admission=None).to_env())
+    done = subprocess.run([str(BIN / "flops-learner")], env={**env, "FLOPS_FLOWER_ROOT_CERT": "x"},
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    assert "invalid learner setup" in done.stderr and "supernode_key" in done.stderr

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from flops_operator.models import parse_project
-from flops_operator.plan.desired import credential_names, desired
+from flops_operator.plan.desired import FLOWER_CA, credential_names, desired
 from flops_operator.plan.render import render_service
 from flops_operator.plan.services import Role
 from flops_operator.platforms.base import PermanentPlatformError
@@ -16,6 +16,7 @@ from flops_operator.platforms.local import LOCAL_COMMANDS, local_command
 from flops_operator.platforms.local import mariadb
 from flops_operator.platforms.local.commands import FTP_MODULE, LocalContext
 from flops_operator.platforms.local.probes import HttpProbe, MysqlProbe, TcpProbe
+from tests.projects import fake_secret
 
 BIN = Path(sys.executable).parent
 
@@ -36,7 +37,8 @@ class Resolver:
 
     def __init__(self, service, workdir):
         self.service, self._workdir = service, workdir
-        self.secrets = {name: f"s3cret-{name}" for name in credential_names(project("mysql").spec)}
+        self.secrets = {name: fake_secret(name) if name == FLOWER_CA else f"s3cret-{name}"
+                        for name in credential_names(project("mysql").spec)}
 
     def address(self, service, port):
         return f"127.0.0.1:{self.PORTS[(service, port)]}"

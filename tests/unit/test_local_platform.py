@@ -9,8 +9,9 @@ import psutil
 import pytest
 
 from flops_operator.models import parse_project
-from flops_operator.plan.desired import desired
+from flops_operator.plan.desired import FLOWER_CA, LEARNER_KEY_SEED, desired
 from flops_operator.plan.services import Role
+from tests.projects import fake_secret
 from flops_operator.platforms.base import Platform, ServiceState, TransientPlatformError
 from flops_operator.platforms.local import LOCAL_COMMANDS, LocalPlatform, RestartPolicy
 from flops_operator.platforms.local.commands import LocalCommand, Recipe
@@ -37,6 +38,10 @@ def tiny(code):
         probe = TcpProbe(ctx.host, ctx.ports["superlink"]) if "superlink" in ctx.ports else None
         return LocalCommand(argv=[sys.executable, "-c", code], env=env, probe=probe)
     return build
+
+
+# The training services' credentials (the Flower CA and the learners' key seed), as the operator generates them.
+SECRETS = {FLOWER_CA: fake_secret(FLOWER_CA), LEARNER_KEY_SEED: "a-seed"}
 
 
 @pytest.fixture
@@ -81,7 +86,7 @@ async def test_it_is_a_platform(platform):
 async def test_ensure_starts_a_process_and_observe_reports_it(platform, project, tmp_path):
     ref, agg = project.ref, services(project)["aggregator"]
     try:
-        seen = await platform.ensure(ref, agg, {})
+        seen = await platform.ensure(ref, agg, SECRETS)
         assert seen.state is ServiceState.starting and seen.spec_hash == agg.spec_hash
         await wait_state(platform, ref, "aggregator", ServiceState.running)
         observed = (await platform.observe(ref)).services["aggregator"]
@@ -101,13 +106,13 @@ async def test_ensure_starts_a_process_and_observe_reports_it(platform, project,
 async def test_ensure_is_idempotent_and_replaces_on_a_new_spec_keeping_the_port(platform, project):
     ref, agg = project.ref, services(project)["aggregator"]
     try:
-        first = await platform.ensure(ref, agg, {})
+        first = await platform.ensure(ref, agg, SECRETS)
         await wait_state(platform, ref, "aggregator", ServiceState.running)
         old_pid = platform.process(ref, "aggregator").pid
-        again = await platform.ensure(ref, agg, {})
+        again = await platform.ensure(ref, agg, SECRETS)
         assert again.service_id == f"pid {old_pid}" and platform.process(ref, "aggregator").pid == old_pid
         changed = replace(agg, env=agg.env + (("EXTRA", "1"),))
-        replaced = await platform.ensure(ref, changed, {})
+        replaced = await platform.ensure(ref, changed, SECRETS)
         assert replaced.spec_hash == changed.spec_hash and replaced.address == first.address
         assert not alive(old_pid)
         await wait_state(platform, ref, "aggregator", ServiceState.running)
@@ -119,7 +124,7 @@ async def test_one_shot_outcomes_are_observed(platform, project, tmp_path):
     ref, agg = project.ref, services(project)["aggregator"]
     exit_file = tmp_path / "state" / "services" / "aggregator" / "exit"
     try:
-        await platform.ensure(ref, agg, {})
+        await platform.ensure(ref, agg, SECRETS)
         await wait_state(platform, ref, "aggregator", ServiceState.running)
         exit_file.write_text("4")
         await wait_state(platform, ref, "aggregator", ServiceState.failed)
@@ -135,9 +140,9 @@ async def test_dependents_are_rendered_with_the_allocated_address(platform, proj
     ref, specs = project.ref, services(project)
     try:
         with pytest.raises(TransientPlatformError, match="aggregator does not run yet"):
-            await platform.ensure(ref, specs["learner-0"], {})
-        agg = await platform.ensure(ref, specs["aggregator"], {})
-        await platform.ensure(ref, specs["learner-0"], {})
+            await platform.ensure(ref, specs["learner-0"], SECRETS)
+        agg = await platform.ensure(ref, specs["aggregator"], SECRETS)
+        await platform.ensure(ref, specs["learner-0"], SECRETS)
         env = platform.process(ref, "learner-0").launch.env
         assert env["FLOPS_SUPERLINK"] == agg.address
         assert env["FLOPS_CLIENTAPPIO_ADDRESS"].startswith("127.0.0.1:")
@@ -149,10 +154,10 @@ async def test_dependents_are_rendered_with_the_allocated_address(platform, proj
 async def test_remove_and_remove_all_stop_processes_and_free_ports(platform, project):
     ref, specs = project.ref, services(project)
     try:
-        await platform.ensure(ref, specs["aggregator"], {})
+        await platform.ensure(ref, specs["aggregator"], SECRETS)
         await wait_state(platform, ref, "aggregator", ServiceState.running)
         for name in ("learner-0", "learner-1"):
-            await platform.ensure(ref, specs[name], {})
+            await platform.ensure(ref, specs[name], SECRETS)
             await wait_state(platform, ref, name, ServiceState.running)
         pids = {n: platform.process(ref, n).pid for n in ("aggregator", "learner-0", "learner-1")}
         ports = set(platform.allocated_ports)
@@ -173,8 +178,8 @@ async def test_close_stops_every_project(platform, project):
     other = parse_project({**{"apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject"},
                            "metadata": {"name": "other"},
                            "spec": {"task": {"name": "digits-mlp"}, "tracking": {"uri": "http://127.0.0.1:9"}}})
-    await platform.ensure(project.ref, services(project)["aggregator"], {})
-    await platform.ensure(other.ref, services(other)["aggregator"], {})
+    await platform.ensure(project.ref, services(project)["aggregator"], SECRETS)
+    await platform.ensure(other.ref, services(other)["aggregator"], SECRETS)
     pids = [platform.process(p.ref, "aggregator").pid for p in (project, other)]
     await platform.close()
     assert not any(alive(p) for p in pids if p)

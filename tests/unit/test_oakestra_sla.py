@@ -81,6 +81,8 @@ SECRET_PLACES = {
     "mlflow-aggregator-password": {"tracking-server", "aggregator"},
     "mlflow-reader-password": {"tracking-server", "model-server"},
     "mlflow-flask-secret-key": {"tracking-server"},
+    "flower-ca": {"aggregator"},
+    "flower-learner-key-seed": {"aggregator"},
 }
 
 
@@ -95,7 +97,7 @@ def test_each_generated_secret_is_only_in_the_environment_of_the_slas_that_use_i
                              "metadata": {"name": "digits", "namespace": "team-a", "uid": "u-42"},
                              "spec": {"platform": "oakestra", "task": {"name": "digits-mlp"},
                                       "tracking": {"backendStore": {"type": "mysql"}}, "serving": {"enabled": True}}})
-    secrets = {name: generate() for name in credential_names(project.spec)}
+    secrets = {name: generate(name) for name in credential_names(project.spec)}
     assert set(secrets) == set(SECRET_PLACES)
     services = desired(project, training_done=False, model_registered=True)
     peers = {s.name: sla.Peer(f"10.30.0.{i}", {p.name: p.container_port for p in s.ports})
@@ -111,3 +113,21 @@ def test_each_generated_secret_is_only_in_the_environment_of_the_slas_that_use_i
             if any(value in entry for entry in ms["environment"]):
                 found.setdefault(name, set()).add(service.name)
     assert found == SECRET_PLACES
+    # What derives from the Flower secrets: learners get the CA's certificate (never its key: the bundle is the
+    # aggregator's alone, above), and each learner's SuperNode key is in that learner's SLA only.
+    from flops_runtime import pki
+    ca_cert = pki.ca_certificate(secrets["flower-ca"])
+    learners = [s for s in services if s.role.value == "learner"]
+    assert len(learners) >= 2
+    for i, service in enumerate(services, start=2):
+        ms = sla.microservice(REF, service, rr_ip=f"10.30.0.{i}", peers=peers,
+                              secrets={k: secrets[k] for k in service.secrets}, workdir="/var/lib/flops",
+                              port_range=(30000, 40000))
+        text = json.dumps(ms)
+        for learner in learners:
+            key = pki.learner_key(secrets["flower-learner-key-seed"], learner.partition_id)
+            assert (key in "".join(ms["environment"])) == (service.name == learner.name), (service.name, learner.name)
+            assert text.count(key) <= 1
+        if service.role.value == "learner":
+            assert f"FLOPS_FLOWER_ROOT_CERT={ca_cert}" in ms["environment"]
+        assert all("\n" not in entry for entry in ms["environment"]), "one line per variable (env files)"

@@ -10,6 +10,7 @@ from flops_operator.plan.diff import Create, Remove, Replace, Wait, diff, effect
 from flops_operator.plan.render import referenced_services, render_service
 from flops_operator.plan.services import Role
 from flops_operator.platforms.base import ObservedService, ServiceState
+from tests.projects import fake_secret
 
 
 def project(**spec):
@@ -67,15 +68,19 @@ def test_services_refer_to_each_other_only_by_placeholder():
         "mlflow-reader-password", "mlflow-flask-secret-key"}
 
 
-def test_no_secret_in_learner_env_and_only_its_login_in_the_aggregators():
+def test_learners_get_only_what_derives_from_the_flower_secrets_and_the_aggregator_its_login_and_pki():
     services = desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)
     for s in services:
         if s.role is Role.learner:
-            assert s.secrets == ()
+            assert s.secrets == ("flower-ca", "flower-learner-key-seed")
             assert "secret:" not in json.dumps(s.env) + json.dumps(s.command)
+            assert s.env_dict["FLOPS_FLOWER_ROOT_CERT"] == "{{cacert:flower-ca}}"
+            assert s.env_dict["FLOPS_SUPERNODE_KEY"] == "{{learnerkey:flower-learner-key-seed:%d}}" % s.partition_id
         if s.role is Role.aggregator:
-            assert s.secrets == ("mlflow-aggregator-password",)
-            assert [k for k, v in s.env if "secret:" in v] == ["MLFLOW_TRACKING_PASSWORD"]
+            assert s.secrets == ("mlflow-aggregator-password", "flower-ca", "flower-learner-key-seed")
+            assert [k for k, v in s.env if "secret:" in v] == [
+                "FLOPS_FLOWER_CA", "FLOPS_LEARNER_KEY_SEED", "MLFLOW_TRACKING_PASSWORD"]
+            assert s.env_dict["FLOPS_SUPERLINK_HOSTS"] == "{{host:aggregator}}"
             assert "secret:" not in json.dumps(s.command)
 
 
@@ -91,14 +96,15 @@ def test_aggregator_config_resolves_defaults():
 
 
 LOGINS = ["mlflow-admin-password", "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"]
+FLOWER = ["flower-ca", "flower-learner-key-seed"]
 
 
 @pytest.mark.parametrize("spec,names", [
-    ({}, ["ftp-password", *LOGINS]),
+    ({}, ["ftp-password", *LOGINS, *FLOWER]),
     ({"tracking": {"backendStore": {"type": "mysql"}}},
-     ["backend-password", "backend-root-password", "ftp-password", *LOGINS]),
-    ({"tracking": {"artifactStore": {"type": "local"}}}, LOGINS),
-    ({"tracking": {"uri": "http://mlflow.example"}}, []),
+     ["backend-password", "backend-root-password", "ftp-password", *LOGINS, *FLOWER]),
+    ({"tracking": {"artifactStore": {"type": "local"}}}, [*LOGINS, *FLOWER]),
+    ({"tracking": {"uri": "http://mlflow.example"}}, FLOWER),
 ])
 def test_credential_names(spec, names):
     assert credential_names(project(**spec).spec) == names
@@ -118,7 +124,7 @@ class _Resolver:
         return "127.0.0.1"
 
     def secret(self, name):
-        return f"<{name}>"
+        return fake_secret(name)
 
     def workdir(self):
         return "/w"

@@ -111,7 +111,8 @@ async def test_finalize_honours_deletion_policy():
     assert platform.services(result.project.ref)
     assert set(creds.orphaned[result.project.ref.uid]) == {
         "backend-password", "backend-root-password", "ftp-password", "mlflow-admin-password",
-        "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"}
+        "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key", "flower-ca",
+        "flower-learner-key-seed"}
     assert await finalize(MANIFEST, platform=platform, credentials=creds) is True
     assert platform.projects == {} and creds.store == {}
 

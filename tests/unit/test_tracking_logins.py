@@ -11,7 +11,7 @@ from flops_operator.credentials import MemoryCredentials
 from flops_operator.models import InvalidProject, parse_project, validate_spec
 from flops_operator.models.edits import immutable_values
 from flops_operator.models.spec import public_uri
-from flops_operator.plan.desired import MLFLOW_CREDENTIALS, credential_names, desired, login
+from flops_operator.plan.desired import FLOWER_CREDENTIALS, MLFLOW_CREDENTIALS, credential_names, desired, login
 from flops_operator.platforms.base import MissingCredentials
 from flops_operator.platforms.fake import FakePlatform
 from flops_operator.progress import NoProgress
@@ -82,19 +82,20 @@ def test_the_plan_gives_the_logins_to_the_services_that_use_them_and_only_by_pla
     assert set(MLFLOW_CREDENTIALS) <= set(tracking.secrets)
     assert TrackingEnv.from_env(tracking.env_dict).model == "digits"
     assert aggregator.env_dict["MLFLOW_TRACKING_USERNAME"] == "flops-aggregator"
-    assert aggregator.secrets == ("mlflow-aggregator-password",)
+    assert aggregator.secrets == ("mlflow-aggregator-password", *FLOWER_CREDENTIALS)
     assert model_server.env_dict["MLFLOW_TRACKING_USERNAME"] == "flops-reader"
     assert model_server.secrets == ("mlflow-reader-password",)
     for service in services.values():
         assert not any("secret:" in part for part in service.command), service.name
-    assert not any(s.secrets for s in services.values() if s.role.value == "learner")
+    # Learners render only what derives from the Flower secrets (the CA's certificate, their own key).
+    assert all(s.secrets == FLOWER_CREDENTIALS for s in services.values() if s.role.value == "learner")
 
 
 def test_an_existing_server_needs_no_generated_login():
     project = parse_project(manifest(EXTERNAL))
     assert not set(MLFLOW_CREDENTIALS) & set(credential_names(project.spec))
     (aggregator, *_) = desired(project, training_done=False)
-    assert aggregator.secrets == ("tracking-username", "tracking-password")
+    assert aggregator.secrets == ("tracking-username", "tracking-password", *FLOWER_CREDENTIALS)
 
 
 @pytest.mark.parametrize("referenced, names", [

@@ -27,6 +27,7 @@ class RunsByIdentity:
         self.runs: dict[str, TrainingProgress] = {}
         self.stop_requests: list[tuple[str, str]] = []
         self.stop_logins: list[str | None] = []
+        self.learner_requests: list[tuple[str, int, str | None]] = []
 
     async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         return self.runs.get(training_identity(project.spec))
@@ -38,6 +39,14 @@ class RunsByIdentity:
         self.stop_logins.append(login[0] if login else None)
         identity = training_identity(project.spec)
         self.runs[identity] = dataclasses.replace(self.runs[identity], stop_requested=reason)
+        return True
+
+    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
+                               login=None) -> bool:
+        """As the tag on the run: the next fetch shows it."""
+        self.learner_requests.append((run_id, count, login[0] if login else None))
+        identity = training_identity(project.spec)
+        self.runs[identity] = dataclasses.replace(self.runs[identity], learners_tag=str(count))
         return True
 
 
@@ -350,3 +359,23 @@ async def test_a_resume_whose_checkpoint_is_gone_fails_with_the_run_s_words():
     await p.converge()
     assert p.status.phase is Phase.Failed and p.status.message == f"aggregator failed: {error}"
     assert set(p.platform.services(p.ref)) == {"artifact-store", "tracking-server"}
+
+
+async def test_learners_scaled_while_training_are_asked_of_the_running_aggregator_with_its_login():
+    p = Project_()
+    await p.converge()
+    replicas = p.manifest["spec"]["learners"]["replicas"]
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="r1", run_status="RUNNING", round=1,
+                                                   learners_tag=str(replicas))
+    await p.converge()
+    assert p.mlflow.learner_requests == []  # the run already admits the spec's learners
+    scaled = edited(p.manifest, 2, learners={"replicas": replicas + 2})
+    await p.converge(scaled)
+    assert p.mlflow.learner_requests == [("r1", replicas + 2, "flops-aggregator")]
+    assert {f"learner-{i}" for i in range(replicas + 2)} <= set(p.platform.services(p.ref))
+    await p.converge(scaled)
+    assert len(p.mlflow.learner_requests) == 1, "asked once: the run carries the count"
+    p.mlflow.runs[p.identity()] = dataclasses.replace(p.mlflow.runs[p.identity()], run_status="FINISHED",
+                                                      learners_tag=None)
+    await p.converge(edited(scaled, 3, learners={"replicas": 1}))
+    assert len(p.mlflow.learner_requests) == 1, "nothing asked of a run that has ended"

@@ -97,7 +97,7 @@ class SecretCredentials:
     def _ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         secret = self._read(project)
         values = _decode(secret.data) if secret is not None else {}
-        missing = {n: generate() for n in names if n not in values}
+        missing = {n: generate(n) for n in names if n not in values}
         if secret is None:
             body = kubernetes.client.V1Secret(
                 metadata=kubernetes.client.V1ObjectMeta(

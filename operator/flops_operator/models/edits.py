@@ -39,7 +39,8 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
     ("training.activeDeadlineSeconds", Edit.in_place,
      "bounds the training under way; raised past the time spent, it resumes a training that ended DeadlineExceeded"),
     ("learners.replicas", Edit.in_place,
-     "while training, learners are added or removed and the run goes on; after training, nothing to do"),
+     "while training, learners are added or removed and the run goes on (the aggregator admits exactly the new "
+     "learners' keys); after training, nothing to do"),
     ("learners.resources", Edit.in_place, "running learners are replaced; the run goes on"),
     ("learners.placement", Edit.in_place, "running learners are replaced; the run goes on"),
     ("aggregator.resources", Edit.in_place,

@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestModel, ProjectId, Registry, Strategy,
-                                       Training)
-from flops_learner.contract import DataRef, LearnerEnv, LearnerTask, TaskRef
+from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestModel, FlowerAdmission, ProjectId,
+                                       Registry, Strategy, Training)
+from flops_learner.contract import DataRef, LearnerAdmission, LearnerEnv, LearnerTask, TaskRef
 from flops_tracking.contract import (AGGREGATOR_USER, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME, READER_USER,
                                      TrackingEnv)
 
@@ -47,6 +47,10 @@ MLFLOW_AGGREGATOR_PASSWORD = "mlflow-aggregator-password"
 MLFLOW_READER_PASSWORD = "mlflow-reader-password"
 MLFLOW_SECRET_KEY = "mlflow-flask-secret-key"
 MLFLOW_CREDENTIALS = (MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD, MLFLOW_READER_PASSWORD, MLFLOW_SECRET_KEY)
+# The project's Flower PKI (flops_runtime.pki): its CA (key and certificate) and the seed of the learners' keys.
+FLOWER_CA = "flower-ca"
+LEARNER_KEY_SEED = "flower-learner-key-seed"
+FLOWER_CREDENTIALS = (FLOWER_CA, LEARNER_KEY_SEED)
 # An existing tracking server's login, read from the Secret spec.tracking.credentialsSecret names.
 TRACKING_USERNAME = "tracking-username"
 TRACKING_PASSWORD = "tracking-password"
@@ -64,7 +68,7 @@ def credential_names(spec: FLOpsProjectSpec) -> list[str]:
         names.append(FTP_PASSWORD)
     if spec.tracking.uri is None:
         names += MLFLOW_CREDENTIALS
-    return names
+    return names + list(FLOWER_CREDENTIALS)
 
 
 def referenced_credentials(spec: FLOpsProjectSpec) -> dict[str, str]:
@@ -264,14 +268,25 @@ def learner_task(project: Project) -> LearnerTask:
 
 
 def learner_env(project: Project, partition_id: int, *, superlink: str, clientappio_address: str, workdir: str,
-                max_wait_seconds: float | None = None) -> LearnerEnv:
+                admission: LearnerAdmission | None, max_wait_seconds: float | None = None) -> LearnerEnv:
     """One learner's contract; the plan renders it with placeholders, tests and benchmarks with real values."""
     fast = _fast(project.spec)
     return LearnerEnv(task=learner_task(project), superlink=superlink, partition_id=partition_id,
                       num_partitions=project.spec.learners.replicas, clientappio_address=clientappio_address,
                       workdir=workdir, max_wait_seconds=max_wait_seconds,
                       clientapp="warm" if fast else "subprocess",
-                      idle_poll_seconds=FAST_IDLE_POLL_SECONDS if fast else None)
+                      idle_poll_seconds=FAST_IDLE_POLL_SECONDS if fast else None, admission=admission)
+
+
+# The SuperLink serves TLS with a certificate its aggregator issues from the project's CA for the address the
+# learners use (on Oakestra its round-robin IP); each learner trusts that CA only and signs with its own key.
+AGGREGATOR_ADMISSION = FlowerAdmission(ca=_secret(FLOWER_CA), learner_key_seed=_secret(LEARNER_KEY_SEED),
+                                       hosts="{{host:aggregator}}")
+
+
+def learner_admission(partition_id: int) -> LearnerAdmission:
+    return LearnerAdmission(root_cert="{{cacert:%s}}" % FLOWER_CA,
+                            supernode_key="{{learnerkey:%s:%d}}" % (LEARNER_KEY_SEED, partition_id))
 
 
 def _aggregator(project: Project) -> ServiceSpec:
@@ -283,9 +298,10 @@ def _aggregator(project: Project) -> ServiceSpec:
         image=spec.aggregator.image or spec.task.image or images.AGGREGATOR,
         command=("flops-aggregator",),
         env=tuple(AggregatorEnv(config=aggregator_config(project), superlink_address="{{bind}}:{{port:superlink}}",
-                                workdir="{{workdir}}", tracking_uri=tracking_uri(project)).to_env().items())
+                                workdir="{{workdir}}", tracking_uri=tracking_uri(project),
+                                admission=AGGREGATOR_ADMISSION).to_env().items())
         + (writer.env() if writer else ()),
-        secrets=writer.secrets if writer else (),
+        secrets=(writer.secrets if writer else ()) + FLOWER_CREDENTIALS,
         scale_env=("FLOPS_CONFIG",),
         scale_free=(("FLOPS_CONFIG", json.dumps(_scale_free(project), sort_keys=True)),),
         ports=(Port("superlink", SUPERLINK_PORT),),
@@ -306,7 +322,9 @@ def _learner(project: Project, partition_id: int) -> ServiceSpec:
         command=("flops-learner",),
         env=tuple(learner_env(project, partition_id, superlink="{{addr:aggregator:superlink}}",
                               clientappio_address="127.0.0.1:{{port:clientappio}}",
-                              workdir="{{workdir}}").to_env().items()),
+                              workdir="{{workdir}}", admission=learner_admission(partition_id)).to_env().items()),
+        # Rendered into derived values only: the CA's certificate, and this learner's own key.
+        secrets=FLOWER_CREDENTIALS,
         ports=(Port("clientappio", CLIENTAPPIO_PORT),),
         memory_mb=spec.learners.resources.memory_mb,
         vcpus=spec.learners.resources.vcpus,

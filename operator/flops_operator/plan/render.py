@@ -5,6 +5,8 @@
     {{port:PORT}}          the port this service listens on for PORT
     {{bind}}               the interface this service listens on
     {{secret:NAME}}        a generated project credential (never logged, never in status)
+    {{cacert:NAME}}        the certificate (public) of the CA bundle credential NAME (flops_runtime.pki)
+    {{learnerkey:NAME:N}}  learner N's SuperNode key, derived from the seed credential NAME (flops_runtime.pki)
     {{workdir}}            a directory this service may write to
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import re
 from typing import Protocol
+
+from flops_runtime import pki
 
 from .services import ServiceSpec
 
@@ -40,6 +44,10 @@ def render(text: str, resolver: Resolver) -> str:
             return resolver.bind()
         if kind == "secret" and a and not b:
             return resolver.secret(a)
+        if kind == "cacert" and a and not b:
+            return pki.ca_certificate(resolver.secret(a))
+        if kind == "learnerkey" and a and b and b.isdigit():
+            return pki.learner_key(resolver.secret(a), int(b))
         if kind == "workdir" and not a:
             return resolver.workdir()
         raise ValueError(f"unknown placeholder {match.group(0)!r}")
@@ -55,10 +63,10 @@ def render_service(service: ServiceSpec, resolver: Resolver) -> tuple[list[str],
 
 
 def referenced_services(service: ServiceSpec) -> set[str]:
-    """Services whose addresses this service's command/env use."""
+    """Other services whose addresses this service's command/env use."""
     names = set()
     for text in [*service.command, *(v for _, v in service.env)]:
         for kind, a, _ in _PLACEHOLDER.findall(text):
             if kind in ("addr", "host"):
                 names.add(a)
-    return names
+    return names - {service.name}
