@@ -86,7 +86,8 @@ def test_create_converges_to_ready_with_finalizer_services_secret_and_events(clu
     owner = secret.metadata.owner_references[0]
     assert (owner.kind, owner.name, owner.uid, owner.controller) == ("FLOpsProject", name, ref.uid, True)
     assert set(secret.data) == {"backend-password", "backend-root-password", "ftp-password", "mlflow-admin-password",
-                                "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"}
+                                "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key",
+                                "flower-ca", "flower-learner-key-seed"}
     exposed = str(cluster.get(ns, name)) + " ".join(f"{e.reason} {e.message}" for e in cluster.events(ns, name))
     for value in secret_values(cluster, ns, name):
         assert len(value) >= 20 and value not in exposed
