@@ -53,6 +53,9 @@ class Steered:
                                login=None) -> bool:
         return False  # as an MLflow that cannot be written
 
+    async def allow_address(self, project: Project, tracking_url: str, via: str, login=None) -> bool:
+        return True  # as a server that answers at its public address
+
 
 class World:
     """One project on the in-memory platform, reconciled as an adapter would."""

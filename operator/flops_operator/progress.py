@@ -93,6 +93,13 @@ class ProgressSource(Protocol):
         False if the request could not be written (asked again next look)."""
         ...
 
+    async def allow_address(self, project: Project, tracking_url: str, via: str,
+                            login: tuple[str, str] | None = None) -> bool:
+        """Make the project's own tracking server answer at tracking_url's host:port: if it refuses that Host,
+        write the address to its experiment's allowed-hosts tag, sent with `via` (an address it accepts) as the
+        Host; its entrypoint then restarts MLflow with it. False if that was needed and could not be written."""
+        ...
+
 
 class NoProgress:
     """The no-op twin: for platforms/tests with no tracking server to read."""
@@ -107,4 +114,8 @@ class NoProgress:
 
     async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
                                login: tuple[str, str] | None = None) -> bool:
+        return False
+
+    async def allow_address(self, project: Project, tracking_url: str, via: str,
+                            login: tuple[str, str] | None = None) -> bool:
         return False

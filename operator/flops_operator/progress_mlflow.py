@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+from flops_tracking.contract import ALLOWED_HOSTS_TAG
 
 from .models import Project
 from .models.edits import training_identity
@@ -27,6 +29,8 @@ TRAINING_ID_TAG = "flops.training.id"
 STOP_TAG = "flops.stop.requested"
 LEARNERS_TAG = "flops.learners"
 ROUND_OVERHEAD = "round_overhead_seconds"
+# What MLflow answers (403) to a Host header not in its --allowed-hosts (mlflow.server.security_utils).
+INVALID_HOST = "Invalid Host header"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
 
@@ -160,3 +164,27 @@ class MlflowProgress:
             log.info("%s: the %s to MLflow run %s was not written: %s", project.ref.key, what, run_id, exc)
             return False
         return answer is not None  # None: refused (401/403, said by _call) or no such run
+
+    async def allow_address(self, project: Project, tracking_url: str, via: str,
+                            login: tuple[str, str] | None = None) -> bool:
+        base = tracking_url.rstrip("/") + API
+        public = urlsplit(tracking_url).netloc
+        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else {}
+        query = {"experiment_name": experiment_name(project)}
+        try:
+            async with self._client().get(f"{base}/experiments/get-by-name", params=query, headers=auth) as response:
+                if response.status != 403 or INVALID_HOST not in await response.text():
+                    return True
+            through = {**auth, "Host": via}
+            found = await self._call("GET", f"{base}/experiments/get-by-name", params=query, headers=through)
+            if not found or "experiment" not in found:
+                return False
+            written = await self._call("POST", f"{base}/experiments/set-experiment-tag", headers=through, json={
+                "experiment_id": found["experiment"]["experiment_id"], "key": ALLOWED_HOSTS_TAG, "value": public})
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError) as exc:
+            log.info("%s: the tracking server's public address %s was not announced: %s", project.ref.key, public, exc)
+            return False
+        if written is not None:
+            log.info("%s: the tracking server does not answer at %s yet: asked it (through %s) to allow it",
+                     project.ref.key, public, via)
+        return written is not None

@@ -24,7 +24,7 @@ from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
 from .progress import ProgressSource, TrainingProgress
-from .status import compute_status, invalid_status, tracking_url, training_outcome
+from .status import announce_via, compute_status, invalid_status, tracking_url, training_outcome
 from .training_state import drain, rerun, wants_learners
 
 log = logging.getLogger(__name__)
@@ -127,6 +127,9 @@ async def reconcile(
     url = tracking_url(project, observation)
     progress = (await progress_source.fetch(project, url, login=await _login(project, credentials, referenced))
                 if url else None)
+    if progress is None and url and (via := announce_via(project, observation)):
+        await progress_source.allow_address(project, url, via,
+                                            login=await _login(project, credentials, referenced, writer=True))
     registered = bool(progress and progress.model_version) or _registered(previous, project)
     training_plan = _plan(manifest, project, training_done=False, model_registered=registered)
     aggregator_hash = next((s.spec_hash for s in training_plan if s.name == "aggregator"), None)

@@ -11,7 +11,7 @@ from . import status_policies as policies
 from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus, TrainingStatus
 from .plan.diff import Action
 from .plan.services import Role, ServiceSpec
-from .platforms.base import Observation, ObservedService
+from .platforms.base import Observation, ObservedService, ServiceState
 from .progress import TrainingProgress
 from .training_state import Drain, TrainingOutcome, training_outcome, training_status
 
@@ -53,6 +53,19 @@ def tracking_url(project: Project, observation: Observation) -> str | None:
     if seen is not None and seen.external_address:
         return f"http://{seen.external_address}"
     return None
+
+
+def announce_via(project: Project, observation: Observation) -> str | None:
+    """The address through which the operator tells the project's own tracking server the public address it is
+    reached at (it answers only to Host headers it knows, flops_tracking.allowed_hosts): its service address,
+    when it has one and is published somewhere else (Oakestra: the worker's IP and host port). None: nothing to
+    tell (an existing MLflow, the local platform, or not running yet)."""
+    if project.spec.tracking.uri:
+        return None
+    seen = observation.services.get("tracking-server")
+    if seen is None or seen.state != ServiceState.running or not seen.address or not seen.external_address:
+        return None
+    return seen.address if seen.external_address != seen.address else None
 
 
 def compute_status(

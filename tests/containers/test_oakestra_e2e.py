@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import urllib.error
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
@@ -99,6 +100,16 @@ def delete_and_verify_nothing_left(world: World, ns: str, name: str, ref) -> Non
     eventually(lambda: not world.project_containers(ref), what="the project's containers removed", timeout=60)
 
 
+def host_status(url: str, host: str | None, login: tuple[str, str]) -> int:
+    request = urllib.request.Request(url, headers={"Authorization": "Basic " + base64.b64encode(
+        ":".join(login).encode()).decode(), **({"Host": host} if host else {})})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as rsp:
+            return rsp.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def test_the_oakestra_example_trains_registers_and_serves_in_containers(world: World, tmp_path: Path):
     ns, name = world.cluster.namespace(), "digits"
     ref = world.cluster.ref(world.cluster.create(ns, name, example(**{"serving.enabled": True})))
@@ -132,8 +143,16 @@ def test_the_oakestra_example_trains_registers_and_serves_in_containers(world: W
     with urllib.request.urlopen(request, timeout=60) as rsp:
         predictions = json.loads(rsp.read())["predictions"]
     assert len(predictions) == len(json.loads(payload)["inputs"])
+    # The plan lists only the service address: MLflow answers at the public one because the operator announced it,
+    # and still refuses any other Host.
+    search = f"{tracking}/api/2.0/mlflow/experiments/search?max_results=1"
+    assert host_status(search, None, reader) == 200
+    assert host_status(search, "evil.example", reader) == 403
 
     delete_and_verify_nothing_left(world, ns, name, ref)
+    logs = "".join(p.read_text() for p in world.scene.log_dir.glob("*.log") if app_name(ref) in p.name
+                   and service_name("tracking-server") in p.name)
+    assert logs.count("restarting mlflow server") == 1, logs[-3000:]
 
 
 def test_a_killed_aggregator_container_shows_in_status(world: World):

@@ -116,8 +116,10 @@ def test_tracking_server_runs_the_entrypoint_of_this_env_with_the_rendered_store
     # the store URIs and the logins carry passwords: they stay off the process list
     assert not any(secret in part for part in argv for secret in (password, ftp, *logins.values()))
     assert "--serve-artifacts" in argv
-    # Not the plan's "*": exactly the loopback names the local server is reached by.
+    # Not the plan's service address: exactly the loopback names the local server is reached by.
     assert argv[argv.index("--allowed-hosts") + 1] == "127.0.0.1:4003,localhost:4003,127.0.0.1,localhost"
+    # ... which is all of them: no public address to learn later, no tag to watch (the entrypoint execs MLflow).
+    assert "FLOPS_ALLOWED_HOSTS_TAG" not in command.env
     assert command.probe == HttpProbe("http://127.0.0.1:4003/health")
 
 

@@ -28,6 +28,7 @@ class RunsByIdentity:
         self.stop_requests: list[tuple[str, str]] = []
         self.stop_logins: list[str | None] = []
         self.learner_requests: list[tuple[str, int, str | None]] = []
+        self.announced: list[tuple[str, str, str | None]] = []
 
     async def fetch(self, project: Project, tracking_url: str, login=None) -> TrainingProgress | None:
         return self.runs.get(training_identity(project.spec))
@@ -47,6 +48,10 @@ class RunsByIdentity:
         self.learner_requests.append((run_id, count, login[0] if login else None))
         identity = training_identity(project.spec)
         self.runs[identity] = dataclasses.replace(self.runs[identity], learners_tag=str(count))
+        return True
+
+    async def allow_address(self, project: Project, tracking_url: str, via: str, login=None) -> bool:
+        self.announced.append((tracking_url, via, login[0] if login else None))
         return True
 
 
@@ -379,3 +384,17 @@ async def test_learners_scaled_while_training_are_asked_of_the_running_aggregato
                                                       learners_tag=None)
     await p.converge(edited(scaled, 3, learners={"replicas": 1}))
     assert len(p.mlflow.learner_requests) == 1, "nothing asked of a run that has ended"
+
+
+async def test_the_tracking_servers_public_address_is_announced_until_its_progress_reads():
+    p = Project_()
+    await p.converge()
+    # The fake platform publishes the tracking server at 127.0.0.1, elsewhere than its service address: while
+    # nothing is readable there, each look asks it (through the service address, as the aggregator) to allow it.
+    assert p.mlflow.announced, "the public address was never announced"
+    assert set(p.mlflow.announced) == {("http://127.0.0.1:5000", "tracking-server.team-a.digits:5000",
+                                        "flops-aggregator")}
+    asked = len(p.mlflow.announced)
+    p.mlflow.runs[p.identity()] = TrainingProgress(run_id="run-0", run_status="RUNNING", round=1)
+    await p.converge()
+    assert len(p.mlflow.announced) == asked, "announced again although progress reads"

@@ -118,3 +118,20 @@ def prepare(env: TrackingEnv, backend_store_uri: str) -> Path:
     log.info("tracking server: users %s; experiment %s and registered model %r granted",
              ", ".join(u for u, _, _ in users(env)), experiment_id, env.model)
     return ini
+
+
+def main() -> None:
+    """`python -m flops_tracking.bootstrap`: prepare() from the environment, in a process of its own (the
+    supervising entrypoint then does not keep MLflow's stores, ~220 MB, resident beside the server)."""
+    import os
+    import sys
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    backend = os.environ.get("MLFLOW_BACKEND_STORE_URI")
+    if not backend:
+        sys.exit("flops-tracking-server: MLFLOW_BACKEND_STORE_URI is not set")
+    prepare(TrackingEnv.from_env(dict(os.environ)), backend)
+
+
+if __name__ == "__main__":
+    main()

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestModel, FlowerAdmission, ProjectId,
                                        Registry, Strategy, Training)
 from flops_learner.contract import DataRef, LearnerAdmission, LearnerEnv, LearnerTask, TaskRef
-from flops_tracking.contract import (AGGREGATOR_USER, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME, READER_USER,
-                                     TrackingEnv)
+from flops_tracking.contract import (AGGREGATOR_USER, ALLOWED_HOSTS_TAG, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME,
+                                     READER_USER, TrackingEnv)
 
 from ..models import Project
 from ..models.edits import training_identity
@@ -183,7 +183,8 @@ def _tracking_server(project: Project) -> ServiceSpec:
     auth = TrackingEnv(workdir="{{workdir}}", experiment=experiment_name(project), model=model_name(project),
                        admin_password=_secret(MLFLOW_ADMIN_PASSWORD),
                        aggregator_password=_secret(MLFLOW_AGGREGATOR_PASSWORD),
-                       reader_password=_secret(MLFLOW_READER_PASSWORD), secret_key=_secret(MLFLOW_SECRET_KEY))
+                       reader_password=_secret(MLFLOW_READER_PASSWORD), secret_key=_secret(MLFLOW_SECRET_KEY),
+                       allowed_hosts_tag=ALLOWED_HOSTS_TAG)
     return ServiceSpec(
         name="tracking-server",
         role=Role.tracking_server,
@@ -193,10 +194,11 @@ def _tracking_server(project: Project) -> ServiceSpec:
             "--host", "{{bind}}", "--port", "{{port:http}}",
             "--serve-artifacts",
             "--workers", "1",
-            # MLflow answers only to the Host headers listed here. The local platform lists its loopback
-            # addresses; on Oakestra the UI is published on a worker's host port whose public IP is only
-            # known after scheduling, so any host is accepted there (the login is what protects it).
-            "--allowed-hosts", "*",
+            # MLflow answers only to the Host headers listed here (and the entrypoint adds loopback). The local
+            # platform lists its loopback addresses; elsewhere the server is published on an address known
+            # only once it runs (Oakestra: the worker's IP and host port), which the operator then writes to the
+            # experiment's ALLOWED_HOSTS_TAG and the entrypoint adds (flops_tracking.allowed_hosts).
+            "--allowed-hosts", "{{host:tracking-server}}:{{port:http}}",
         ),
         # The store URIs and the logins carry passwords: env (read by mlflow and the entrypoint) keeps them
         # off the process list.

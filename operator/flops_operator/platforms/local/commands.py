@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from flops_tracking.contract import ENV_ALLOWED_HOSTS_TAG
+
 from ...plan.services import Role, ServiceSpec
 from ..base import PermanentPlatformError
 from .layout import FTP_ROOT
@@ -114,6 +116,8 @@ def _tracking_server(service: ServiceSpec, argv: list[str], env: dict[str, str],
     # MLflow 3 answers only to Host headers it knows; locally those are exactly the loopback names.
     hosts = f"{ctx.host}:{port},localhost:{port},{ctx.host},localhost"
     argv = _replace_option([script(ctx, "flops-tracking-server"), *argv[1:]], "--allowed-hosts", hosts)
+    # Those are all the addresses it is reached at: nothing to learn later (and no tag to watch).
+    env = {k: v for k, v in env.items() if k != ENV_ALLOWED_HOSTS_TAG}
     return LocalCommand(argv=argv, env=env, probe=HttpProbe(f"http://{ctx.host}:{port}/health"))
 
 
