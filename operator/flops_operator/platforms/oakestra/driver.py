@@ -21,12 +21,12 @@ from ...models import ProjectRef
 from ...plan.services import ServiceSpec
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
 from . import leftovers, names, sla
-from .client import OakestraClient, OakestraRefused, TokenRefused, WriteOutcomeUnknown
+from .applications import Applications, NotListed
+from .client import OakestraClient, OakestraRefused, WriteOutcomeUnknown
 from .config import OakestraConfig
 from .history import History, health_urls, probe
 from .interpret import StoredService, Verdict, judge, observed, parse
 from .retries import attempts
-from .shared import Shared
 from .views import AppGone, Views
 
 log = logging.getLogger(__name__)
@@ -49,11 +49,8 @@ class OakestraPlatform:
         self.client = OakestraClient(config, clock=clock)
         self._clock = clock
         self._customer = config.customer_id or config.username
-        self._user_id: str | None = None
-        self._apps: dict[tuple[str, str], str] = {}
-        """(application_name, application_namespace) -> applicationID."""
-        self._listing: Shared[None] | None = None
         self._views = Views(self._read, self._forget_app)
+        self._apps = Applications(self.client, self._customer, self._views)
         self._history = History()
         self._probes: aiohttp.ClientSession | None = None
         self._unschedulable_since: dict[str, float] = {}
@@ -68,7 +65,8 @@ class OakestraPlatform:
         return cls(OakestraConfig.from_mapping(data, base64_values=base64_values, **overrides))
 
     async def close(self) -> None:
-        for shared in (self._listing, *self._views.reads()):
+        self._apps.cancel()
+        for shared in self._views.reads():
             if shared is not None and not shared.done():
                 shared.cancel()
         self._jobs.cancel()
@@ -76,92 +74,14 @@ class OakestraPlatform:
             await self._probes.close()
         await self.client.close()
 
-    # Applications.
-    def _app_key(self, project: ProjectRef) -> tuple[str, str]:
-        return names.app_name(project), names.app_namespace(project)
-
-    def _index(self, apps: list[dict]) -> None:
-        """The app listing is the user's complete list of apps."""
-        index = {}
-        for app in apps:
-            key = (app.get("application_name"), app.get("application_namespace"))
-            if isinstance(app.get("applicationID"), str) and all(isinstance(k, str) for k in key):
-                index[key] = app["applicationID"]
-        self._apps = index
-
-    @staticmethod
-    def _app_id_in(apps: list[dict], key: tuple[str, str]) -> str | None:
-        for app in apps:
-            if (app.get("application_name"), app.get("application_namespace")) == key:
-                found = app.get("applicationID")
-                return found if isinstance(found, str) else None
-        return None
-
-    async def _list_apps(self) -> None:
-        """List the user's apps once for everyone waiting (a cold start lists once, not per project)."""
-        if self._listing is None or self._listing.done():
-            async def listing() -> None:
-                for last in (False, True):
-                    logins = self.client.logins
-                    if self._user_id is None:
-                        self._user_id = await self.client.user_id()
-                    try:
-                        apps = await self.client.list_apps(self._user_id)
-                    except TokenRefused:
-                        if last or self.client.logins == logins:
-                            raise
-                        # Logged in anew: Oakestra may have restarted with a new record (and id) of
-                        # this user, which the listing's path names. Read it again, once.
-                        self._user_id = None
-                        continue
-                    self._index(apps)
-                    return
-            self._listing = Shared(listing())
-        await self._listing.result()
-
-    async def _find_app(self, project: ProjectRef, *, refresh: bool = False) -> str | None:
-        key = self._app_key(project)
-        if refresh or key not in self._apps:
-            await self._list_apps()
-        return self._apps.get(key)
-
     def _forget_app(self, project: ProjectRef) -> None:
-        self._apps.pop(self._app_key(project), None)
+        self._apps.forget(project)
         self._views.forget(project)
         self._history.forget(project.uid)
 
     def addresses_held(self) -> set[str]:
         """Round-robin addresses the driver will not ask for: those its last reads show, and creates in flight."""
         return self._views.addresses()
-
-    async def _ensure_app(self, project: ProjectRef) -> str:
-        state = self._views.of(project)
-        async with state.lock:
-            app_id = await self._find_app(project)
-            if app_id is not None:
-                return app_id
-            try:
-                apps = await self.client.create_app(sla.application(project, self._customer))
-            except WriteOutcomeUnknown:
-                # Created or not: only a fresh listing tells.
-                found = await self._find_app(project, refresh=True)
-                if found is None:
-                    raise
-                return found
-            if apps is None:
-                # 409: it exists after all (created by an earlier attempt whose answer was lost).
-                found = await self._find_app(project, refresh=True)
-            else:
-                # The answer lists every app of the user; re-indexing them all at each create made
-                # creating n projects cost n^2. Only this project's entry is news.
-                found = self._app_id_in(apps, self._app_key(project))
-                if found is not None:
-                    self._apps[self._app_key(project)] = found
-                    # A new app has no services: nothing to read before its first create.
-                    self._views.known_empty(project)
-            if found is None:
-                raise _TryAgain(f"application {names.app_name(project)} is not listed after its create")
-            return found
 
     # The per-project view of services.
     async def _read(self, app_id: str) -> dict[str, StoredService] | None:
@@ -228,13 +148,13 @@ class OakestraPlatform:
 
     # The Platform protocol.
     async def observe(self, project: ProjectRef) -> Observation:
-        app_id = await self._find_app(project)
+        app_id = await self._apps.find(project)
         if app_id is None:
             return Observation({}, None, None)
         try:
             services = await self._views.read(project, app_id)
         except AppGone:
-            app_id = await self._find_app(project, refresh=True)
+            app_id = await self._apps.find(project, refresh=True)
             if app_id is None:
                 return Observation({}, None, None)
             services = await self._views.read(project, app_id)
@@ -249,12 +169,12 @@ class OakestraPlatform:
 
     async def ensure(self, project: ProjectRef, service: ServiceSpec, secrets: Mapping[str, str]) -> ObservedService:
         async def one_round() -> ObservedService:
-            app_id = await self._ensure_app(project)
+            app_id = await self._apps.ensure(project)
             return await self._ensure_service(project, app_id, service, secrets)
         return await self._rounds(one_round)
 
     async def remove(self, project: ProjectRef, name: str) -> None:
-        app_id = await self._find_app(project)
+        app_id = await self._apps.find(project)
         if app_id is None:
             return
         oakestra_name = names.service_name(name)
@@ -268,14 +188,14 @@ class OakestraPlatform:
     async def remove_all(self, project: ProjectRef) -> None:
         """Delete the app's services, then the app, then make sure nothing named after it is left."""
         async def one_round() -> None:
-            app_id = await self._find_app(project, refresh=True)
+            app_id = await self._apps.find(project, refresh=True)
             if app_id is not None:
                 await self._empty_app(project, app_id)
                 async with self._views.of(project).app_writes:
                     await self.client.delete_app(app_id)
                 self._jobs.deletes += 1
             self._forget_app(project)
-            if app_id is not None and await self._find_app(project, refresh=True) is not None:
+            if app_id is not None and await self._apps.find(project, refresh=True) is not None:
                 raise _TryAgain(f"application {app_id} of {project.key} still listed after delete")
             # Only an Admin may list every job; for others the app's own listing above has to do.
             left = leftovers.of_project(project, await self._jobs.after_deletes() or [])
@@ -295,7 +215,8 @@ class OakestraPlatform:
 
     # Effects.
     async def _rounds(self, step: Callable[[], Awaitable[T]]) -> T:
-        return await attempts(step, tries=self.config.write_attempts, retry_on=(_TryAgain, AppGone, WriteOutcomeUnknown),
+        return await attempts(step, tries=self.config.write_attempts,
+                              retry_on=(_TryAgain, NotListed, AppGone, WriteOutcomeUnknown),
                               initial=self.config.backoff_initial, maximum=self.config.backoff_max)
 
     async def _ensure_service(self, project: ProjectRef, app_id: str, service: ServiceSpec,
