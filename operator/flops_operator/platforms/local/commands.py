@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Awaitable, Callable
 
+from flops_tracking import allowed_hosts
 from flops_tracking.contract import ENV_ALLOWED_HOSTS_TAG
 
 from ...plan.services import Role, ServiceSpec
@@ -83,15 +84,6 @@ def script(ctx: LocalContext, name: str) -> str:
     return found
 
 
-def _replace_option(argv: list[str], option: str, value: str) -> list[str]:
-    out = list(argv)
-    if option in out:
-        out[out.index(option) + 1] = value
-    else:
-        out += [option, value]
-    return out
-
-
 def _backend_store(service: ServiceSpec, argv: list[str], env: dict[str, str], ctx: LocalContext) -> LocalCommand:
     db = MariaDB(workdir=ctx.workdir, port=ctx.ports["mysql"], database=env["MARIADB_DATABASE"],
                  user=env["MARIADB_USER"], password=env["MARIADB_PASSWORD"], bind=ctx.host)
@@ -115,7 +107,7 @@ def _tracking_server(service: ServiceSpec, argv: list[str], env: dict[str, str],
     port = ctx.ports["http"]
     # MLflow 3 answers only to Host headers it knows; locally those are exactly the loopback names.
     hosts = f"{ctx.host}:{port},localhost:{port},{ctx.host},localhost"
-    argv = _replace_option([script(ctx, "flops-tracking-server"), *argv[1:]], "--allowed-hosts", hosts)
+    argv = allowed_hosts.with_option([script(ctx, "flops-tracking-server"), *argv[1:]], allowed_hosts.OPTION, hosts)
     # Those are all the addresses it is reached at: nothing to learn later (and no tag to watch).
     env = {k: v for k, v in env.items() if k != ENV_ALLOWED_HOSTS_TAG}
     return LocalCommand(argv=argv, env=env, probe=HttpProbe(f"http://{ctx.host}:{port}/health"))
