@@ -114,6 +114,9 @@ class MlflowProgress:
     async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
         async with self._client().request(method, url, **kwargs) as response:
             if response.status in (401, 403):
+                if INVALID_HOST in await response.text():  # not a login problem: allow_address's to mend
+                    log.info("MLflow at %s does not answer to that address (yet)", url.split("/api/")[0])
+                    return None
                 # Said once per look, without the login: a wrong or missing password is someone's to fix.
                 log.warning("MLflow at %s refused the operator's login (%s)", url.split("/api/")[0], response.status)
                 return None

@@ -29,6 +29,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def outside_address() -> str | None:
+    """An address of this machine other than loopback: connections to it do not come from loopback (the stand-in
+    for a worker's public IP)."""
+    import psutil
+
+    for addresses in psutil.net_if_addrs().values():
+        for address in addresses:
+            if address.family == socket.AF_INET and not address.address.startswith("127."):
+                return address.address
+    return None
+
+
 def venv_script(name: str) -> str:
     """A console script installed next to the running interpreter (the project's venv)."""
     return str(Path(sys.executable).parent / name)

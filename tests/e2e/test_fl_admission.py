@@ -14,7 +14,6 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import psutil
 import pytest
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
@@ -26,7 +25,7 @@ from flops_operator.plan.desired import aggregator_config, learner_env
 from flops_runtime.proc import stop_tree
 from tests.projects import LoopbackPki
 
-from .conftest import free_port, venv_script
+from .conftest import free_port, outside_address, venv_script
 
 pytestmark = pytest.mark.e2e
 
@@ -100,15 +99,6 @@ def test_only_the_projects_learners_join_and_the_training_completes_with_them(tm
     assert "Connection attempt failed" in (tmp_path / "insecure.log").read_text()
 
 
-def _outside_address() -> str | None:
-    """An address of this machine other than loopback: connections to it do not come from loopback."""
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family == socket.AF_INET and not address.address.startswith("127."):
-                return address.address
-    return None
-
-
 def _post(url: str) -> int:
     request = urllib.request.Request(url, data=b"", headers={"Content-Type": "application/protobuf"})
     try:
@@ -119,7 +109,7 @@ def _post(url: str) -> int:
 
 
 def test_the_superlink_answers_only_the_fleet_api_outside_the_aggregator(tmp_path):
-    outside = _outside_address()
+    outside = outside_address()
     if outside is None:
         pytest.skip("this machine has no address but loopback")
     port = free_port()

@@ -9,7 +9,6 @@ import asyncio
 import base64
 import os
 import signal
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -27,7 +26,7 @@ from flops_operator.plan.render import render_service
 from flops_operator.progress_mlflow import MlflowProgress
 from flops_runtime.proc import stop_tree
 
-from .conftest import free_port, venv_script
+from .conftest import free_port, outside_address, venv_script
 
 pytestmark = pytest.mark.e2e
 
@@ -65,15 +64,6 @@ class ServiceAddress:
         return str(self.dir)
 
 
-def outside_address() -> str:
-    """An address of this machine other than loopback: the stand-in for a worker's public IP."""
-    for addresses in psutil.net_if_addrs().values():
-        for address in addresses:
-            if address.family == socket.AF_INET and not address.address.startswith("127."):
-                return address.address
-    pytest.fail("this machine has no address but loopback")
-
-
 def answer(url: str, host: str | None = None, login: tuple[str, str] | None = None) -> tuple[int, str]:
     request = urllib.request.Request(url)
     if host:
@@ -103,7 +93,10 @@ def test_the_tracking_server_answers_at_its_announced_public_address_and_no_othe
     with log.open("wb") as out:
         server = subprocess.Popen([venv_script(command[0]), *command[1:]], env={**base, **env}, stdout=out,
                                   stderr=subprocess.STDOUT, start_new_session=True)
-    public = f"{outside_address()}:{port}"
+    outside = outside_address()
+    if outside is None:
+        pytest.fail("this machine has no address but loopback: nothing can stand in for a public one")
+    public = f"{outside}:{port}"
     reader = ("flops-reader", secrets["mlflow-reader-password"])
     api = f"http://{public}/api/2.0/mlflow/experiments/get-by-name?experiment_name=team-h/hosts"
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import allowed_hosts
-from .bootstrap import prepare, write_config
+from .bootstrap import config_path, prepare
 from .contract import ADMIN_USER, TrackingEnv
 
 BACKEND_ENV = "MLFLOW_BACKEND_STORE_URI"
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     done = subprocess.run([sys.executable, "-m", "flops_tracking.bootstrap"])
     if done.returncode:
         raise SystemExit(done.returncode)
-    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(write_config(Path(env.workdir)))
+    os.environ["MLFLOW_AUTH_CONFIG_PATH"] = str(config_path(Path(env.workdir)))  # written by the set-up
     supervisor = Supervisor(args, env)
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, supervisor.stop)

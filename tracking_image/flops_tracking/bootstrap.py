@@ -80,9 +80,13 @@ def users(env: TrackingEnv) -> list[tuple[str, str, bool]]:
             (READER_USER, env.reader_password, False)]
 
 
+def config_path(workdir: Path) -> Path:
+    return workdir / AUTH_INI
+
+
 def write_config(workdir: Path) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / AUTH_INI
+    path = config_path(workdir)
     path.write_text(auth_ini(f"sqlite:///{workdir / AUTH_DB}"))
     return path
 
@@ -121,16 +125,12 @@ def prepare(env: TrackingEnv, backend_store_uri: str) -> Path:
 
 
 def main() -> None:
-    """`python -m flops_tracking.bootstrap`: prepare() from the environment, in a process of its own (the
-    supervising entrypoint then does not keep MLflow's stores, ~220 MB, resident beside the server)."""
+    """`python -m flops_tracking.bootstrap`: prepare() from the environment the supervising entrypoint checked,
+    in a process of its own (the entrypoint then does not keep MLflow's stores resident beside the server)."""
     import os
-    import sys
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    backend = os.environ.get("MLFLOW_BACKEND_STORE_URI")
-    if not backend:
-        sys.exit("flops-tracking-server: MLFLOW_BACKEND_STORE_URI is not set")
-    prepare(TrackingEnv.from_env(dict(os.environ)), backend)
+    prepare(TrackingEnv.from_env(dict(os.environ)), os.environ["MLFLOW_BACKEND_STORE_URI"])
 
 
 if __name__ == "__main__":

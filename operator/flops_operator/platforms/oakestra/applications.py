@@ -27,12 +27,16 @@ def key_of(project: ProjectRef) -> tuple[str, str]:
     return names.app_name(project), names.app_namespace(project)
 
 
-def app_id_in(apps: list[dict], key: tuple[str, str]) -> str | None:
-    for app in apps:
-        if (app.get("application_name"), app.get("application_namespace")) == key:
-            found = app.get("applicationID")
-            return found if isinstance(found, str) else None
+def entry(app: dict) -> tuple[tuple[str, str], str] | None:
+    """(name, namespace) and id of one listed application; None for an entry Oakestra half-filled."""
+    key, app_id = (app.get("application_name"), app.get("application_namespace")), app.get("applicationID")
+    if isinstance(app_id, str) and all(isinstance(k, str) for k in key):
+        return key, app_id
     return None
+
+
+def app_id_in(apps: list[dict], key: tuple[str, str]) -> str | None:
+    return next((found[1] for found in map(entry, apps) if found is not None and found[0] == key), None)
 
 
 class Applications:
@@ -52,12 +56,7 @@ class Applications:
 
     def _index(self, apps: list[dict]) -> None:
         """The app listing is the user's complete list of apps."""
-        index = {}
-        for app in apps:
-            key = (app.get("application_name"), app.get("application_namespace"))
-            if isinstance(app.get("applicationID"), str) and all(isinstance(k, str) for k in key):
-                index[key] = app["applicationID"]
-        self._ids = index
+        self._ids = dict(found for found in map(entry, apps) if found is not None)
 
     async def _list(self) -> None:
         """List the user's apps once for everyone waiting."""
