@@ -89,7 +89,8 @@ def main() -> None:
     for f in runs["mlflow"]:
         for name, seconds in f["mlflow_seconds"].items():
             phases.setdefault(name, []).append(seconds)
-    print("MLflow on the ServerApp's path, mean s (log_ahead overlaps the final evaluate): "
+    print("MLflow's phases, mean s (log_ahead runs in the background during the final evaluate; wait_ahead is what "
+          "the end still waited for it; the others are on the ServerApp's path): "
           + ", ".join(f"{name} {mean(values):.2f}" for name, values in phases.items()))
     print(f"final accuracy with MLflow: {mean([f['accuracy'] for f in runs['mlflow']]):.3f} (target >= 0.90)")
 

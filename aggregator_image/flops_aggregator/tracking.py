@@ -9,12 +9,13 @@ import os
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from importlib import metadata
 from typing import Any, Protocol
 
 from . import admission, checkpoint, checkpoint_mlflow, mlflow_run
 from .best import Best
+from .model_logging import in_background, logging_inputs, rehearsed_logging_inputs
 from .registry import Registration, register_and_promote
 from .settings import Settings
 from .strategies import RoundResult
@@ -96,15 +97,6 @@ class BareRecorder:
         pass
 
 
-def pinned(*distributions: str) -> list[str]:
-    """Pip requirements pinned to what is installed here (MLflow's own inference takes seconds)."""
-    out = []
-    for dist in distributions:
-        version = metadata.version(dist).split("+")[0]
-        out.append(f"{dist}=={version}")
-    return out
-
-
 class MlflowRecorder:
     def __init__(self, settings: Settings):
         # Where MLflow's time goes on the training's path (result.json, printed by bench/mlflow_overhead.py).
@@ -126,8 +118,8 @@ class MlflowRecorder:
         self.prepared: Future | None = None
         self.spare: tuple[Any, Any] | None = None
         """Async mode: the task and a model of the recorder's own, for logging ahead (log_ahead)."""
-        self.ahead: tuple[int, Any] | None = None
-        """The round whose model was logged ahead, and its ModelInfo."""
+        self.ahead: tuple[Future, threading.Event] | None = None
+        """The model being logged ahead: its (round, ModelInfo) to come, and set once it took the run."""
         self.uploader: checkpoint_mlflow.Uploader | None = None
 
     @contextmanager
@@ -221,20 +213,28 @@ class MlflowRecorder:
             self.spare = (task, model)
 
     def log_ahead(self, round_: int, weights: Any) -> None:
-        """Async mode, called while the learners evaluate the final model: log that model now. finish() keeps
-        it when its round is the best (so the end only registers it), and otherwise deletes it and logs the
-        best. A failure here only loses the head start."""
+        """Async mode, called while the learners evaluate the final model: log that model now, in the background
+        (the ServerApp's thread goes on to collect the evaluation). finish() keeps it when its round is the best
+        (so the end only registers it), and otherwise deletes it and logs the best. A failure here only loses the
+        head start."""
         if self.spare is None:
             return
         task, model = self.spare
+        started = threading.Event()
+        self.ahead = (in_background(self._log_ahead, round_, weights, task, model, started), started)
+
+    def _log_ahead(self, round_: int, weights: Any, task: Any, model: Any,
+                   started: threading.Event) -> tuple[int, Any]:
         with self.timed("log_ahead"):
             try:
-                example, signature, requirements = self._logging_inputs(task, model)  # the rehearsal is done
-                task.set_weights(model, weights)
-                self.ahead = (round_, task.log_model(model, name="model", input_example=example,
-                                                     signature=signature, pip_requirements=requirements))
-            except Exception as exc:
-                log.warning("logging round %d's model ahead failed (%s): it is logged at the end", round_, exc)
+                # MLflow keeps the active run per thread: this one takes the training's run (already RUNNING).
+                self.mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
+            finally:
+                started.set()
+            example, signature, requirements = self._logging_inputs(task, model)  # the rehearsal is done
+            task.set_weights(model, weights)
+            return round_, task.log_model(model, name="model", input_example=example, signature=signature,
+                                          pip_requirements=requirements)
 
     def log_round(self, result: RoundResult) -> None:
         metrics = dict(result.metrics)
@@ -295,12 +295,36 @@ class MlflowRecorder:
         ahead, self.ahead = self.ahead, None
         if ahead is None:
             return None
-        round_, info = ahead
+        with self.timed("wait_ahead"):
+            try:
+                round_, info = ahead[0].result()
+            except Exception as exc:
+                log.warning("logging the final model ahead failed (%s): it is logged now", exc)
+                return None
         if round_ == best_round:
             return info
         log.info("round %d's model, logged ahead, is not the best (round %d): deleted", round_, best_round)
         self._delete_logged(info)
         return None
+
+    def _drop_ahead(self, bound: float | None) -> None:
+        """A training that did not finish keeps no model: the one being logged ahead is awaited and deleted.
+        `bound`: a stopped training's process is on its way out and waits this long at most."""
+        ahead, self.ahead = self.ahead, None
+        if ahead is None:
+            return
+        future, started = ahead
+        # Before the run is ended: its start_run must not find the run ended and mark it RUNNING again.
+        started.wait(bound)
+        try:
+            _, info = future.result(timeout=bound)
+        except FutureTimeout:
+            log.warning("the final model being logged ahead did not finish in %.0fs: it may stay in the run, "
+                        "unregistered", bound)
+            return
+        except Exception:  # nothing was logged
+            return
+        self._delete_logged(info)
 
     def _delete_logged(self, info: Any) -> None:
         try:
@@ -319,10 +343,8 @@ class MlflowRecorder:
     def fail(self, error: BaseException) -> None:
         if self.mlflow.active_run() is None:
             return
-        if self.ahead is not None:  # nothing of a training that did not finish is kept as its model
-            self._delete_logged(self.ahead[1])
-            self.ahead = None
         stopped = stopped_from_outside(error)
+        self._drop_ahead(CHECKPOINT_UPLOAD_BOUND_SECONDS if stopped else None)
         if stopped and self.uploader is not None and not self.uploader.wait(CHECKPOINT_UPLOAD_BOUND_SECONDS):
             log.warning("the last checkpoint did not reach the artifact store in %.0fs; an earlier one stays",
                         CHECKPOINT_UPLOAD_BOUND_SECONDS)
@@ -343,44 +365,6 @@ def stopped_from_outside(error: BaseException) -> bool:
     """Flower turns SIGTERM/SIGINT in the ServerApp process into SystemExit (flwr_exit): the training was
     stopped, it did not fail. (Left active, the run would be ended FINISHED by mlflow's atexit hook.)"""
     return isinstance(error, (SystemExit, KeyboardInterrupt))
-
-
-def task_requirements(task: Any) -> list[str]:
-    return pinned("mlflow", *getattr(task, "pip_packages", ()))
-
-
-def logging_inputs(task: Any, model: Any) -> tuple[Any, Any, list[str]]:
-    """Input example, signature and pinned requirements of the logged model: they depend on the task and the
-    model's shape, not its weights."""
-    from mlflow.models import infer_signature
-
-    example = task.input_example()
-    return example, infer_signature(example, task.predict(model, example)), task_requirements(task)
-
-
-def rehearsed_logging_inputs(task: Any, model: Any) -> tuple[Any, Any, list[str]]:
-    example, signature, requirements = inputs = logging_inputs(task, model)
-    rehearse = getattr(task, "rehearse_log_model", None)
-    if callable(rehearse):
-        try:
-            rehearse(model, input_example=example, signature=signature, pip_requirements=requirements)
-        except Exception as exc:  # only a head start: the real log_model reports real problems
-            log.warning("rehearsing the model export failed: %s", exc)
-    return inputs
-
-
-def in_background(function, *args) -> Future:
-    """A daemon thread's result: an unfinished one never holds up the process's exit (e.g. on SIGTERM)."""
-    future: Future = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(function(*args))
-        except BaseException as exc:  # handed to whoever asks for the result
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name="prepare-model-logging", daemon=True).start()
-    return future
 
 
 def make_recorder(settings: Settings) -> Recorder:

@@ -88,6 +88,12 @@ class KubeEmulator(kmock.KubernetesEmulator):
                                         details={})
         return await super()._render_error(exc)
 
+    def watches(self, group: str, version: str, plural: str) -> int:
+        """How many watches on that resource were asked for (an operator's among them: what is created then
+        reaches it at once)."""
+        resource = kmock.resource(group, version, plural)
+        return sum(1 for r in self._requests if r.action == kmock.action.WATCH and r.resource == resource)
+
     def _complete(self, request: rendering.Request) -> rendering.Request:
         if request.namespace == _NO_NAMESPACE and request.resource == NAMESPACES:
             request = attrs.evolve(request, namespace=None)

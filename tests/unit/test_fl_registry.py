@@ -9,7 +9,7 @@ from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
 from flops_aggregator.registry import holder_value, register_and_promote
-from flops_aggregator.tracking import task_requirements
+from flops_aggregator.model_logging import task_requirements
 from flops_learner.builtin import IrisLogReg
 
 NAME, ALIAS = "iris-registry", "champion"

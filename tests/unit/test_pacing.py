@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
+import time
 from types import SimpleNamespace
 
 import kopf
@@ -41,6 +42,12 @@ TRAINING_LEARNER_STARTING = status("Training", Ready="False", Reconciling="True"
 PROVISIONING = status("Provisioning", Ready="False", Reconciling="True", Stalled="False")
 
 
+def training(round_: int, remaining: int | None) -> FLOpsProjectStatus:
+    out = TRAINING.model_copy(deep=True)
+    out.training.round, out.training.total_rounds, out.training.estimated_remaining_seconds = round_, 5, remaining
+    return out
+
+
 @pytest.mark.parametrize("case,current,applied,previous,expected", [
     ("settled: resync, jittered upwards", COMPLETED, False, 4.0, 36.0),
     ("failed: resync", FAILED, False, None, 36.0),
@@ -53,6 +60,10 @@ PROVISIONING = status("Provisioning", Ready="False", Reconciling="True", Stalled
     ("nothing new for long: capped at resync", PROVISIONING, False, 20.0, 30.0),
     ("a learner still starting: backoff as while provisioning", TRAINING_LEARNER_STARTING, False, 2.0, 4.0),
     ("completed, training services being removed", SETTLING, True, None, 0.5),
+    ("training, far from the end: progress poll", training(2, 60), False, 3.0, 3.0),
+    ("training, the end estimated in 1 s: look then", training(4, 1), False, 3.0, 1.0),
+    ("training, every round in (the model being registered): look soon", training(5, 0), False, 1.0, 0.5),
+    ("training, no round reported yet: progress poll", training(0, None), False, 3.0, 3.0),
 ])
 def test_next_delay(case, current, applied, previous, expected):
     assert PACING.next_delay(current, applied=applied, previous=previous, rand=lambda lo, hi: hi) == expected, case
@@ -141,6 +152,28 @@ async def test_a_training_project_is_read_every_few_seconds_and_a_settled_one_at
     world.clock.now += 8.0
     await call(on_resync, world)
     assert len(world.platform.calls) > seen
+
+
+async def test_with_a_lookahead_a_tick_waits_for_a_look_due_before_the_next_tick(world):
+    """The timer ticks every second; a look due 0.5 s after a tick happens then, not at the next tick."""
+    ctx = world.memo.flops
+    ctx.clock, ctx.lookahead = time.monotonic, 1.0
+    await call(on_change, world)  # the first wave applied: due again in `quick` (0.5 s)
+    observes = len([c for c in world.platform.calls if c[0] == "observe"])
+    assert 0.0 < ctx.until_due("u-9") <= PACING.quick
+    started = time.monotonic()
+    await call(on_resync, world)
+    assert len([c for c in world.platform.calls if c[0] == "observe"]) > observes, "the tick did not look"
+    assert time.monotonic() - started >= PACING.quick - 0.05, "it looked before the project was due"
+
+
+async def test_without_a_lookahead_a_tick_before_the_look_is_due_does_nothing(world):
+    ctx = world.memo.flops
+    ctx.clock = time.monotonic
+    await call(on_change, world)
+    observes = len([c for c in world.platform.calls if c[0] == "observe"])
+    assert await call(on_resync, world) == {}
+    assert len([c for c in world.platform.calls if c[0] == "observe"]) == observes
 
 
 def test_kopf_s_line_for_each_tick_is_dropped_and_nothing_else():

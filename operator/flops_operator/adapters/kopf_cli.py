@@ -98,7 +98,9 @@ async def run_operator(
     ctx.pacing = replace(ctx.pacing, resync=resync_seconds, training=training_poll_seconds)
     quiet_ticks()
     # The timer only ticks (cheap: a due check); the pacing decides. Never coarser than the quickest look.
-    registry = register_handlers(kopf.OperatorRegistry(), tick_seconds=min(TICK_SECONDS, ctx.pacing.quick * 2))
+    tick = min(TICK_SECONDS, ctx.pacing.quick * 2)
+    ctx.lookahead = tick
+    registry = register_handlers(kopf.OperatorRegistry(), tick_seconds=tick)
     async with AsyncExitStack() as stack:
         stack.push_async_callback(ctx.platforms.close)
         for resource in (ctx.progress, ctx.credentials):

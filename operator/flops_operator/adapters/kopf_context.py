@@ -104,6 +104,9 @@ class OperatorContext:
     """Where /metrics listens once started (the port actually bound, when asked for port 0)."""
     pacing: Pacing = field(default_factory=Pacing)
     """When each project is looked at again (the timer only ticks; this decides)."""
+    lookahead: float = 0.0
+    """A tick takes a project that is due within this many seconds, waiting until it is due: the timer's tick, so
+    that a look lands when the pacing says, not at the next tick after it (up to a second late per look)."""
     clock: Callable[[], float] = time.monotonic
     _locks: dict[str, asyncio.Lock] = field(default_factory=dict)
     _next: dict[str, tuple[float, float]] = field(default_factory=dict)
@@ -115,7 +118,11 @@ class OperatorContext:
 
     def due(self, uid: str) -> bool:
         """A project nothing has looked at yet is due (an operator that just started)."""
-        return self.clock() >= self._next.get(uid, (float("-inf"), 0.0))[0]
+        return self.until_due(uid) <= 0.0
+
+    def until_due(self, uid: str) -> float:
+        """Seconds until the project's next look (0 or less: due now)."""
+        return self._next.get(uid, (float("-inf"), 0.0))[0] - self.clock()
 
     def schedule(self, uid: str, status: FLOpsProjectStatus, *, applied: bool, edited: bool) -> float:
         """Plan the next look after one that computed `status`; `edited`: a spec change started it (the

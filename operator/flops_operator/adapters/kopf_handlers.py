@@ -8,6 +8,7 @@ against its own fakes.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import random
 from typing import Any, Mapping
@@ -105,8 +106,15 @@ async def on_resync(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
     """Ticks often; converges when the project is due (pacing.Pacing): soon while it waits on a service,
     every few seconds while it trains, at the resync interval once settled (drift repair)."""
     ctx = _context(memo)
-    if ctx.due(body["metadata"]["uid"]):
-        await _converge(ctx, body, patch, retry, "resync", logger)
+    uid = body["metadata"]["uid"]
+    wait = ctx.until_due(uid)
+    if wait > ctx.lookahead:
+        return
+    if wait > 0:
+        await asyncio.sleep(wait)
+        if ctx.until_due(uid) > 0.05:  # a change handler looked meanwhile and planned the next look
+            return
+    await _converge(ctx, body, patch, retry, "resync", logger)
 
 
 async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
