@@ -7,13 +7,16 @@ manifest, same machine, one invocation (issue 8: the cluster should be within 15
                 watches FLOpsProjects; its phases followed with a watch, as `kubectl get fp -w` does
 
 Both run real services (MLflow, FTP, Flower): expect minutes on 2 cores. The operator is given the
-default pacing and the default 30 s resync, so what is measured is what a user's cluster does.
-Usage: python bench/gitops_latency.py [MANIFEST]
+default pacing and the default 30 s resync, so what is measured is what a user's cluster does. The two run in
+ABBA order (--pairs, default 2), so the machine's drifting load weighs on both alike; the means are compared.
+Usage: python bench/gitops_latency.py [MANIFEST] [--pairs N]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
 import copy
 import sys
 import tempfile
@@ -128,17 +131,31 @@ def follow(api: kubernetes.client.CustomObjectsApi, namespace: str, name: str) -
 
 
 def main() -> int:
-    manifest, project = load_manifest(Path(sys.argv[1]) if len(sys.argv) > 1 else DEMO)
-    print(f"{project.ref.key}: {project.spec.learners.replicas} learners x {project.spec.training.rounds} rounds",
-          flush=True)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest", nargs="?", type=Path, default=DEMO)
+    parser.add_argument("--pairs", type=int, default=2, help="pairs of runs, ABBA order (default 2)")
+    args = parser.parse_args()
+    manifest, project = load_manifest(args.manifest)
+    print(f"{project.ref.key}: {project.spec.learners.replicas} learners x {project.spec.training.rounds} rounds, "
+          f"{args.pairs} pair(s) in ABBA order", flush=True)
+    runs: dict[str, list[Marks]] = {"flops run": [], "operator": []}
     with tempfile.TemporaryDirectory(prefix="flops-bench-") as tmp:
-        local = asyncio.run(flops_run(manifest, project, Path(tmp) / "run"))
-        cluster = asyncio.run(operator_run(manifest, Path(tmp) / "operator"))
-    print(f"{'':12}{'to Training':>14}{'to Completed':>15}")
-    print(f"{'flops run':12}" + "".join(f"{local.seen[p]:13.1f}s" + " " * (p is Phase.Training) for p in MARKS))
-    ratios = [cluster.seen[p] / local.seen[p] - 1 for p in MARKS]
-    print(f"{'operator':12}" + "".join(f"{cluster.seen[p]:13.1f}s" + " " * (p is Phase.Training) for p in MARKS)
-          + "   (" + ", ".join(f"{r:+.0%}" for r in ratios) + " against flops run)")
+        for i in range(args.pairs):
+            order = ("flops run", "operator") if i % 2 == 0 else ("operator", "flops run")
+            for mode in order:
+                state = Path(tmp) / f"{mode.replace(' ', '-')}-{i}"
+                marks = asyncio.run(flops_run(manifest, project, state) if mode == "flops run"
+                                    else operator_run(manifest, state))
+                runs[mode].append(marks)
+                print(f"  {mode:10} " + "  ".join(f"{p.value} {marks.seen[p]:5.1f}s" for p in MARKS), flush=True)
+    means = {mode: {p: sum(m.seen[p] for m in marks) / len(marks) for p in MARKS} for mode, marks in runs.items()}
+    print(f"{'mean':12}{'to Training':>14}{'to Completed':>15}")
+    print(f"{'flops run':12}" + "".join(f"{means['flops run'][p]:13.1f}s" + " " * (p is Phase.Training)
+                                         for p in MARKS))
+    ratios = [means["operator"][p] / means["flops run"][p] - 1 for p in MARKS]
+    print(f"{'operator':12}" + "".join(f"{means['operator'][p]:13.1f}s" + " " * (p is Phase.Training) for p in MARKS)
+          + "   (" + ", ".join(f"{r:+.0%}" for r in ratios) + " against flops run; target within +15 %)")
+    print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -14,6 +14,7 @@ import kubernetes.client
 import pytest
 from kopf._core.engines import posting
 
+from flops_operator.adapters.kopf_cli import tick_seconds
 from flops_operator.adapters.kopf_context import OperatorContext, PlatformSet
 from flops_operator.adapters.kopf_handlers import on_change, on_resync
 from flops_operator.adapters.kopf_metrics import Metrics
@@ -181,3 +182,9 @@ def test_kopf_s_line_for_each_tick_is_dropped_and_nothing_else():
     record = logging.LogRecord("kopf.objects", logging.INFO, "", 0, "Timer 'resync' succeeded.", (), None)
     other = logging.LogRecord("kopf.objects", logging.INFO, "", 0, "Handler 'reconcile' succeeded.", (), None)
     assert not quiet.filter(record) and quiet.filter(other)
+
+
+@pytest.mark.parametrize("quick, tick", [(0.5, 0.5), (0.2, 0.2), (2.0, 1.0)])
+def test_the_tick_is_never_longer_than_the_quickest_look(quick, tick):
+    """kopf waits a timer's interval after each call: a longer tick would space the quickest looks a tick apart."""
+    assert tick_seconds(Pacing(quick=quick)) == tick

@@ -17,6 +17,7 @@ import typer
 from .. import __version__
 from ..platforms.base import Platform, PlatformError
 from ..platforms.fake import FakePlatform
+from ..pacing import Pacing
 from ..progress import NoProgress, ProgressSource
 from .kopf_context import OperatorContext, PlatformFactory, PlatformSet
 from .kopf_handlers import register as register_handlers
@@ -28,6 +29,14 @@ SPEC_PLATFORMS = ("local", "oakestra")
 USER_AGENT = f"flops-operator/{__version__}"
 # How often the resync timer ticks per project: a due check, converging only when the pacing says so.
 TICK_SECONDS = 1.0
+
+
+def tick_seconds(pacing: Pacing) -> float:
+    """The resync timer's tick. The timer only ticks (cheap: a due check); the pacing decides. kopf sleeps a
+    timer's interval from the end of each call, so looks made by ticks are at least a tick apart: a tick no longer
+    than the quickest look keeps them on the pacing's time (a look due sooner than the next tick is awaited by
+    the tick before it, OperatorContext.lookahead)."""
+    return min(TICK_SECONDS, pacing.quick)
 
 
 class PlatformChoice(str, Enum):
@@ -97,8 +106,7 @@ async def run_operator(
     """
     ctx.pacing = replace(ctx.pacing, resync=resync_seconds, training=training_poll_seconds)
     quiet_ticks()
-    # The timer only ticks (cheap: a due check); the pacing decides. Never coarser than the quickest look.
-    tick = min(TICK_SECONDS, ctx.pacing.quick * 2)
+    tick = tick_seconds(ctx.pacing)
     ctx.lookahead = tick
     registry = register_handlers(kopf.OperatorRegistry(), tick_seconds=tick)
     async with AsyncExitStack() as stack:
