@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import copy
+import os
 import sys
 import tempfile
 import time

@@ -15,9 +15,9 @@ import kubernetes.config
 import typer
 
 from .. import __version__
+from ..pacing import Pacing
 from ..platforms.base import Platform, PlatformError
 from ..platforms.fake import FakePlatform
-from ..pacing import Pacing
 from ..progress import NoProgress, ProgressSource
 from .kopf_context import OperatorContext, PlatformFactory, PlatformSet
 from .kopf_handlers import register as register_handlers
