@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,9 @@ class Federation:
         self.start("aggregator", [venv_script("flops-aggregator")], AggregatorEnv(
             config=config, superlink_address=self.superlink, workdir=str(tmp_path / "aggregator"),
             tracking_uri=tracking_uri, admission=self.pki.aggregator()).to_env())
+        # The learners here give up after 3 s without an aggregator (so that they leave promptly at the end): started
+        # before its SuperLink answers, a loaded machine's slow start-up would look like an aggregator gone.
+        self.wait_for_log("aggregator", "SuperLink ready")
 
     def start(self, name: str, command: list[str], env: dict[str, str]) -> None:
         base = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
@@ -163,16 +167,19 @@ def test_a_round_short_of_learners_times_out_and_the_training_fails(mlflow_serve
         federation.wait_for_round(learners=2)
         # The learner and everything it started die at once, as on a node that lost power.
         os.killpg(federation.processes["learner-1"].pid, signal.SIGKILL)
+        killed = time.monotonic()
         aggregator = federation.processes["aggregator"]
         code = aggregator.wait(timeout=ROUND_TIMEOUT_SECONDS * 3 + 2 * 30 + WAIT_BOUND_SECONDS)
+        lasted = time.monotonic() - killed
     finally:
         federation.stop()
     output = federation.log("aggregator")
     assert code == 1 and "finished:failed" in output, output
     (run,) = federation.client.search_runs([federation.client.get_experiment_by_name("team-m/short").experiment_id])
     assert run.info.status == "FAILED"
-    assert "required learners" in run.data.tags["flops.error"], run.data.tags
-    durations = federation.client.get_metric_history(run.info.run_id, "round_duration_seconds")
-    # A round that waited for the dead learner's reply lasted the round timeout at least (a lower bound the
-    # timeout guarantees, not a speed), and the run did not end before one such round.
-    assert max(m.value for m in durations) >= ROUND_TIMEOUT_SECONDS, [m.value for m in durations]
+    error = run.data.tags["flops.error"]
+    assert f"only 1 of the 2 required learners connected for {ROUND_TIMEOUT_SECONDS}s" in error, run.data.tags
+    # The shortage began with the kill, and the training failed only after it had lasted the round timeout (a lower
+    # bound the timeout guarantees, not a speed). The round the learner died in may end at once, with the reply's
+    # objects reported missing, or wait for it: both are fine.
+    assert lasted >= ROUND_TIMEOUT_SECONDS, lasted
