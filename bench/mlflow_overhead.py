@@ -6,6 +6,8 @@ artifacts). Prints wall time per round, final accuracy and the overhead ratio.
     .venv/bin/python bench/mlflow_overhead.py [--repeats 4] [--round-mode fast|standard]
 
 Two local epochs per round (default learning rate 0.05); roundMode fast (the spec's default) unless told.
+"wall s" is the aggregator's whole run; "ServerApp s" its training, from loading the task (which overlaps MLflow's
+start) to the end.
 Targets: final accuracy >= 0.90, overhead ratio (MLflow wall / bare wall) <= 1.10. The machine's other load
 moves single runs by +-10 %: compare figures from the same invocation only.
 """

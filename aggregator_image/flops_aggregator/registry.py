@@ -49,21 +49,37 @@ def holder_value(client: MlflowClient, name: str, alias: str, metric: str) -> tu
     return str(holder.version), None
 
 
-def register_and_promote(client: MlflowClient, model_uri: str, model_id: str | None, run_id: str | None, name: str,
-                         alias: str, metric: str, mode: str, value: float) -> Registration:
-    """Register `model_uri` as a new version of `name`; give it `alias` only if it beats the holder's value.
+@dataclass(frozen=True)
+class Holder:
+    """Who holds the alias before this training's version is registered, and with what value."""
+    version: str | None
+    value: float | None
 
-    A holder without a comparable value (other metric, none logged) is replaced: nothing says it is better.
-    """
+
+def look_up(client: MlflowClient, name: str, alias: str, metric: str) -> Holder:
+    """The registered model made sure of, and its alias's holder: what registering needs that does not depend on
+    the model (the aggregator asks while its final model is still uploading)."""
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name)
+    return Holder(*holder_value(client, name, alias, metric))
+
+
+def register_and_promote(client: MlflowClient, model_uri: str, model_id: str | None, run_id: str | None, name: str,
+                         alias: str, metric: str, mode: str, value: float, holder: Holder | None = None) -> Registration:
+    """Register `model_uri` as a new version of `name`; give it `alias` only if it beats the holder's value
+    (`holder`: looked up before, or now).
+
+    A holder without a comparable value (other metric, none logged) is replaced: nothing says it is better.
+    """
+    if holder is None:
+        holder = look_up(client, name, alias, metric)
     version = client.create_model_version(
         name, model_uri, run_id=run_id, model_id=model_id,
         tags={METRIC_TAG: metric, VALUE_TAG: repr(float(value)), MODE_TAG: mode},
     ).version
-    holder, previous = holder_value(client, name, alias, metric)
+    holder, previous = holder.version, holder.value
     promote = previous is None or better(value, previous, mode)
     if promote:
         client.set_registered_model_alias(name, alias, version)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from flwr.app import ConfigRecord, Context
 from flwr.serverapp import Grid, ServerApp
@@ -73,12 +74,15 @@ class Rounds:
 def train(grid: Grid, context: Context, settings: settings_mod.Settings) -> dict:
     if settings.training.object_pulls == "quick":
         flower_pulls.install()  # the replies' objects, pulled from the SuperLink
-    task = load_task(settings.config.task.to_wire())
     t = settings.training
     recorder = make_recorder(settings)
     started = time.monotonic()
     try:
-        resumed = recorder.start(context.run_id)
+        # The task's import (torch: seconds of CPU) overlaps MLflow's start (requests: mostly waiting).
+        with ThreadPoolExecutor(1, thread_name_prefix="load-task") as pool:
+            loading = pool.submit(load_task, settings.config.task.to_wire())
+            resumed = recorder.start(context.run_id)
+            task = loading.result()
         done = resumed.round if resumed is not None else 0
         metric, mode = settings.best_metric
         keeper = BestKeeper(metric, mode, settings.workdir)

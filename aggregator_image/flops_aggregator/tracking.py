@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from . import admission, checkpoint, checkpoint_mlflow, mlflow_run
 from .best import Best
 from .model_logging import in_background, logging_inputs, rehearsed_logging_inputs
-from .registry import Registration, register_and_promote
+from .registry import Registration, look_up, register_and_promote
 from .settings import Settings
 from .strategies import RoundResult
 
@@ -254,13 +254,19 @@ class MlflowRecorder:
             operation.wait()
 
     def finish(self, best: Best, model: Any, task: Any) -> Registration:
-        s, mlflow = self.settings, self.mlflow
+        s = self.settings
         if self.uploader is not None:
             self.uploader.close()  # the model logged below supersedes any checkpoint
         metric, mode = s.best_metric
+        best_metrics = {"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
+                                                     if k.startswith("eval_")}}
+        # Written (settle) before anything is registered: the champion comparison of a later training reads them.
+        done = self.mlflow.log_metrics(best_metrics, synchronous=self.synchronous)
+        self.pending += [done] if done is not None else []
+        with self.timed("register"):
+            # While the model logged ahead may still be uploading: what registering it needs besides the model.
+            holder = look_up(self.client, s.config.registry.model_name, s.config.registry.alias, metric)
         with self.timed("log_model"):
-            mlflow.log_metrics({"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
-                                                            if k.startswith("eval_")}})
             info = self._kept_ahead(best.round)
             if info is None:
                 example, signature, requirements = self._logging_inputs(task, model)
@@ -272,7 +278,7 @@ class MlflowRecorder:
         with self.timed("register"):
             registration = register_and_promote(self.client, info.model_uri, info.model_id, self.run_id,
                                                 s.config.registry.model_name, s.config.registry.alias,
-                                                metric, mode, best.value)
+                                                metric, mode, best.value, holder)
         self._end(registration, best)
         return registration
 

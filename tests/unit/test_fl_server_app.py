@@ -3,7 +3,7 @@ KILLED when it is stopped from outside; nothing is registered either way."""
 
 from __future__ import annotations
 
-import json
+import threading
 
 import mlflow
 import pytest
@@ -141,3 +141,39 @@ def test_a_requested_stop_comes_at_a_round_boundary_after_its_checkpoint(tmp_pat
     if stopped:
         assert recorder.checkpoints[-1] == stops_after and stopped.reason == "spec.suspend"
     assert recorder.rounds == list(range(1, (stops_after or total) + 1))
+
+
+class _Started(Exception):
+    pass
+
+
+def test_the_task_loads_while_mlflow_starts(tmp_path, monkeypatch):
+    """The task's import (torch: seconds) and MLflow's start (requests) overlap: each side waits for the other
+    to be under way, so run one after the other, either would fail (after 30 s, not on a clock of its own)."""
+    from flops_aggregator import server_app
+    from flops_aggregator.tracking import BareRecorder
+
+    loading, starting = threading.Event(), threading.Event()
+    loaded = server_app.load_task
+
+    def load_task(wire):
+        loading.set()
+        assert starting.wait(30), "MLflow's start did not run while the task loaded"
+        return loaded(wire)
+
+    class Recorder(BareRecorder):
+        failed: BaseException | None = None
+
+        def start(self, flower_run_id):
+            assert loading.wait(30), "the task was not loading while MLflow started"
+            starting.set()
+            raise _Started()
+
+        def fail(self, error):
+            Recorder.failed = error
+
+    monkeypatch.setattr(server_app, "load_task", load_task)
+    monkeypatch.setattr(server_app, "make_recorder", lambda settings: Recorder())
+    with pytest.raises(_Started):
+        train(_NoLearners(), _Context(), aggregator_settings(SPEC, tmp_path, ""))
+    assert isinstance(Recorder.failed, _Started)  # a failed start fails the run, the task's load notwithstanding
