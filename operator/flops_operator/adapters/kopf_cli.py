@@ -27,7 +27,7 @@ from .kopf_settings import operator_settings, quiet_ticks
 
 SPEC_PLATFORMS = ("local", "oakestra")
 USER_AGENT = f"flops-operator/{__version__}"
-# How often the resync timer ticks per project: a due check, converging only when the pacing says so.
+# The longest the resync timer waits between ticks (tick_seconds: shorter when the pacing looks more often).
 TICK_SECONDS = 1.0
 
 
