@@ -79,12 +79,12 @@ def register_and_promote(client: MlflowClient, model_uri: str, model_id: str | N
         name, model_uri, run_id=run_id, model_id=model_id,
         tags={METRIC_TAG: metric, VALUE_TAG: repr(float(value)), MODE_TAG: mode},
     ).version
-    holder, previous = holder.version, holder.value
+    previous = holder.value
     promote = previous is None or better(value, previous, mode)
     if promote:
         client.set_registered_model_alias(name, alias, version)
         log.info("model %s version %s is the new %s (%s %s vs %s)", name, version, alias, metric, value, previous)
     else:
         log.info("model %s version %s keeps %s on version %s (%s %s does not beat %s)",
-                 name, version, alias, holder, metric, value, previous)
+                 name, version, alias, holder.version, metric, value, previous)
     return Registration(name, str(version), alias, promote, previous)
