@@ -3,10 +3,11 @@ path: in low-priority background threads, while the rounds run and while the fin
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from importlib import metadata
 from typing import Any
 
@@ -44,6 +45,23 @@ def rehearsed_logging_inputs(task: Any, model: Any) -> tuple[Any, Any, list[str]
         except Exception as exc:  # only a head start: the real log_model reports real problems
             log.warning("rehearsing the model export failed: %s", exc)
     return inputs
+
+
+def accepts_model_id(task: Any) -> bool:
+    """Whether the task's log_model takes `model_id` (the LoggedModel to log into); a user task written
+    before it existed does not, and is called as before, into the active run."""
+    try:
+        parameters = inspect.signature(task.log_model).parameters
+    except (TypeError, ValueError):
+        return False
+    return "model_id" in parameters or any(p.kind is p.VAR_KEYWORD for p in parameters.values())
+
+
+def outside_the_run(function):
+    """function() in a thread of its own: MLflow's active run is per thread, so none is active there, and
+    MLflow's log_model does not copy the run's metrics onto the model."""
+    with ThreadPoolExecutor(1, thread_name_prefix="log-model") as pool:
+        return pool.submit(function).result()
 
 
 def in_background(function, *args) -> Future:

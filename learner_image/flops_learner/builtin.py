@@ -101,13 +101,13 @@ class TorchClassifierTask(Task):
             return model(torch.from_numpy(np.asarray(x, dtype=np.float32))).numpy()
 
     def log_model(self, model: nn.Module, *, name: str, input_example: np.ndarray, signature: Any,
-                  pip_requirements: list[str]) -> Any:
+                  pip_requirements: list[str], model_id: str | None = None) -> Any:
         import mlflow.pytorch
 
         model.eval()
         return mlflow.pytorch.log_model(
             model, name=name, signature=signature, input_example=input_example,
-            pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT,
+            pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT, model_id=model_id,
         )
 
     def rehearse_log_model(self, model: nn.Module, *, input_example: np.ndarray, signature: Any,

@@ -94,8 +94,10 @@ class Task(ABC):
 
     @abstractmethod
     def log_model(self, model: Any, *, name: str, input_example: np.ndarray, signature: Any,
-                  pip_requirements: list[str]) -> Any:
-        """Log the model to the active MLflow run (mlflow.<flavor>.log_model); returns its ModelInfo."""
+                  pip_requirements: list[str], model_id: str | None = None) -> Any:
+        """Log the model (mlflow.<flavor>.log_model, passing `model_id` on); returns its ModelInfo. With
+        `model_id`, the aggregator has made the LoggedModel (with its source run) and links it to the run; without
+        it, log to the active run. A task whose log_model lacks the parameter is called without it."""
 
     def warm_up(self) -> None:
         """Optional: import what the first train/evaluate call would import lazily. The warm ClientApp launcher

@@ -121,3 +121,50 @@ def test_synchronous_logging_does_not_log_ahead(tmp_path):
         if mlflow.active_run():
             mlflow.end_run()
         mlflow.set_tracking_uri(previous)
+
+
+class OldStyleIris(IrisLogReg):
+    """A user task written before log_model took `model_id`: it logs into the active run."""
+
+    def log_model(self, model, *, name, input_example, signature, pip_requirements):
+        return super().log_model(model, name=name, input_example=input_example, signature=signature,
+                                 pip_requirements=pip_requirements)
+
+
+class FailingExportIris(IrisLogReg):
+    def log_model(self, model, *, model_id=None, **inputs):
+        raise RuntimeError("the export failed")
+
+
+@pytest.mark.parametrize("task_class", [IrisLogReg, OldStyleIris], ids=["model_id", "old-style-task"])
+@pytest.mark.parametrize("best_round", [2, 1], ids=["kept-ahead", "logged-at-the-end"])
+def test_the_model_is_the_runs_output_with_its_params_and_the_best_rounds_metrics(recorder, task_class, best_round):
+    task = task_class()
+    client = MlflowClient(recorder.settings.tracking_uri)
+    # A step-0 metric (a system metric's first sample): MLflow's log_model into the active run copies it onto the
+    # model, being the model's default step; a model initialized by the aggregator carries only its evaluation.
+    mlflow.log_metric("system/cpu_utilization_percentage", 12.0, step=0)
+    recorder.prepare(task, task.build_model(seed=0))
+    recorder.log_ahead(2, weights_of(task, seed=5))
+    logged_ahead(recorder)
+    registration = finish_with_best(recorder, task, best_round, weights_of(task, seed=5))
+    (kept,) = live_models(recorder)
+    run = client.get_run(recorder.run_id)
+    assert kept.source_run_id == recorder.run_id
+    step = best_round if task_class is IrisLogReg else 0  # MLflow's default step for a model logged into a run
+    assert (kept.model_id, step) in {(o.model_id, o.step) for o in run.outputs.model_outputs}
+    assert kept.params == {key: str(value) for key, value in recorder.settings.params().items()}
+    attached = {m.key for m in client.get_logged_model(kept.model_id).metrics or []}
+    assert {"best_round", "best_eval_accuracy"} <= attached
+    if task_class is IrisLogReg:
+        assert "system/cpu_utilization_percentage" not in attached
+    assert client.get_model_version(registration.name, registration.version).run_id == recorder.run_id
+
+
+def test_a_model_whose_logging_fails_leaves_no_logged_model_behind(recorder):
+    task = FailingExportIris()
+    recorder.prepare(task, task.build_model(seed=0))
+    recorder.log_ahead(2, weights_of(task, seed=5))
+    with pytest.raises(RuntimeError, match="the export failed"):
+        finish_with_best(recorder, task, 2, weights_of(task, seed=5))  # ahead failed, so logged again: fails
+    assert live_models(recorder) == []
