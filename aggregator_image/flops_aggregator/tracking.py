@@ -9,13 +9,12 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from . import admission, checkpoint, checkpoint_mlflow, mlflow_run
+from . import admission, checkpoint, checkpoint_mlflow, mlflow_run, model_logger
 from .best import Best
-from .model_logging import accepts_model_id, in_background, logging_inputs, outside_the_run, rehearsed_logging_inputs
+from .final_model import FinalModelLogging
 from .registry import Registration, look_up, register_and_promote
 from .settings import Settings
 from .strategies import RoundResult
@@ -38,6 +37,9 @@ MLFLOW_CLIENT_ENV = {
     "MLFLOW_ASYNC_LOGGING_BUFFERING_SECONDS": "1",
     # end_run would fetch the run once more only to print its URL.
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
+    # No usage reports from an edge node (Flower's are off too); and no telemetry consumer threads whose locks
+    # the forked model logger (model_logger.py) could inherit held.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
 }
 
 # A stopped training waits this long at most for its last checkpoint to reach the artifact store.
@@ -97,7 +99,7 @@ class BareRecorder:
         pass
 
 
-class MlflowRecorder:
+class MlflowRecorder(FinalModelLogging):
     def __init__(self, settings: Settings):
         # Where MLflow's time goes on the training's path (result.json, printed by bench/mlflow_overhead.py).
         self.seconds: dict[str, float] = {}
@@ -119,6 +121,8 @@ class MlflowRecorder:
         self.prepared: Future | None = None
         self.spare: tuple[Any, Any] | None = None
         """Async mode: the task and a model of the recorder's own, for logging ahead (log_ahead)."""
+        self.logger: model_logger.ForkedLogger | None = None
+        """Async mode with a tracking server: the child that rehearses the export and logs the final model."""
         self.ahead: tuple[Future, threading.Event] | None = None
         """The model being logged ahead: its (round, ModelInfo) to come, and set once it took the run."""
         self.uploader: checkpoint_mlflow.Uploader | None = None
@@ -195,6 +199,7 @@ class MlflowRecorder:
         return self.uploader.stop_request if self.uploader is not None else None
 
     def suspend(self, round_: int, reason: str) -> None:
+        self._close_logger()
         if self.uploader is not None and not self.uploader.wait(SUSPEND_UPLOAD_BOUND_SECONDS):
             log.warning("the checkpoint of round %d did not reach the artifact store in %.0fs; an earlier one stays",
                         round_, SUSPEND_UPLOAD_BOUND_SECONDS)
@@ -205,63 +210,6 @@ class MlflowRecorder:
             self.mlflow.set_tag(mlflow_run.END_REASON_TAG, f"suspended after round {round_} ({reason})")
         finally:
             self.mlflow.end_run("KILLED")
-
-    def prepare(self, task: Any, model: Any) -> None:
-        """Async mode: what the final model logging needs is computed, and the export rehearsed, in the
-        background while the rounds run; the final log_model is then mostly an upload."""
-        if not self.synchronous:
-            self.prepared = in_background(rehearsed_logging_inputs, task, model)
-            self.spare = (task, model)
-
-    def log_ahead(self, round_: int, weights: Any) -> None:
-        """Async mode, called while the learners evaluate the final model: log that model now, in the background
-        (the ServerApp's thread goes on to collect the evaluation). finish() keeps it when its round is the best
-        (so the end only registers it), and otherwise deletes it and logs the best. A failure here only loses the
-        head start."""
-        if self.spare is None:
-            return
-        task, model = self.spare
-        started = threading.Event()
-        self.ahead = (in_background(self._log_ahead, round_, weights, task, model, started), started)
-
-    def _log_ahead(self, round_: int, weights: Any, task: Any, model: Any,
-                   started: threading.Event) -> tuple[int, Any]:
-        with self.timed("log_ahead"):
-            try:
-                if not accepts_model_id(task):
-                    # MLflow keeps the active run per thread: this one takes the training's run (already RUNNING).
-                    self.mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
-            finally:
-                started.set()
-            task.set_weights(model, weights)
-            return round_, self._log_model(task, model, round_)
-
-    def _log_model(self, task: Any, model: Any, round_: int) -> Any:
-        """The task's log_model into this run. MLflow's log_model, called with the run active, also copies
-        every metric the run has at the model's step onto the model: one request per metric name, 15-20 of
-        them here (0.7 s of a 1.6 s warm log_model). So, when the task takes a `model_id`, the LoggedModel
-        is initialized here (source run, the run's params), logged into from a thread with no active run,
-        and linked to the run as its output at the round's step; its metrics are the best round's, attached
-        by finish()."""
-        example, signature, requirements = self._logging_inputs(task, model)
-        inputs = {"name": "model", "input_example": example, "signature": signature,
-                  "pip_requirements": requirements}
-        from mlflow.entities import LoggedModelOutput
-
-        if not accepts_model_id(task):
-            if self.mlflow.active_run() is None:
-                self.mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
-            return task.log_model(model, **inputs)
-        logged = self.mlflow.initialize_logged_model(
-            name="model", source_run_id=self.run_id, experiment_id=self.experiment_id,
-            params={key: str(value) for key, value in self.settings.params().items()})
-        try:
-            info = outside_the_run(lambda: task.log_model(model, model_id=logged.model_id, **inputs))
-            self.client.log_outputs(self.run_id, [LoggedModelOutput(logged.model_id, step=round_)])
-        except BaseException:
-            self._delete_logged(logged.model_id)
-            raise
-        return info
 
     def log_round(self, result: RoundResult) -> None:
         metrics = dict(result.metrics)
@@ -291,7 +239,8 @@ class MlflowRecorder:
         with self.timed("log_model"):
             info = self._kept_ahead(best.round)
             if info is None:
-                info = self._log_model(task, model, best.round)
+                info = self._log_best(task, model, best.round)
+        self._close_logger()
         best_metrics = {"best_round": best.round, **{f"best_{k}": v for k, v in best.metrics.items()
                                                      if k.startswith("eval_")}}
         # Written (settle) before anything is registered: the champion comparison of a later training reads them.
@@ -322,61 +271,13 @@ class MlflowRecorder:
         with self.timed("end_run"):
             mlflow.end_run("FINISHED")
 
-    def _kept_ahead(self, best_round: int) -> Any:
-        """The model logged ahead if it is the best round's; any other is deleted (one model per run)."""
-        ahead, self.ahead = self.ahead, None
-        if ahead is None:
-            return None
-        with self.timed("wait_ahead"):
-            try:
-                round_, info = ahead[0].result()
-            except Exception as exc:
-                log.warning("logging the final model ahead failed (%s): it is logged now", exc)
-                return None
-        if round_ == best_round:
-            return info
-        log.info("round %d's model, logged ahead, is not the best (round %d): deleted", round_, best_round)
-        self._delete_logged(info.model_id)
-        return None
-
-    def _drop_ahead(self, bound: float | None) -> None:
-        """A training that did not finish keeps no model: the one being logged ahead is awaited and deleted.
-        `bound`: a stopped training's process is on its way out and waits this long at most."""
-        ahead, self.ahead = self.ahead, None
-        if ahead is None:
-            return
-        future, started = ahead
-        # Before the run is ended: its start_run must not find the run ended and mark it RUNNING again.
-        started.wait(bound)
-        try:
-            _, info = future.result(timeout=bound)
-        except FutureTimeout:
-            log.warning("the final model being logged ahead did not finish in %.0fs: it may stay in the run, "
-                        "unregistered", bound)
-            return
-        except Exception:  # nothing was logged
-            return
-        self._delete_logged(info.model_id)
-
-    def _delete_logged(self, model_id: str) -> None:
-        try:
-            self.client.delete_logged_model(model_id)
-        except Exception as exc:  # an extra, unregistered model in the run: untidy, not wrong
-            log.warning("could not delete logged model %s: %s", model_id, exc)
-
-    def _logging_inputs(self, task: Any, model: Any) -> tuple[Any, Any, list[str]]:
-        if self.prepared is not None:
-            try:
-                return self.prepared.result()
-            except Exception as exc:  # computed again below: a real problem raises there, in order
-                log.warning("preparing the model logging in the background failed: %s", exc)
-        return logging_inputs(task, model)
-
     def fail(self, error: BaseException) -> None:
-        if self.mlflow.active_run() is None:
-            return
         stopped = stopped_from_outside(error)
+        if self.mlflow.active_run() is None:
+            self._close_logger(CHECKPOINT_UPLOAD_BOUND_SECONDS)
+            return
         self._drop_ahead(CHECKPOINT_UPLOAD_BOUND_SECONDS if stopped else None)
+        self._close_logger(CHECKPOINT_UPLOAD_BOUND_SECONDS if stopped else model_logger.EXIT_BOUND_SECONDS)
         if stopped and self.uploader is not None and not self.uploader.wait(CHECKPOINT_UPLOAD_BOUND_SECONDS):
             log.warning("the last checkpoint did not reach the artifact store in %.0fs; an earlier one stays",
                         CHECKPOINT_UPLOAD_BOUND_SECONDS)

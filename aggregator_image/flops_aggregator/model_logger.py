@@ -1,0 +1,148 @@
+"""The final model's logger: a child forked from the ServerApp once the task is loaded and the run started.
+
+It rehearses the export at once (torch.export's imports and first trace: ~3 s of CPU) and then logs the models the
+ServerApp sends it, warm. In a thread of the ServerApp, that rehearsal held the GIL through the rounds; at nice 19
+it was often descheduled while holding it, so the ServerApp's thread waited on a thread that got no CPU (rounds
+1.3-2 s slower in all). A process of its own has its own GIL: at nice 19 it takes only the CPU the rounds leave.
+Forked rather than spawned, it shares torch and MLflow with the ServerApp copy-on-write (a spawned interpreter
+with both, after one export, is 450 MB of its own: over the aggregator's 1 GiB with the rest).
+
+Fork-safety: the child only runs the callables it is given and MLflow's REST client (whose HTTP sessions are per
+process id); it never touches gRPC, ignores SIGINT/SIGTERM (it ends when the ServerApp closes the pipe or
+exits: EOF) and leaves with os._exit, so no atexit hook (MLflow's ends the active run) runs twice."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import signal
+import threading
+import time
+from multiprocessing import Pipe
+from multiprocessing.connection import Connection
+from types import SimpleNamespace
+from typing import Any, Callable
+
+log = logging.getLogger("flops_aggregator")
+
+# How long close() waits for the child to leave before killing it (it is idle or finishing one upload).
+EXIT_BOUND_SECONDS = 10.0
+
+
+class LoggerGone(RuntimeError):
+    """The child could not log the model (it failed, or it is gone); the caller logs it itself."""
+
+
+class ForkedLogger:
+    """The ServerApp's side: one request at a time (log-ahead's thread, then finish's)."""
+
+    def __init__(self, conn: Connection, pid: int):
+        self.conn, self.pid, self.lock, self.closed = conn, pid, threading.Lock(), False
+
+    def log(self, round_: int, weights: Any) -> SimpleNamespace:
+        """The model with `weights` logged by the child for round `round_`: its model_id and model_uri."""
+        with self.lock:
+            if self.closed:
+                raise LoggerGone("the model logger is closed")
+            try:
+                self.conn.send((round_, weights))
+                status, payload = self.conn.recv()
+            except (EOFError, OSError) as exc:
+                raise LoggerGone(f"the model logger (pid {self.pid}) is gone: {exc!r}") from exc
+        if status != "ok":
+            raise LoggerGone(f"the model logger failed: {payload}")
+        return SimpleNamespace(**payload)
+
+    def close(self, bound: float = EXIT_BOUND_SECONDS) -> None:
+        """Ask the child to leave and reap it; killed after `bound` seconds (an unfinished upload is dropped).
+        A request still waiting on the child (a stopped training's log-ahead) is ended by the kill."""
+        if not self.lock.acquire(timeout=bound):
+            kill(self.pid)  # the waiting request then sees EOF and lets go of the pipe
+            self.lock.acquire()
+        try:
+            if self.closed:
+                return
+            self.closed = True
+            try:
+                self.conn.send(None)
+            except OSError:
+                pass
+            self.conn.close()
+        finally:
+            self.lock.release()
+        reap(self.pid, bound)
+
+
+def kill(pid: int) -> None:
+    log.warning("the model logger (pid %d) is still busy: killed", pid)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def reap(pid: int, bound: float) -> None:
+    deadline = time.monotonic() + bound
+    while True:
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if done:
+            return
+        if time.monotonic() >= deadline:
+            kill(pid)
+            os.waitpid(pid, 0)
+            return
+        time.sleep(0.05)
+
+
+def start(prepare: Callable[[], Any], log_model: Callable[[Any, int, Any], Any]) -> ForkedLogger:
+    """Fork the logger. In the child: state = prepare() (the rehearsal), then for each (round, weights) received,
+    log_model(state, round, weights) -> a ModelInfo, answered with its model_id and model_uri. Call from the
+    main thread; raises OSError when the fork fails."""
+    parent_end, child_end = Pipe()
+    gc.freeze()  # the child's collector then leaves the shared objects' pages alone (fewer copied pages)
+    try:
+        pid = os.fork()
+    except OSError:
+        gc.unfreeze()
+        parent_end.close()
+        child_end.close()
+        raise
+    if pid == 0:
+        code = 1
+        try:
+            parent_end.close()
+            serve(child_end, prepare, log_model)
+            code = 0
+        finally:
+            os._exit(code)
+    gc.unfreeze()
+    child_end.close()
+    return ForkedLogger(parent_end, pid)
+
+
+def serve(conn: Connection, prepare: Callable[[], Any], log_model: Callable[[Any, int, Any], Any]) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, 19)
+    except OSError:  # e.g. a seccomp profile that refuses it: still off the ServerApp's GIL
+        pass
+    state = prepare()
+    while True:
+        try:
+            request = conn.recv()
+        except (EOFError, OSError):  # the ServerApp is gone
+            return
+        if request is None:
+            return
+        round_, weights = request
+        try:
+            info = log_model(state, round_, weights)
+            answer = ("ok", {"model_id": info.model_id, "model_uri": info.model_uri})
+        except Exception as exc:
+            answer = ("error", f"{type(exc).__name__}: {exc}")
+        conn.send(answer)
