@@ -30,12 +30,17 @@ class FinalModelLogging:
         self.spare = (task, model)
         if self.settings.tracking_uri.startswith(("http://", "https://")):  # a local store's files are not fork-safe
             try:
-                self.logger = model_logger.start(partial(rehearsed_logging_inputs, task, model),
+                self.logger = model_logger.start(partial(self._prepare_in_child, task, model),
                                                  partial(self._log_in_child, task, model))
                 return
             except OSError as exc:
                 log.warning("could not fork the model logger (%s): the export is rehearsed in a thread", exc)
         self.prepared = in_background(rehearsed_logging_inputs, task, model)
+
+    def _prepare_in_child(self, task: Any, model: Any) -> tuple[Any, Any, list[str]]:
+        """In the model logger's child: its MLflow client proven to work (one request), the export rehearsed."""
+        self.client.get_run(self.run_id)
+        return rehearsed_logging_inputs(task, model)
 
     def _log_in_child(self, task: Any, model: Any, inputs: tuple[Any, Any, list[str]], round_: int,
                       weights: Any) -> Any:

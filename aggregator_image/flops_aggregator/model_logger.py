@@ -7,9 +7,14 @@ it was often descheduled while holding it, so the ServerApp's thread waited on a
 Forked rather than spawned, it shares torch and MLflow with the ServerApp copy-on-write (a spawned interpreter
 with both, after one export, is 450 MB of its own: over the aggregator's 1 GiB with the rest).
 
-Fork-safety: the child only runs the callables it is given and MLflow's REST client (whose HTTP sessions are per
-process id); it never touches gRPC, ignores SIGINT/SIGTERM (it ends when the ServerApp closes the pipe or
-exits: EOF) and leaves with os._exit, so no atexit hook (MLflow's ends the active run) runs twice."""
+Fork-safety: only the forking thread lives on in the child, and a lock another thread held at the fork stays held
+there. So the child runs only the callables it is given and MLflow's REST client (whose HTTP sessions are per
+process id; its telemetry is off), never gRPC; it undoes Flower's mirroring of sys.stdout/stderr into a queue
+that a ServerApp thread drains; it proves its MLflow client works
+(`prepare` makes a request) and says "ready" before it is sent a model, and one that does not within
+READY_BOUND_SECONDS is killed (the ServerApp logs the model itself). It ignores SIGINT/SIGTERM (it ends when the
+ServerApp closes the pipe or exits: EOF) and leaves with os._exit, so no atexit hook (MLflow's ends the active run)
+runs twice."""
 
 from __future__ import annotations
 
@@ -17,8 +22,10 @@ import gc
 import logging
 import os
 import signal
+import sys
 import threading
 import time
+import traceback
 from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from types import SimpleNamespace
@@ -28,6 +35,9 @@ log = logging.getLogger("flops_aggregator")
 
 # How long close() waits for the child to leave before killing it (it is idle or finishing one upload).
 EXIT_BOUND_SECONDS = 10.0
+# How long a model waits for the child to be ready (rehearsed: ~3 s of CPU at nice 19; by the time the final model
+# is sent the rounds are over), after which the child is taken for stuck: killed, the model logged by the ServerApp.
+READY_BOUND_SECONDS = 120.0
 
 
 class LoggerGone(RuntimeError):
@@ -38,7 +48,7 @@ class ForkedLogger:
     """The ServerApp's side: one request at a time (log-ahead's thread, then finish's)."""
 
     def __init__(self, conn: Connection, pid: int):
-        self.conn, self.pid, self.lock, self.closed = conn, pid, threading.Lock(), False
+        self.conn, self.pid, self.lock, self.closed, self.ready = conn, pid, threading.Lock(), False, False
 
     def log(self, round_: int, weights: Any) -> SimpleNamespace:
         """The model with `weights` logged by the child for round `round_`: its model_id and model_uri."""
@@ -46,13 +56,24 @@ class ForkedLogger:
             if self.closed:
                 raise LoggerGone("the model logger is closed")
             try:
+                if not self.ready:
+                    self._wait_ready()
                 self.conn.send((round_, weights))
                 status, payload = self.conn.recv()
             except (EOFError, OSError) as exc:
-                raise LoggerGone(f"the model logger (pid {self.pid}) is gone: {exc!r}") from exc
+                raise LoggerGone(f"the model logger (pid {self.pid}) is gone ({exit_status(self.pid)})") from exc
         if status != "ok":
             raise LoggerGone(f"the model logger failed: {payload}")
         return SimpleNamespace(**payload)
+
+    def _wait_ready(self) -> None:
+        if not self.conn.poll(READY_BOUND_SECONDS):
+            kill(self.pid)
+            raise LoggerGone(f"the model logger (pid {self.pid}) was not ready in {READY_BOUND_SECONDS:.0f}s")
+        status, _ = self.conn.recv()
+        if status != "ready":
+            raise LoggerGone(f"the model logger (pid {self.pid}) said {status!r} instead of ready")
+        self.ready = True
 
     def close(self, bound: float = EXIT_BOUND_SECONDS) -> None:
         """Ask the child to leave and reap it; killed after `bound` seconds (an unfinished upload is dropped).
@@ -80,6 +101,16 @@ def kill(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def exit_status(pid: int) -> str:
+    """How the child ended, once it has (it is reaped here)."""
+    try:
+        done, status = os.waitpid(pid, 0)
+    except ChildProcessError:
+        return "already reaped"
+    code = os.waitstatus_to_exitcode(status)
+    return f"killed by signal {-code}" if code < 0 else f"exit code {code}"
 
 
 def reap(pid: int, bound: float) -> None:
@@ -117,6 +148,8 @@ def start(prepare: Callable[[], Any], log_model: Callable[[Any, int, Any], Any])
             parent_end.close()
             serve(child_end, prepare, log_model)
             code = 0
+        except BaseException:  # the ServerApp then logs the model itself; this says why
+            traceback.print_exc(file=sys.__stderr__ if sys.stderr is None else sys.stderr)
         finally:
             os._exit(code)
     gc.unfreeze()
@@ -125,6 +158,7 @@ def start(prepare: Callable[[], Any], log_model: Callable[[Any, int, Any], Any])
 
 
 def serve(conn: Connection, prepare: Callable[[], Any], log_model: Callable[[Any, int, Any], Any]) -> None:
+    unmirror_streams()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -132,6 +166,7 @@ def serve(conn: Connection, prepare: Callable[[], Any], log_model: Callable[[Any
     except OSError:  # e.g. a seccomp profile that refuses it: still off the ServerApp's GIL
         pass
     state = prepare()
+    conn.send(("ready", None))
     while True:
         try:
             request = conn.recv()
@@ -146,3 +181,12 @@ def serve(conn: Connection, prepare: Callable[[], Any], log_model: Callable[[Any
         except Exception as exc:
             answer = ("error", f"{type(exc).__name__}: {exc}")
         conn.send(answer)
+
+
+def unmirror_streams() -> None:
+    """Flower's ServerApp mirrors sys.stdout/stderr into a queue (flwr.supercore.logger.mirror_output_to_queue:
+    an instance `write` on each stream) drained by a thread of its own. In the child that thread is gone and the
+    queue's lock may have been held at the fork: the child's prints and log lines go to the streams only."""
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None and "write" in getattr(stream, "__dict__", {}):
+            del stream.__dict__["write"]

@@ -13,6 +13,7 @@ import mlflow
 import pytest
 from mlflow.tracking import MlflowClient
 
+from flops_aggregator import model_logger
 from flops_aggregator.best import Best
 from flops_aggregator.tracking import MlflowRecorder
 from flops_learner.builtin import IrisLogReg
@@ -32,6 +33,13 @@ class PidRecordingIris(IrisLogReg):
     def rehearse_log_model(self, model, **inputs) -> None:
         self.where.write_text(str(os.getpid()))
         super().rehearse_log_model(model, **inputs)
+
+
+class StuckRehearsalIris(IrisLogReg):
+    """A child that never gets ready (as one would that waits on a lock another thread held at the fork)."""
+
+    def rehearse_log_model(self, model, **inputs) -> None:
+        time.sleep(BOUND_SECONDS)
 
 
 @pytest.fixture
@@ -139,3 +147,18 @@ def test_a_failed_training_ends_the_child_and_keeps_no_model(recorder, tmp_path)
     assert recorder.logger is None and gone(child)
     assert live_models(recorder) == []
     assert MlflowClient(recorder.settings.tracking_uri).get_run(recorder.run_id).info.status == "FAILED"
+
+
+def test_a_child_not_ready_in_time_is_killed_and_the_serverapp_logs_the_model(recorder, monkeypatch):
+    monkeypatch.setattr(model_logger, "READY_BOUND_SECONDS", 1.0)
+    task = StuckRehearsalIris()
+    recorder.prepare(task, task.build_model(seed=0))
+    child = recorder.logger.pid
+    recorder.log_ahead(2, task.get_weights(task.build_model(seed=5)))
+    with pytest.raises(model_logger.LoggerGone, match="not ready"):
+        recorder.ahead[0].result(timeout=BOUND_SECONDS)
+    wait_gone(child)
+    registration = finish(recorder, task, 2, seed=5)
+    (kept,) = live_models(recorder)
+    assert kept.model_id in MlflowClient(recorder.settings.tracking_uri).get_model_version(
+        registration.name, registration.version).source
