@@ -82,6 +82,14 @@ def live_models(rec: MlflowRecorder) -> list:
             if m.source_run_id == rec.run_id]
 
 
+def only_the_registered_model(rec: MlflowRecorder, registration):
+    """The run keeps one model, the one registered; returns it."""
+    (kept,) = live_models(rec)
+    version = MlflowClient(rec.settings.tracking_uri).get_model_version(registration.name, registration.version)
+    assert kept.model_id in version.source
+    return kept
+
+
 def test_a_forked_child_rehearses_logs_the_model_ahead_and_leaves_with_the_training(recorder, tmp_path):
     task = PidRecordingIris(tmp_path / "rehearsed-by")
     recorder.prepare(task, task.build_model(seed=0))
@@ -92,10 +100,7 @@ def test_a_forked_child_rehearses_logs_the_model_ahead_and_leaves_with_the_train
     assert round_ == 2
     assert int((tmp_path / "rehearsed-by").read_text()) == child
     registration = finish(recorder, task, 2, seed=5)
-    (kept,) = live_models(recorder)
-    assert kept.model_id == info.model_id
-    version = MlflowClient(recorder.settings.tracking_uri).get_model_version(registration.name, registration.version)
-    assert info.model_id in version.source
+    assert only_the_registered_model(recorder, registration).model_id == info.model_id
     assert recorder.logger is None and gone(child)  # finish reaped it
     assert MlflowClient(recorder.settings.tracking_uri).get_run(recorder.run_id).info.status == "FINISHED"
 
@@ -106,12 +111,10 @@ def test_a_best_round_other_than_the_last_is_logged_by_the_child_too(recorder, t
     recorder.log_ahead(2, task.get_weights(task.build_model(seed=5)))
     recorder.ahead[0].result(timeout=BOUND_SECONDS)
     registration = finish(recorder, task, 1, seed=6)
-    (kept,) = live_models(recorder)
+    only_the_registered_model(recorder, registration)
     weights = mlflow.pytorch.load_model(registration.uri).state_dict()
     expected = task.get_weights(task.build_model(seed=6))
     assert all((weights[name].numpy() == value).all() for name, value in expected.items())
-    assert kept.model_id in MlflowClient(recorder.settings.tracking_uri).get_model_version(
-        registration.name, registration.version).source
 
 
 def test_a_dead_child_leaves_the_model_to_the_serverapp(recorder, tmp_path):
@@ -124,9 +127,7 @@ def test_a_dead_child_leaves_the_model_to_the_serverapp(recorder, tmp_path):
     with pytest.raises(Exception, match="model logger"):
         recorder.ahead[0].result(timeout=BOUND_SECONDS)
     registration = finish(recorder, task, 2, seed=5)
-    (kept,) = live_models(recorder)
-    assert kept.model_id in MlflowClient(recorder.settings.tracking_uri).get_model_version(
-        registration.name, registration.version).source
+    only_the_registered_model(recorder, registration)
 
 
 def test_the_child_leaves_when_the_serverapp_is_gone(recorder, tmp_path):
@@ -159,6 +160,4 @@ def test_a_child_not_ready_in_time_is_killed_and_the_serverapp_logs_the_model(re
         recorder.ahead[0].result(timeout=BOUND_SECONDS)
     wait_gone(child)
     registration = finish(recorder, task, 2, seed=5)
-    (kept,) = live_models(recorder)
-    assert kept.model_id in MlflowClient(recorder.settings.tracking_uri).get_model_version(
-        registration.name, registration.version).source
+    only_the_registered_model(recorder, registration)
