@@ -83,14 +83,12 @@ class FinalModelLogging:
         is initialized here (source run, the run's params), logged into from a thread with no active run,
         and linked to the run as its output at the round's step; its metrics are the best round's, attached
         by finish()."""
+        from mlflow.entities import LoggedModelOutput
+
         example, signature, requirements = self._logging_inputs(task, model)
         inputs = {"name": "model", "input_example": example, "signature": signature,
                   "pip_requirements": requirements}
-        from mlflow.entities import LoggedModelOutput
-
-        if not accepts_model_id(task):
-            if self.mlflow.active_run() is None:
-                self.mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
+        if not accepts_model_id(task):  # every caller's thread has the run active (_log_ahead starts it in its own)
             return task.log_model(model, **inputs)
         logged = self.mlflow.initialize_logged_model(
             name="model", source_run_id=self.run_id, experiment_id=self.experiment_id,

@@ -1,9 +1,9 @@
 """The final model's logger: a child forked from the ServerApp once the task is loaded and the run started.
 
 It rehearses the export at once (torch.export's imports and first trace: ~3 s of CPU) and then logs the models the
-ServerApp sends it, warm. In a thread of the ServerApp, that rehearsal held the GIL through the rounds; at nice 19
-it was often descheduled while holding it, so the ServerApp's thread waited on a thread that got no CPU (rounds
-1.3-2 s slower in all). A process of its own has its own GIL: at nice 19 it takes only the CPU the rounds leave.
+ServerApp sends it, warm. In a thread of the ServerApp, that rehearsal made rounds 1-4 1.3 s slower in all
+(measured), at nice 19 as at nice 0: not its CPU, then, but the GIL it held through the rounds (an inference, not
+measured). A process of its own has its own GIL: at nice 19 it takes only the CPU the rounds leave.
 Forked rather than spawned, it shares torch and MLflow with the ServerApp copy-on-write (a spawned interpreter
 with both, after one export, is 450 MB of its own: over the aggregator's 1 GiB with the rest).
 
@@ -106,7 +106,7 @@ def kill(pid: int) -> None:
 def exit_status(pid: int) -> str:
     """How the child ended, once it has (it is reaped here)."""
     try:
-        done, status = os.waitpid(pid, 0)
+        _, status = os.waitpid(pid, 0)
     except ChildProcessError:
         return "already reaped"
     code = os.waitstatus_to_exitcode(status)
@@ -131,8 +131,8 @@ def reap(pid: int, bound: float) -> None:
 
 def start(prepare: Callable[[], Any], log_model: Callable[[Any, int, Any], Any]) -> ForkedLogger:
     """Fork the logger. In the child: state = prepare() (the rehearsal), then for each (round, weights) received,
-    log_model(state, round, weights) -> a ModelInfo, answered with its model_id and model_uri. Call from the
-    main thread; raises OSError when the fork fails."""
+    log_model(state, round, weights) -> a ModelInfo, answered with its model_id and model_uri. Raises OSError
+    when the fork fails."""
     parent_end, child_end = Pipe()
     gc.freeze()  # the child's collector then leaves the shared objects' pages alone (fewer copied pages)
     try:
