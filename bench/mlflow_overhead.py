@@ -10,8 +10,8 @@ Two local epochs per round (default learning rate 0.05); roundMode fast (the spe
 start) to the end.
 Targets: final accuracy >= 0.90, overhead ratio (MLflow wall / bare wall, the means of all runs) <= 1.10.
 The machine's other load moves single runs by +-10 % (bare walls 33-39 s in one invocation), about what MLflow adds
-(2-3 s of about 37): with 4 pairs, one invocation's ratio ranged 0.98-1.14 over ten invocations of the same design,
-so the default is 8 pairs (about 11 min). Each pair's own ratio (its two runs are adjacent in time) is printed
+(1-3 s of about 37): with 4 pairs, one invocation's ratio ranged 0.98-1.14 over ten invocations of the same design,
+so the default is 8 pairs (10-11 min). Each pair's own ratio (its two runs are adjacent in time) is printed
 too, with their median, to show that scatter. Compare figures from the same invocation only.
 """
 

@@ -2,8 +2,10 @@
 
 It rehearses the export at once (torch.export's imports and first trace: ~3 s of CPU) and then logs the models the
 ServerApp sends it, warm. In a thread of the ServerApp, that rehearsal made rounds 1-4 1.3 s slower in all
-(measured), at nice 19 as at nice 0: not its CPU, then, but the GIL it held through the rounds (an inference, not
-measured). A process of its own has its own GIL: at nice 19 it takes only the CPU the rounds leave.
+(measured), at nice 19 as at nice 0. The nice value could not help there: with Linux's autogroups (this project's
+test machines) the CPU is shared between sessions first, and a nice value weighs only within its own session. A
+process of its own takes the rehearsal off the ServerApp's GIL and path; its CPU it still takes on a busy machine
+(measured: moving the child into a nice-19 session of its own made no difference on a busy 2-core machine).
 Forked rather than spawned, it shares torch and MLflow with the ServerApp copy-on-write (a spawned interpreter
 with both, after one export, is 450 MB of its own: over the aggregator's 1 GiB with the rest).
 
