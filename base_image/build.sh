@@ -29,6 +29,7 @@ IMAGES=(
   "tracking-server   tracking_image/Dockerfile        -           mlflow-base"
   "backend-store     backend_store_image/Dockerfile   -           -"
   "artifact-store    artifact_store_image/Dockerfile  -           -"
+  "builder           builder_image/Dockerfile         -           fl-base"
 )
 
 if [ -z "${TORCH_WHEELS:-}" ]; then

@@ -20,6 +20,7 @@ from flops_operator.platforms.fake import FakePlatform
 from flops_operator.progress import TrainingProgress
 from flops_operator.reconcile import reconcile
 from flops_operator.status import deleting_status
+from flops_operator.task_build import SourceVersion
 
 TESTDATA = Path(__file__).resolve().parents[1] / "manifests" / "gitops" / "argocd" / "testdata"
 NOW = "2026-11-30T12:00:00Z"
@@ -57,6 +58,19 @@ class Steered:
         return True  # as a server that answers at its public address
 
 
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+SOURCE_MANIFEST = copy.deepcopy(MANIFEST)
+SOURCE_MANIFEST["spec"]["task"] = {"source": {"git": {"url": "https://git.example.com/team/wine.git",
+                                                      "path": "tasks/wine"}}}
+
+
+class AtCommit:
+    """A Git source whose branch is at COMMIT."""
+
+    async def version(self, project: Project, credentials) -> SourceVersion:
+        return SourceVersion(commit=COMMIT)
+
+
 class World:
     """One project on the in-memory platform, reconciled as an adapter would."""
 
@@ -68,7 +82,8 @@ class World:
     async def step(self, times: int = 1, now: str = NOW) -> FLOpsProjectStatus:
         for _ in range(times):
             result = await reconcile(self.manifest, self.status, platform=self.platform,
-                                     credentials=MemoryCredentials(), progress_source=self.mlflow, now=now)
+                                     credentials=MemoryCredentials(), progress_source=self.mlflow, now=now,
+                                     sources=AtCommit())
             self.status = result.status
         return self.status
 
@@ -91,6 +106,15 @@ async def _snapshots() -> dict[str, dict]:
 
     provisioning = World(ServiceState.starting)
     out["provisioning"] = _object(await provisioning.step())
+
+    building = World(ServiceState.running, manifest=SOURCE_MANIFEST)
+    await building.step()
+    building.platform.say(ref, "builder", "flops-build: step=deps environment 3f2a9c: cache hit (4.2s)")
+    out["building"] = _object(await building.step(), SOURCE_MANIFEST)
+    building.platform.say(ref, "builder", 'FLOPS-BUILD-ERROR {"step":"requirements","field":"requirements.txt",'
+                                          '"message":"no matching distribution for wine-utils==9.9"}')
+    building.platform.fail(ref, "builder", "exit code 1")
+    out["failed_build"] = _object(await building.step(), SOURCE_MANIFEST)
 
     stalled = World(ServiceState.starting)
     await stalled.step()

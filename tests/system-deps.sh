@@ -12,6 +12,11 @@ missing_packages() {
   "$PY" -c 'import ensurepip' 2>/dev/null || echo python3-venv
   # The MySQL backend-store end-to-end test runs a private MariaDB server.
   { command -v mariadbd && command -v mariadb-install-db; } >/dev/null 2>&1 || echo mariadb-server
+  # Bring-your-own-model tests: a Git server (git http-backend, git daemon), a real registry (CNCF distribution)
+  # and htpasswd for its logins.
+  command -v git >/dev/null 2>&1 || echo git
+  command -v docker-registry >/dev/null 2>&1 || echo docker-registry
+  command -v htpasswd >/dev/null 2>&1 || echo apache2-utils
 }
 
 packages=$(missing_packages)
@@ -28,6 +33,7 @@ if [ -n "$packages" ]; then
     case $package in
       python3-venv) echo "deps: missing: Python's venv/ensurepip for $PY: sudo apt-get install python3-venv" >&2 ;;
       mariadb-server) echo "deps: missing: mariadbd and mariadb-install-db: sudo apt-get install mariadb-server" >&2 ;;
+      *) echo "deps: missing: $package: sudo apt-get install $package" >&2 ;;
     esac
   done
   echo "deps: make test needs them (run it as root on Debian to have them installed)" >&2

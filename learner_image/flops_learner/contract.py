@@ -42,17 +42,25 @@ class Wire(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True)
 
 
+_DOTTED_NAME = r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
+ENTRYPOINT_PATTERN = f"^{_DOTTED_NAME}:{_DOTTED_NAME}$"
+"""module:attribute, both dotted Python names (e.g. wine_task:task)."""
+
+
 class TaskRef(Wire):
-    """Which task: a built-in one by name, or a user module in a user image."""
+    """Which task: a built-in one by name, a user task by entrypoint ("module:attribute", its source folder on the
+    path), or a user module in a user image."""
 
     name: str | None = None
     module: str | None = None
+    entrypoint: str | None = Field(default=None, pattern=ENTRYPOINT_PATTERN)
     image: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> TaskRef:
-        if (self.name is None) == (self.module is None):
-            raise ValueError("a task has exactly one of name (built-in) or module (user code)")
+        if sum(value is not None for value in (self.name, self.module, self.entrypoint)) != 1:
+            raise ValueError("a task has exactly one of name (built-in), entrypoint (module:attribute) or module "
+                             "(user code)")
         return self
 
 

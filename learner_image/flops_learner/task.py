@@ -1,13 +1,15 @@
 """The task contract: what a user implements to bring a model to FLOps.
 
-A task is an object with the methods of `Task` below. Built-in tasks live in `builtin.py`; a user task is a
-module (shipped in a user image) whose attribute `task` is such an object, or `make_task()` returns one.
-Weights travel as an ordered mapping name -> numpy array (the ClientApp wraps them into an ArrayRecord).
+A task is an object with the methods of `Task` below. Built-in tasks live in `builtin.py`; a user task is named by
+an entrypoint "module:attribute" (the attribute a task, a Task subclass or a zero-argument callable returning a
+task; flops_learner.loading), or, the older way, a module whose attribute `task` is a task or `make_task()` returns
+one. Most people write neither by hand: flops_learner.torch_task and flops_learner.sklearn_task implement the
+contract from a model and a data function. Weights travel as an ordered mapping name -> numpy array (the ClientApp
+wraps them into an ArrayRecord).
 """
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -52,6 +54,11 @@ class Evaluation:
     num_examples: int
     metrics: dict[str, float] = field(default_factory=dict)
     """Extra metrics (e.g. accuracy), reported by the aggregator as eval_<name>."""
+
+
+class TaskError(ValueError):
+    """A task that cannot be loaded or breaks the contract; the message names the module, attribute, method or
+    file (and line) at fault, in words a person can act on."""
 
 
 class Task(ABC):
@@ -111,6 +118,11 @@ class Task(ABC):
         costs (imports, tracing an export) are paid before the final log_model, which then only uploads."""
 
 
+CONTRACT_METHODS = ("build_model", "get_weights", "set_weights", "load_data", "train", "evaluate", "input_example",
+                    "predict", "log_model")
+"""The methods every task has (Task's abstract methods, in the order a training uses them)."""
+
+
 def warm_up(task: Task) -> None:
     """A user task need not have the optional hook."""
     hook = getattr(task, "warm_up", None)
@@ -119,24 +131,21 @@ def warm_up(task: Task) -> None:
 
 
 def load_task(wire: dict) -> Task:
-    """The task named by the spec's `task` (wire shape {"name": ...} or {"module": ..., "image": ...})."""
+    """The task named by the spec's `task`: wire shape {"name": ...} (built-in), {"entrypoint": "module:attribute"}
+    or {"module": ...} (with an image). Raises TaskError naming the module, attribute, method or file at fault."""
     if wire.get("name"):
         from .builtin import BUILTIN_TASKS
 
         try:
             return BUILTIN_TASKS[wire["name"]]()
         except KeyError:
-            raise ValueError(f"unknown built-in task {wire['name']!r} (known: {', '.join(BUILTIN_TASKS)})") from None
+            raise TaskError(f"unknown built-in task {wire['name']!r} (known: {', '.join(BUILTIN_TASKS)})") from None
+    if wire.get("entrypoint"):
+        from .loading import from_entrypoint
+
+        return from_entrypoint(wire["entrypoint"])
     if wire.get("module"):
-        module = importlib.import_module(wire["module"])
-        if hasattr(module, "make_task"):
-            task = module.make_task()
-        elif hasattr(module, "task"):
-            task = module.task
-        else:
-            raise ValueError(f"module {wire['module']!r} has neither `task` nor `make_task()`")
-        missing = [m for m in Task.__abstractmethods__ if not callable(getattr(task, m, None))]
-        if missing:
-            raise ValueError(f"task from {wire['module']!r} lacks {', '.join(sorted(missing))}")
-        return task
-    raise ValueError("task needs a name (built-in) or a module")
+        from .loading import from_module
+
+        return from_module(wire["module"])
+    raise TaskError("task needs a name (built-in), an entrypoint (module:attribute) or a module")

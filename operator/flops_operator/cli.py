@@ -1,4 +1,4 @@
-"""The `flops` command: crd, validate, run, operator."""
+"""The `flops` command: crd, validate, run, operator, init, task check."""
 
 from __future__ import annotations
 
@@ -64,9 +64,11 @@ def _register_commands() -> None:
     # Each front door lives in its own adapter module and adds its own command.
     from .adapters.kopf_cli import register as register_operator
     from .adapters.local_cli import register as register_run
+    from .adapters.task_cli import register as register_task
 
     register_run(app)
     register_operator(app)
+    register_task(app)
 
 
 _register_commands()

@@ -28,15 +28,17 @@ def generate(name: str) -> str:
     return make() if make is not None else secrets.token_urlsafe(24)
 
 
-def pick(where: str, data: Mapping[str, str] | None, keys: Mapping[str, str]) -> dict[str, str]:
-    """{name: data[key]} for the referenced Secret's data; MissingCredentials naming what is not there."""
+def pick(where: str, data: Mapping[str, str] | None, keys: Mapping[str, str], *,
+         field: str = "tracking.credentialsSecret", optional: bool = False) -> dict[str, str]:
+    """{name: data[key]} for the referenced Secret's data; MissingCredentials naming what is not there. With
+    `optional`, a key that is not there reads as "" (the Secret must still exist)."""
     if data is None:
-        raise MissingCredentials(f"tracking.credentialsSecret: Secret {where} not found; create it with the keys "
-                                 f"{', '.join(sorted(set(keys.values())))}")
+        raise MissingCredentials(f"{field}: Secret {where} not found; create it with the keys "
+                                 f"{', '.join(sorted(set(keys.values())))}" + (" (each optional)" if optional else ""))
     missing = sorted({key for key in keys.values() if not data.get(key)})
-    if missing:
-        raise MissingCredentials(f"tracking.credentialsSecret: Secret {where} has no key {', '.join(missing)}")
-    return {name: data[key] for name, key in keys.items()}
+    if missing and not optional:
+        raise MissingCredentials(f"{field}: Secret {where} has no key {', '.join(missing)}")
+    return {name: data.get(key) or "" for name, key in keys.items()}
 
 
 class MemoryCredentials:
@@ -46,8 +48,10 @@ class MemoryCredentials:
         self.referenced = referenced or {}
         """Secrets the specs name, by (namespace, name)."""
 
-    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str]) -> dict[str, str]:
-        return pick(f"{project.namespace}/{secret}", self.referenced.get((project.namespace, secret)), keys)
+    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str], *,
+                   field: str = "tracking.credentialsSecret", optional: bool = False) -> dict[str, str]:
+        return pick(f"{project.namespace}/{secret}", self.referenced.get((project.namespace, secret)), keys,
+                    field=field, optional=optional)
 
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         values = self.store.setdefault(project.uid, {})
@@ -71,8 +75,10 @@ class FileCredentials:
         self._path_for = path_for
         self._referenced = referenced or {}
 
-    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str]) -> dict[str, str]:
-        return pick(f"{project.namespace}/{secret}", self._referenced.get((project.namespace, secret)), keys)
+    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str], *,
+                   field: str = "tracking.credentialsSecret", optional: bool = False) -> dict[str, str]:
+        return pick(f"{project.namespace}/{secret}", self._referenced.get((project.namespace, secret)), keys,
+                    field=field, optional=optional)
 
     async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
         path = self._path_for(project)

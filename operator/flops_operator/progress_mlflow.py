@@ -17,7 +17,6 @@ import aiohttp
 from flops_tracking.contract import ALLOWED_HOSTS_TAG
 
 from .models import Project
-from .models.edits import training_identity
 from .plan.desired import experiment_name
 from .progress import TrainingProgress
 
@@ -90,7 +89,7 @@ def run_filter(project: Project) -> str:
     """MLflow's search filter for the runs of this project's current training: a run of another identity
     (an earlier spec, a failed run before a fix) never decides this one's outcome."""
     return (f"tags.`{UID_TAG}` = {_quoted(project.ref.uid)}"
-            f" AND tags.`{TRAINING_ID_TAG}` = {_quoted(training_identity(project.spec))}")
+            f" AND tags.`{TRAINING_ID_TAG}` = {_quoted(project.training_identity)}")
 
 
 class MlflowProgress:

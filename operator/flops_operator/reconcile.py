@@ -10,7 +10,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Sequence
 
@@ -18,12 +18,15 @@ from .models import FLOpsProjectStatus, InvalidProject, Phase, Problem, Project,
 from .models.edits import immutable_changes
 from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
+from . import task_build
+from .plan.builder import GIT_CREDENTIALS_FIELD, builder_service, git_credentials
 from .plan.desired import Login, credential_names, desired, login, model_name, referenced_credentials
 from .plan.render import render
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .plan.services import ServiceSpec
 from .platforms.base import Credentials, Observation, Platform, TransientPlatformError
 from .progress import ProgressSource, TrainingProgress
+from .sources import SourceResolver, Sources
 from .status import announce_via, compute_status, invalid_status, tracking_url, training_outcome
 from .training_state import drain, rerun, wants_learners
 
@@ -82,6 +85,8 @@ async def _apply(platform: Platform, ref: ProjectRef, actions: Sequence[Action],
 
 
 _PLANS: OrderedDict[tuple, tuple[ServiceSpec, ...]] = OrderedDict()
+# What of status.task the plan reads (not the build's progress messages).
+_PLANNED_TASK_FIELDS = {"build_phase", "commit", "tree", "entrypoint", "image", "aggregator_image", "python_path"}
 _PLANS_KEPT = 1024
 
 
@@ -89,7 +94,9 @@ def _plan(manifest: dict[str, Any], project: Project, **flags: bool) -> tuple[Se
     """desired(), the same list for the same inputs: its ServiceSpecs compute their spec_hash once,
     not at every reconcile (at scale, a tenth of the driver's CPU). desired() does not read the
     generation, so the spec as written, the project's identity and the flags are the whole key."""
-    key = (project.ref, json.dumps(manifest.get("spec"), sort_keys=True, default=str), *sorted(flags.items()))
+    built = project.task.model_dump_json(include=_PLANNED_TASK_FIELDS) if project.task is not None else None
+    key = (project.ref, json.dumps(manifest.get("spec"), sort_keys=True, default=str), project.code, built,
+           *sorted(flags.items()))
     plan = _PLANS.get(key)
     if plan is None:
         plan = _PLANS[key] = tuple(desired(project, **flags))
@@ -108,6 +115,7 @@ async def reconcile(
     credentials: Credentials,
     progress_source: ProgressSource,
     now: str | None = None,
+    sources: SourceResolver | None = None,
 ) -> ReconcileResult:
     """Converge one project one step. Raises TransientPlatformError for the caller to retry."""
     now = now or utcnow()
@@ -123,7 +131,10 @@ async def reconcile(
 
     # Before anything is observed or created: a Secret the spec names that is not there stalls the project.
     referenced = await _referenced(project, credentials)
+    project = await _source(project, previous, credentials, sources or Sources(), now)
     observation = await platform.observe(project.ref)
+    if project.task is not None:
+        project = _built(project, observation, now)
     url = tracking_url(project, observation)
     progress = (await progress_source.fetch(project, url, login=await _login(project, credentials, referenced))
                 if url else None)
@@ -147,7 +158,8 @@ async def reconcile(
                    draining=draining.keep_training)
     to_apply = effects(diff(wanted, observation.services, again))
     if to_apply:
-        secrets = {**await credentials.ensure(project.ref, credential_names(project.spec)), **referenced}
+        secrets = {**await credentials.ensure(project.ref, credential_names(project.spec)), **referenced,
+                   **await _git_login(project, credentials)}
         log.info("%s: %s", project.ref.key, ", ".join(_describe(a) for a in to_apply))
         observation = await _apply(platform, project.ref, to_apply, secrets, observation)
     remaining = diff(wanted, observation.services, again)
@@ -173,19 +185,49 @@ class Passes:
 
 
 async def converge(manifest: dict[str, Any], passes: Passes, *, platform: Platform, credentials: Credentials,
-                   progress_source: ProgressSource, max_passes: int = MAX_PASSES) -> ReconcileResult:
+                   progress_source: ProgressSource, max_passes: int = MAX_PASSES,
+                   sources: SourceResolver | None = None) -> ReconcileResult:
     """The one convergence step both adapters take: reconcile() again while a pass changed something.
     When to take the next step is theirs to schedule, by the same policy (pacing.Pacing). Platform errors
     propagate; `passes` then holds what was done before."""
     for _ in range(max_passes):
         result = await reconcile(manifest, passes.status, platform=platform, credentials=credentials,
-                                 progress_source=progress_source)
+                                 progress_source=progress_source, sources=sources)
         passes.applied += result.applied
         passes.status, passes.result = result.status, result
         if result.invalid or not result.applied:
             break
     assert passes.result is not None
     return passes.result
+
+
+async def _source(project: Project, previous: FLOpsProjectStatus, credentials: Credentials,
+                  sources: SourceResolver, now: str) -> Project:
+    """A task from task.source: the version this training runs, resolved once per spec identity (a new commit on
+    a branch is trained when the spec or training.trigger changes). MissingCredentials stalls the project."""
+    if project.spec.task.source is None:
+        return project
+    version = None
+    if task_build.needs_version(project, previous.task):
+        version = await sources.version(project, await _git_login(project, credentials))
+    task = task_build.start(project, previous.task, version, now)
+    return replace(project, code=task_build.code_version(task), task=task)
+
+
+def _built(project: Project, observation: Observation, now: str) -> Project:
+    """What the builder printed, read into status.task (its result: the images or environment to train with)."""
+    assert project.task is not None
+    wanted = builder_service(project).spec_hash if task_build.building(project.task) else None
+    task = task_build.advance(project.task, observation.services.get("builder"), wanted, now)
+    return replace(project, code=task_build.code_version(task), task=task)
+
+
+async def _git_login(project: Project, credentials: Credentials) -> dict[str, str]:
+    keys = git_credentials(project)
+    if not keys:
+        return {}
+    ref = project.spec.task.source.git.credentials_secret  # type: ignore[union-attr]
+    return await credentials.read(project.ref, ref.name, keys, field=GIT_CREDENTIALS_FIELD, optional=True)
 
 
 async def _referenced(project: Project, credentials: Credentials) -> dict[str, str]:

@@ -25,6 +25,7 @@ COMPONENT_CONDITIONS = {
     Role.aggregator: "AggregatorReady",
     Role.learner: "LearnersReady",
     Role.model_server: "ModelServerReady",
+    Role.builder: "Built",
 }
 
 
@@ -84,7 +85,7 @@ def compute_status(
     draining = draining or Drain()
     training = training_status(project, progress, previous, observation, outcome, now, draining)
     facts = policies.Facts.gather(desired, observation, actions, outcome, suspend=project.spec.suspend,
-                                  draining=draining.keep_training, round_=training.round)
+                                  draining=draining.keep_training, round_=training.round, build=project.task)
     phase = policies.phase(facts)
     reason, message = policies.verdict(facts)
     stalled = reason in policies.STALLING
@@ -117,7 +118,8 @@ def compute_status(
                                                 key=lambda s: (order.get(s.name, 10**6), s.name))]
     return FLOpsProjectStatus(
         phase=phase, observed_generation=gen, message=message, conditions=conditions,
-        components=components, training=training, mlflow=_mlflow(project, observation, progress, previous, training),
+        components=components, training=training, task=project.task,
+        mlflow=_mlflow(project, observation, progress, previous, training),
         model=model, oakestra=_oakestra(project, observation, previous),
         created_with=previous.created_with or immutable_values(project.spec),
     )

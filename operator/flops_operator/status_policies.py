@@ -7,7 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
+from . import task_build
 from .models import Phase
+from .models.status import TaskStatus
 from .plan.diff import Action, Create, Remove, Replace, Wait
 from .plan.services import Role, ServiceSpec
 from .platforms.base import Observation, ObservedService, ServiceState
@@ -36,20 +38,23 @@ class Facts:
     """Suspending: the aggregator was asked to stop at its next round boundary and has not yet."""
     round: int = 0
     """The last reported round."""
+    build: TaskStatus | None = None
+    """A task from task.source: where its build stands."""
 
     @classmethod
     def gather(cls, desired: Sequence[ServiceSpec], observation: Observation, actions: Sequence[Action],
-               outcome: TrainingOutcome, suspend: bool = False, draining: bool = False, round_: int = 0) -> Facts:
+               outcome: TrainingOutcome, suspend: bool = False, draining: bool = False, round_: int = 0,
+               build: TaskStatus | None = None) -> Facts:
         observed = observation.services
         pending = tuple(a for a in actions if isinstance(a, (Create, Replace, Remove)))
         waits = tuple(a for a in actions if isinstance(a, Wait))
         return cls(
             desired=desired, observation=observation, pending=pending, waits=waits,
-            stack_failed=tuple(s for s in observed.values()
-                               if s.state is ServiceState.failed and s.role not in (Role.aggregator, Role.learner)),
+            stack_failed=tuple(s for s in observed.values() if s.state is ServiceState.failed
+                               and s.role not in (Role.aggregator, Role.learner, Role.builder)),
             converged=not draining and not pending and not waits and all(
                 observed.get(s.name) is not None and observed[s.name].state in OK for s in desired),
-            outcome=outcome, suspended=suspend and not outcome.done, draining=draining, round=round_,
+            outcome=outcome, suspended=suspend and not outcome.done, draining=draining, round=round_, build=build,
         )
 
     @property
@@ -61,8 +66,12 @@ class Facts:
 def phase(f: Facts) -> Phase:
     if f.outcome.done:
         return Phase.Completed if f.outcome.succeeded else Phase.Failed
+    if task_build.failed(f.build):
+        return Phase.Failed
     if f.suspended:
         return Phase.Suspended
+    if task_build.building(f.build):
+        return Phase.Building
     if not f.observation.services:
         return Phase.Pending
     return Phase.Training if f.training_running else Phase.Provisioning
@@ -76,6 +85,23 @@ def training_failed(f: Facts) -> Verdict | None:
     if f.outcome.done and not f.outcome.succeeded:
         return ("DeadlineExceeded" if f.outcome.reason == "DeadlineExceeded" else "TrainingFailed"), f.outcome.message
     return None
+
+
+def build_failed(f: Facts) -> Verdict | None:
+    if not task_build.failed(f.build):
+        return None
+    assert f.build is not None
+    if f.build.build_step == "resolve":
+        return "SourceUnavailable", f"task.source: {f.build.build_message}"
+    return "BuildFailed", f"building {f.build.source} failed at step {f.build.build_step}: {f.build.build_message}"
+
+
+def building(f: Facts) -> Verdict | None:
+    if not task_build.building(f.build):
+        return None
+    assert f.build is not None
+    at = f"@{f.build.commit[:12]}" if f.build.commit else ""
+    return "Building", f"building {f.build.source}{at}: {f.build.build_message or f.build.build_step}"
 
 
 def stack_failed(f: Facts) -> Verdict | None:
@@ -128,8 +154,8 @@ def starting(f: Facts) -> Verdict:
 
 # Failures first (they stall the project), then what is done, then what is under way.
 VERDICTS: tuple[Callable[[Facts], Verdict | None], ...] = (
-    training_failed, stack_failed, completed, suspended, waiting, applying, training, starting)
-STALLING = ("TrainingFailed", "DeadlineExceeded", "ServiceFailed")
+    training_failed, build_failed, stack_failed, completed, suspended, building, waiting, applying, training, starting)
+STALLING = ("TrainingFailed", "DeadlineExceeded", "ServiceFailed", "BuildFailed", "SourceUnavailable")
 
 
 def verdict(f: Facts) -> Verdict:

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from .models import FLOpsProjectStatus, Phase, Project
-from .models.edits import training_identity
 from .models.status import TrainingStatus
 from .plan.services import Role
 from .platforms.base import Observation, ServiceState
@@ -90,7 +89,7 @@ def drain(project: Project, observation: Observation, progress: TrainingProgress
     if (not project.spec.suspend or outcome.done or aggregator is None or aggregator.state not in _ALIVE
             or progress is None or progress.run_status not in ("RUNNING", "FINISHED")):
         return Drain()  # nothing to stop, or no way to ask: the plan removes what is left
-    identity = training_identity(project.spec)
+    identity = project.training_identity
     asked = previous.training.suspend_requested_at if previous.training.identity == identity else None
     requested_at = asked or now
     if _seconds_between(requested_at, now) > drain_bound(project):
@@ -128,7 +127,7 @@ def training_outcome(project: Project, observation: Observation, progress: Train
     plan. A FAILED/KILLED run decides only when no aggregator is alive: a replaced aggregator's run ends
     KILLED while its successor starts a new run of the same identity.
     """
-    identity = training_identity(project.spec)
+    identity = project.training_identity
     decided = _decided(previous, identity, project.generation)
     if decided is not None and decided.reason == "DeadlineExceeded" and now is not None and deadline_exceeded(
             project, previous, identity, now) is None:
@@ -189,7 +188,7 @@ def human_duration(seconds: int | None) -> str | None:
 def training_status(project: Project, progress: TrainingProgress | None, previous: FLOpsProjectStatus,
                     observation: Observation, outcome: TrainingOutcome, now: str,
                     draining: Drain | None = None) -> TrainingStatus:
-    total, identity = project.spec.training.rounds, training_identity(project.spec)
+    total, identity = project.spec.training.rounds, project.training_identity
     if progress is None:
         # The numbers last read stay while the tracking server cannot be read; a new training starts at 0.
         out = previous.training.model_copy() if previous.training.identity in (identity, None) else TrainingStatus()

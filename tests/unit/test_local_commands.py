@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from flops_operator.models import parse_project
+from flops_operator.models.status import TaskStatus
 from flops_operator.plan.desired import FLOWER_CA, credential_names, desired
 from flops_operator.plan.render import render_service
 from flops_operator.plan.services import Role
@@ -87,10 +89,20 @@ def test_the_table_covers_every_role():
     assert set(LOCAL_COMMANDS) == set(Role)
 
 
+def building(tmp_path):
+    """A project whose task comes from a local folder, while it is being built."""
+    proj = parse_project({
+        "apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject", "metadata": {"name": "demo"},
+        "spec": {"task": {"source": {"local": str(tmp_path)}}},
+    })
+    return replace(proj, code="sha256:0", task=TaskStatus(build_phase="Building", tree="sha256:0"))
+
+
 def test_every_planned_service_has_a_local_command(tmp_path, stub_mariadb):
     for backend in ("sqlite", "mysql"):
         services = [*desired(project(backend), training_done=False),
-                    *desired(project(backend, serving=True), training_done=True, model_registered=True)]
+                    *desired(project(backend, serving=True), training_done=True, model_registered=True),
+                    *[s for s in desired(building(tmp_path), training_done=False) if s.role is Role.builder]]
         roles = set()
         for service in services:
             command, _ = build(service, tmp_path)

@@ -57,9 +57,10 @@ class SecretCredentials:
     async def remove(self, project: ProjectRef) -> None:
         await asyncio.to_thread(self._guarded, self._remove, project)
 
-    async def read(self, project: ProjectRef, secret: str, keys: dict[str, str]) -> dict[str, str]:
+    async def read(self, project: ProjectRef, secret: str, keys: dict[str, str], *,
+                   field: str = "tracking.credentialsSecret", optional: bool = False) -> dict[str, str]:
         data = await asyncio.to_thread(self._guarded, self._read_named, project, secret)
-        return pick(f"{project.namespace}/{secret}", data, keys)
+        return pick(f"{project.namespace}/{secret}", data, keys, field=field, optional=optional)
 
     def _read_named(self, project: ProjectRef, secret: str) -> dict[str, str] | None:
         try:

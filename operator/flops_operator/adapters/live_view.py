@@ -126,6 +126,15 @@ def render_summary(project: Project, status: FLOpsProjectStatus, layout: StateLa
     if status.message:
         lines.add_row("message", status.message)
     lines.add_row("rounds", t.progress)
+    task = status.task
+    if task is not None:
+        version = f" @ {task.commit[:12]}" if task.commit else (f" (tree {task.tree[7:19]})" if task.tree else "")
+        lines.add_row("task", f"{task.entrypoint or '?'} from {task.source}{version}")
+        cache = task.cache
+        if cache is not None or task.environment:
+            hits = ", ".join(f"{k} {v}" for k, v in (cache.model_dump(exclude_none=True) if cache else {}).items())
+            lines.add_row("build", (f"environment {task.environment[:12]}; " if task.environment else "")
+                          + (hits or task.build_message or ""))
     if t.best_metrics:
         best = _metrics(t.best_metrics, limit=8)
         lines.add_row("best", f"{best}  (round {t.best_round})" if t.best_round is not None else best)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import logging
 import sys
 from pathlib import Path
@@ -41,12 +42,25 @@ def load_run_input(path: Path) -> tuple[dict[str, Any], Project, dict[tuple[str,
     if len(projects) != 1:
         raise InvalidProject([Problem("(file)", f"expected exactly one {KIND} document (and any v1 Secrets), "
                                                 f"found {len(projects)}")])
-    manifest = projects[0]
+    manifest = _local_source_from(projects[0], Path.cwd() if str(path) == "-" else path.resolve().parent)
     project = parse_project(manifest)
     if project.spec.platform is not Platform.local:
         raise InvalidProject([Problem("spec.platform", f"is {project.spec.platform.value!r}: flops run runs a project "
                                       "on this machine (platform: local); apply this one to a cluster running the operator")])
     return manifest, project, dict(secret_data(s, project.ref.namespace) for s in secrets)
+
+
+def _local_source_from(manifest: Any, folder: Path) -> Any:
+    """task.source.local is relative to the manifest's folder: made absolute here, where that is known."""
+    try:
+        local = manifest["spec"]["task"]["source"]["local"]
+    except (KeyError, TypeError):
+        return manifest
+    if not isinstance(local, str) or not local or Path(local).is_absolute():
+        return manifest
+    manifest = copy.deepcopy(manifest)
+    manifest["spec"]["task"]["source"]["local"] = str((folder / local).resolve())
+    return manifest
 
 
 def secret_data(secret: dict[str, Any], default_namespace: str) -> tuple[tuple[str, str], dict[str, str]]:

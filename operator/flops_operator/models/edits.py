@@ -31,6 +31,11 @@ class Edit(str, Enum):
 # (field path as written in YAML, what editing it does, why or how). A path covers the fields below it.
 EDITS: tuple[tuple[str, Edit, str], ...] = (
     ("task", Edit.retrain, "another model"),
+    ("task.source", Edit.retrain,
+     "other code: a branch or tag `ref` is resolved to a commit when a training starts (`status.task.commit`, part "
+     "of the training's identity); a new commit on that branch is trained only when the spec or `training.trigger` "
+     "changes. Pin a commit for GitOps"),
+    ("task.source.git.credentialsSecret", Edit.in_place, "read when the ref is resolved and the source fetched"),
     ("data", Edit.retrain, "other data or another split"),
     ("training", Edit.retrain, "every training setting (change `trigger` to train an unchanged spec again)"),
     ("learners.image", Edit.retrain, "other learner code"),
@@ -95,15 +100,26 @@ def _drop(wire: dict[str, Any], path: str) -> None:
             del wire[head]
 
 
-def training_identity(spec: FLOpsProjectSpec) -> str:
-    """The identity of the training this spec asks for (see the module docstring)."""
+def training_identity(spec: FLOpsProjectSpec, code: str | None = None) -> str:
+    """The identity of the training this spec asks for (see the module docstring); for a task from task.source,
+    with `code`: the commit (or the local folder's tree digest) resolved for it when the training started."""
     written = spec.model_dump(mode="json", by_alias=True, exclude_defaults=True)
     for path, edit, _ in EDITS:  # rows inside a retrain row that say otherwise are no part of it
         if edit is not Edit.retrain and "." in path and (edit_of(path.rsplit(".", 1)[0]) or (None,))[0] is Edit.retrain:
             _drop(written, path)
-    basis = {path: _pick(written, path) for path, edit, _ in EDITS if edit is Edit.retrain}
+    # A retrain row inside another one is there for its description: the outer row already covers its value.
+    basis = {path: _pick(written, path) for path, edit, _ in EDITS
+             if edit is Edit.retrain and not _inside_retrain(path)}
+    if code is not None:
+        basis["code"] = code
     payload = json.dumps(basis, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(payload.encode()).hexdigest()[:IDENTITY_LENGTH]
+
+
+def _inside_retrain(path: str) -> bool:
+    parts = path.split(".")
+    return any(edit is Edit.retrain and p == ".".join(parts[:n])
+               for n in range(1, len(parts)) for p, edit, _ in EDITS)
 
 
 def immutable_values(spec: FLOpsProjectSpec) -> dict[str, str | None]:

@@ -9,7 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .spec import DNS_LABEL, FLOpsProjectSpec
-from .status import FLOpsProjectStatus
+from .status import FLOpsProjectStatus, TaskStatus
 
 GROUP = "flops.oakestra.io"
 VERSION = "v1alpha1"
@@ -40,6 +40,16 @@ class Project:
     ref: ProjectRef
     generation: int
     spec: FLOpsProjectSpec
+    code: str | None = None
+    """For a task from task.source: the commit (or local folder's tree digest) this training runs, once resolved."""
+    task: TaskStatus | None = None
+    """For a task from task.source: where its build stands (task_build.py); the plan runs what it built."""
+
+    @property
+    def training_identity(self) -> str:
+        from .edits import training_identity
+
+        return training_identity(self.spec, self.code)
 
 
 @dataclass(frozen=True)

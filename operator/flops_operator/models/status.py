@@ -12,6 +12,7 @@ from .base import StatusModel
 
 class Phase(str, Enum):
     Pending = "Pending"
+    Building = "Building"
     Provisioning = "Provisioning"
     Training = "Training"
     Suspended = "Suspended"
@@ -85,6 +86,47 @@ class TrainingStatus(StatusModel):
     stay until it has (at most three roundTimeoutSeconds and a minute from here)."""
 
 
+class BuildCache(StatusModel):
+    """What the build found already made (hit) and what it made (built)."""
+
+    images: str | None = None
+    deps: str | None = None
+    code: str | None = None
+
+
+class TaskStatus(StatusModel):
+    """What is trained, for a task from task.source: the commit, the images (or, locally, the environment) built
+    from it, and the build's progress."""
+
+    spec_identity: str | None = None
+    """The training identity of the spec alone; the commit below was resolved for it (a new commit on a branch is
+    trained only when the spec or training.trigger changes)."""
+    source: str | None = None
+    """The repository (no login) and path, or the local folder."""
+    ref: str | None = None
+    commit: str | None = None
+    """The commit trained (Git), resolved from ref when the training started."""
+    tree: str | None = None
+    """The digest of the task folder's files (a local folder's version)."""
+    entrypoint: str | None = None
+    image: str | None = None
+    """The learner image built from the source, with its digest."""
+    aggregator_image: str | None = None
+    """The aggregator image built from the source, with its digest."""
+    environment: str | None = None
+    """Locally: the cached environment (its key) the requirements went into."""
+    python_path: list[str] | None = None
+    """Locally: the code's folder and the cached environment, on the training services' PYTHONPATH."""
+    build_phase: str | None = None
+    """Resolving | Building | Built | Failed"""
+    build_step: str | None = None
+    """The builder's current (or failed) step: fetch, deps, check, code, push..."""
+    build_message: str | None = None
+    build_started_at: str | None = None
+    build_seconds: float | None = None
+    cache: BuildCache | None = None
+
+
 class MlflowStatus(StatusModel):
     tracking_uri: str | None = None
     ui_url: str | None = None
@@ -114,6 +156,8 @@ class FLOpsProjectStatus(StatusModel):
     conditions: list[Condition] = Field(default_factory=list)
     components: list[ComponentStatus] = Field(default_factory=list)
     training: TrainingStatus = Field(default_factory=TrainingStatus)
+    task: TaskStatus | None = None
+    """For a task from task.source: the commit and images trained, and the build."""
     mlflow: MlflowStatus = Field(default_factory=MlflowStatus)
     model: ModelStatus = Field(default_factory=ModelStatus)
     oakestra: OakestraStatus | None = None

@@ -18,9 +18,10 @@ from flops_tracking.contract import (AGGREGATOR_USER, ALLOWED_HOSTS_TAG, ENV_CLI
                                      READER_USER, TrackingEnv)
 
 from ..models import Project
-from ..models.edits import training_identity
 from ..models.spec import FLOpsProjectSpec
+from .. import task_build
 from . import images
+from .builder import builder_service
 from .services import Port, Role, ServiceSpec
 
 
@@ -215,7 +216,15 @@ def _tracking_server(project: Project) -> ServiceSpec:
     )
 
 
-def task_ref(spec: FLOpsProjectSpec) -> TaskRef:
+def task_ref(project: Project) -> TaskRef:
+    """The task as the FL images load it; a task from task.source by the entrypoint its build found."""
+    spec = project.spec
+    if spec.task.source is not None:
+        built = project.task
+        entrypoint = (built.entrypoint if built is not None else None) or spec.task.entrypoint
+        if entrypoint is None:
+            raise ValueError("a task from task.source is run once its build has found the entrypoint")
+        return TaskRef(entrypoint=entrypoint)
     return TaskRef.model_validate(spec.task.to_wire())
 
 
@@ -230,9 +239,9 @@ def aggregator_config(project: Project) -> AggregatorConfig:
     t = spec.training
     return AggregatorConfig(
         project=ProjectId(namespace=project.ref.namespace, name=project.ref.name, uid=project.ref.uid),
-        training_id=training_identity(spec),
+        training_id=project.training_identity,
         experiment=experiment_name(project),
-        task=task_ref(spec),
+        task=task_ref(project),
         data=data_ref(spec),
         num_learners=spec.learners.replicas,
         training=Training(
@@ -266,7 +275,7 @@ def _scale_free(project: Project) -> dict:
 
 
 def learner_task(project: Project) -> LearnerTask:
-    return LearnerTask(task=task_ref(project.spec), data=data_ref(project.spec))
+    return LearnerTask(task=task_ref(project), data=data_ref(project.spec))
 
 
 def learner_env(project: Project, partition_id: int, *, superlink: str, clientappio_address: str, workdir: str,
@@ -291,18 +300,27 @@ def learner_admission(partition_id: int) -> LearnerAdmission:
                             supernode_key="{{learnerkey:%s:%d}}" % (LEARNER_KEY_SEED, partition_id))
 
 
+def _built_env(project: Project) -> tuple[tuple[str, str], ...]:
+    """Locally, a built task's code and cached environment go on the path (images carry them in their config)."""
+    built = project.task
+    if built is None or not built.python_path:
+        return ()
+    return (("PYTHONPATH", ":".join(built.python_path)),)
+
+
 def _aggregator(project: Project) -> ServiceSpec:
     spec = project.spec
     writer = login(spec, writer=True)
+    built = project.task.aggregator_image if project.task is not None else None
     return ServiceSpec(
         name="aggregator",
         role=Role.aggregator,
-        image=spec.aggregator.image or spec.task.image or images.AGGREGATOR,
+        image=spec.aggregator.image or built or spec.task.image or images.AGGREGATOR,
         command=("flops-aggregator",),
         env=tuple(AggregatorEnv(config=aggregator_config(project), superlink_address="{{bind}}:{{port:superlink}}",
                                 workdir="{{workdir}}", tracking_uri=tracking_uri(project),
                                 admission=AGGREGATOR_ADMISSION).to_env().items())
-        + (writer.env() if writer else ()),
+        + (writer.env() if writer else ()) + _built_env(project),
         secrets=(writer.secrets if writer else ()) + FLOWER_CREDENTIALS,
         scale_env=("FLOPS_CONFIG",),
         scale_free=(("FLOPS_CONFIG", json.dumps(_scale_free(project), sort_keys=True)),),
@@ -317,14 +335,16 @@ def _aggregator(project: Project) -> ServiceSpec:
 
 def _learner(project: Project, partition_id: int) -> ServiceSpec:
     spec = project.spec
+    built = project.task.image if project.task is not None else None
     return ServiceSpec(
         name=f"learner-{partition_id}",
         role=Role.learner,
-        image=spec.learners.image or spec.task.image or images.LEARNER,
+        image=spec.learners.image or built or spec.task.image or images.LEARNER,
         command=("flops-learner",),
         env=tuple(learner_env(project, partition_id, superlink="{{addr:aggregator:superlink}}",
                               clientappio_address="127.0.0.1:{{port:clientappio}}",
-                              workdir="{{workdir}}", admission=learner_admission(partition_id)).to_env().items()),
+                              workdir="{{workdir}}", admission=learner_admission(partition_id)).to_env().items())
+        + _built_env(project),
         # Rendered into derived values only: the CA's certificate, and this learner's own key.
         secrets=FLOWER_CREDENTIALS,
         ports=(Port("clientappio", CLIENTAPPIO_PORT),),
@@ -368,9 +388,15 @@ def desired(project: Project, *, training_done: bool, model_registered: bool = F
     suspend, the training is still on its way to its next round boundary (training_state.drain); the tracking stack
     stays until the project is deleted; the model server comes once a model is registered under the
     spec's registry name and alias (`model_registered`), and keeps serving it while a new training runs.
+    A task from task.source is built first (the one-shot builder): its training services wait for the build.
     """
     spec = project.spec
     services: list[ServiceSpec] = []
+    if spec.task.source is not None and not task_build.built(project.task):
+        # Built first: the training services run what the build makes. A failed build leaves nothing running.
+        if task_build.building(project.task):
+            services.append(builder_service(project))
+        training_done = True
     if spec.tracking.uri is None:
         if spec.tracking.backend_store.type == "mysql":
             services.append(_backend_store(spec))

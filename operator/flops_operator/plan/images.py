@@ -19,5 +19,6 @@ TRACKING_SERVER = image("tracking-server")
 BACKEND_STORE = image("backend-store")
 ARTIFACT_STORE = image("artifact-store")
 MODEL_SERVER = image("model-server")
-PLANNED = (AGGREGATOR, LEARNER, TRACKING_SERVER, BACKEND_STORE, ARTIFACT_STORE, MODEL_SERVER)
+BUILDER = image("builder")
+PLANNED = (AGGREGATOR, LEARNER, TRACKING_SERVER, BACKEND_STORE, ARTIFACT_STORE, MODEL_SERVER, BUILDER)
 """Every default a plan can name (a test checks `make images` builds each)."""

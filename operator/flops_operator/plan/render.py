@@ -8,6 +8,7 @@
     {{cacert:NAME}}        the certificate (public) of the CA bundle credential NAME (flops_runtime.pki)
     {{learnerkey:NAME:N}}  learner N's SuperNode key, derived from the seed credential NAME (flops_runtime.pki)
     {{workdir}}            a directory this service may write to
+    {{registry}}           where the platform's workers pull the project's images from (and built ones go)
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Protocol
 
 from flops_runtime import pki
 
+from .images import IMAGE_REGISTRY
 from .services import ServiceSpec
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\s*\}\}")
@@ -50,6 +52,10 @@ def render(text: str, resolver: Resolver) -> str:
             return pki.learner_key(resolver.secret(a), int(b))
         if kind == "workdir" and not a:
             return resolver.workdir()
+        if kind == "registry" and not a:
+            # Only a platform that runs images has a registry; the plan's default prefix elsewhere.
+            registry = getattr(resolver, "registry", None)
+            return registry() if registry is not None else IMAGE_REGISTRY
         raise ValueError(f"unknown placeholder {match.group(0)!r}")
 
     return _PLACEHOLDER.sub(replace, text)

@@ -21,6 +21,7 @@ class Role(str, Enum):
     aggregator = "aggregator"
     learner = "learner"
     model_server = "model-server"
+    builder = "builder"
 
 
 STACK_ROLES = (Role.backend_store, Role.artifact_store, Role.tracking_server)

@@ -46,6 +46,8 @@ class ObservedService:
     message: str | None = None
     restarts: int = 0
     exit_code: int | None = None
+    output: str = ""
+    """The last lines it printed, for a service whose output is its result (the image builder)."""
 
 
 @dataclass(frozen=True)
@@ -99,9 +101,11 @@ class Credentials(Protocol):
         """Return the named credentials, generating (and persisting) those missing."""
         ...
 
-    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str]) -> dict[str, str]:
+    async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str], *,
+                   field: str = "tracking.credentialsSecret", optional: bool = False) -> dict[str, str]:
         """Credentials the spec references: {name: the value of key} for each name, key in `keys`, from the
-        Secret `secret` of the project's namespace. MissingCredentials names the Secret or key that is not there."""
+        Secret `secret` of the project's namespace. MissingCredentials names the spec `field` and the Secret or key
+        that is not there; with `optional`, a missing key reads as "" (the Secret must exist)."""
         ...
 
     async def remove(self, project: ProjectRef) -> None: ...

@@ -122,6 +122,11 @@ class FakePlatform:
     def fail(self, project: ProjectRef, name: str, message: str = "exit code 1") -> None:
         self.set_state(project, name, ServiceState.failed, message=message, exit_code=1)
 
+    def say(self, project: ProjectRef, name: str, line: str) -> None:
+        """The service prints a line (its output, as the builder's result is read)."""
+        svc = self.services(project)[name]
+        svc.observed = replace(svc.observed, output=svc.observed.output + line + "\n")
+
     def lose(self, project: ProjectRef, name: str) -> None:
         self.services(project).pop(name, None)
 

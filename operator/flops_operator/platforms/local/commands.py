@@ -13,6 +13,8 @@ what each of them becomes on one machine, so the same desired services run in bo
     aggregator      flops-aggregator         the same entrypoint from this env       SuperLink port answers
     learner         flops-learner            the same entrypoint from this env       process started
     model-server    mlflow models serve      the same command from this Python env   GET /ping is 200
+    builder         flops-builder (images)   flops_builder.local: the source on the   (one-shot: its last
+                                             path, requirements in a cached env       line is its result)
 
 SQLite needs no service: the plan puts the database file into the tracking server's workdir.
 """
@@ -130,6 +132,11 @@ def _model_server(service: ServiceSpec, argv: list[str], env: dict[str, str], ct
                         probe=HttpProbe(f"http://{ctx.host}:{port}/ping"))
 
 
+def _builder(service: ServiceSpec, argv: list[str], env: dict[str, str], ctx: LocalContext) -> LocalCommand:
+    # No image here: the source goes on the path, its requirements into a cached environment (flops_builder.local).
+    return LocalCommand(argv=[ctx.python, "-m", "flops_builder.local"], env=env)
+
+
 LOCAL_COMMANDS: dict[Role, Recipe] = {
     Role.backend_store: Recipe(None, _backend_store),
     Role.artifact_store: Recipe(None, _artifact_store),
@@ -137,6 +144,7 @@ LOCAL_COMMANDS: dict[Role, Recipe] = {
     Role.aggregator: Recipe("flops-aggregator", _aggregator),
     Role.learner: Recipe("flops-learner", _learner),
     Role.model_server: Recipe("mlflow", _model_server),
+    Role.builder: Recipe("flops-builder", _builder),
 }
 
 

@@ -13,7 +13,7 @@ from typing import Callable, Mapping
 
 from ...models import ProjectRef
 from ...plan.render import render_service
-from ...plan.services import ServiceSpec
+from ...plan.services import Role, ServiceSpec
 from ..base import Observation, ObservedService, PermanentPlatformError, TransientPlatformError
 from .commands import LocalContext, local_command
 from .layout import MARKER_ENV, StateLayout, default_state_dir
@@ -30,6 +30,7 @@ class _Service:
     process: ManagedProcess
     tmpdir: Path
     leftovers: tuple[Path, ...]
+    log_path: Path | None = None
 
 
 class _Resolver:
@@ -64,6 +65,20 @@ class _Resolver:
 
     def workdir(self) -> str:
         return str(self._workdir)
+
+
+OUTPUT_BYTES = 8192
+
+
+def _tail(path: Path) -> str:
+    """The end of a service's log (the builder's result is its last line)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(0, fh.tell() - OUTPUT_BYTES))
+            return fh.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 class LocalPlatform:
@@ -109,6 +124,7 @@ class LocalPlatform:
             name=spec.name, role=spec.role, state=proc.state, spec_hash=spec.spec_hash,
             service_id=f"pid {proc.pid}" if proc.pid else None, address=address, external_address=external,
             message=proc.message, restarts=proc.restarts, exit_code=proc.exit_code,
+            output=_tail(svc.log_path) if spec.role is Role.builder and svc.log_path else "",
         )
 
     async def observe(self, project: ProjectRef) -> Observation:
@@ -145,6 +161,8 @@ class LocalPlatform:
         command = local_command(service, argv, env, ctx)
         workdir.mkdir(parents=True, exist_ok=True)
         tmpdir.mkdir(parents=True, exist_ok=True)
+        if service.role is Role.builder:
+            layout.log(service.name).unlink(missing_ok=True)  # its output is its result: none of an earlier build
         child_env = {**os.environ, **command.env, "TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1",
                      MARKER_ENV: layout.marker(service.name)}
         launch = Launch(argv=command.argv, env=child_env, cwd=workdir, log_path=layout.log(service.name),
@@ -153,7 +171,7 @@ class LocalPlatform:
         process = ManagedProcess(launch, policy=self._policy, stop_timeout=self._stop_timeout)
         process.start()
         log.info("%s: started %s (%s)", project.key, service.name, service.role.value)
-        return _Service(service, ports, process, tmpdir, command.leftovers)
+        return _Service(service, ports, process, tmpdir, command.leftovers, layout.log(service.name))
 
     async def _stop(self, svc: _Service, release: list[str] | None = None) -> None:
         await svc.process.stop()

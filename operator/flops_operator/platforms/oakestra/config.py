@@ -25,6 +25,10 @@ _KEYS = {
     "health_checks": ("FLOPS_OAKESTRA_HEALTH_CHECKS", "healthChecks"),
     "image_registry": ("FLOPS_OAKESTRA_IMAGE_REGISTRY", "imageRegistry"),
     "service_subnet": ("FLOPS_OAKESTRA_SERVICE_SUBNET", "serviceSubnet"),
+    "build_registry": ("FLOPS_OAKESTRA_BUILD_REGISTRY", "buildRegistry"),
+    "build_registry_username": ("FLOPS_OAKESTRA_BUILD_REGISTRY_USERNAME", "buildRegistryUsername"),
+    "build_registry_password": ("FLOPS_OAKESTRA_BUILD_REGISTRY_PASSWORD", "buildRegistryPassword"),
+    "build_registry_insecure": ("FLOPS_OAKESTRA_BUILD_REGISTRY_INSECURE", "buildRegistryInsecure"),
 }
 
 
@@ -86,6 +90,14 @@ class OakestraConfig:
     container worker uses its network's."""
     customer_id: str | None = None
     """SLA customerID (Oakestra ignores it for ownership); defaults to the username."""
+    build_registry: str | None = None
+    """Where the image builder finds the base images and pushes the images it builds from task.source (as
+    <registry>/projects/<namespace>/<name>/...); default image_registry. The workers pull from it too."""
+    build_registry_username: str | None = None
+    build_registry_password: str | None = field(default=None, repr=False)
+    """The builder's login to the build registry (push); the workers' pull login is set up on the workers."""
+    build_registry_insecure: bool = False
+    """true: the build registry's TLS certificate is not verified (a test or private registry, explicitly)."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
@@ -146,6 +158,20 @@ class OakestraConfig:
 
     def with_(self, **changes: Any) -> "OakestraConfig":
         return replace(self, **changes)
+
+    @property
+    def registry(self) -> str:
+        """The registry prefix of the project's images, built ones included."""
+        return (self.build_registry or self.image_registry or IMAGE_REGISTRY).rstrip("/")
+
+    def builder_env(self) -> dict[str, str]:
+        """What the image builder gets besides the plan's env: the registry's login and TLS choice."""
+        env = {"FLOPS_REGISTRY_TLS_VERIFY": "false" if self.build_registry_insecure else "true"}
+        if self.build_registry_username:
+            env["FLOPS_REGISTRY_USERNAME"] = self.build_registry_username
+        if self.build_registry_password:
+            env["FLOPS_REGISTRY_PASSWORD"] = self.build_registry_password
+        return env
 
     def image(self, planned: str) -> str:
         """The image a worker pulls for one the plan names: the plan's default prefix moved to

@@ -18,7 +18,7 @@ from typing import Awaitable, Callable, Mapping, TypeVar
 import aiohttp
 
 from ...models import ProjectRef
-from ...plan.services import ServiceSpec
+from ...plan.services import Role, ServiceSpec
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
 from . import leftovers, names, sla
 from .applications import Applications, NotListed
@@ -263,7 +263,8 @@ class OakestraPlatform:
         try:
             ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
                                   workdir=self.config.workdir, port_range=self.config.host_port_range,
-                                  image=self.config.image(service.image))
+                                  image=self.config.image(service.image), registry=self.config.registry,
+                                  extra_env=self.config.builder_env() if service.role is Role.builder else None)
         except sla.MissingPeer as exc:
             raise TransientPlatformError(f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
         try:

@@ -185,6 +185,8 @@ def observed(svc: StoredService, verdict: Verdict, *, spec_hash: str) -> Observe
         name=ident.service if ident else svc.oakestra_name, role=role, state=verdict.state, spec_hash=spec_hash,
         service_id=svc.id, address=address, external_address=external, message=verdict.message,
         exit_code=verdict.exit_code,
+        # The builder's result is its last log line; other services' logs reach status only through messages.
+        output=(svc.instances[0].logs if svc.instances else "") if role is Role.builder else "",
     )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ...models import ProjectRef
+from ...plan.images import IMAGE_REGISTRY
 from ...plan.render import render_service
 from ...plan.services import ServiceSpec
 from . import names
@@ -44,6 +45,7 @@ class OakestraResolver:
     peers: Mapping[str, Peer]
     secrets: Mapping[str, str]
     workdir_path: str
+    registry_prefix: str = IMAGE_REGISTRY
     used: dict[str, str] = field(default_factory=dict)
     """Peer name -> the rr_ip this rendering used (stored, to notice when a peer moved)."""
 
@@ -77,6 +79,9 @@ class OakestraResolver:
     def workdir(self) -> str:
         return self.workdir_path
 
+    def registry(self) -> str:
+        return self.registry_prefix
+
 
 def port_string(host_ports: Mapping[str, int], service: ServiceSpec) -> str | None:
     """Oakestra's `port` field: "host:container/tcp" for each published port, ';'-separated."""
@@ -101,10 +106,12 @@ def application(project: ProjectRef, customer: str, app_id: str = "",
 
 def microservice(project: ProjectRef, service: ServiceSpec, *, rr_ip: str, peers: Mapping[str, Peer],
                  secrets: Mapping[str, str], workdir: str, port_range: tuple[int, int],
-                 image: str | None = None) -> dict:
+                 image: str | None = None, registry: str = IMAGE_REGISTRY,
+                 extra_env: Mapping[str, str] | None = None) -> dict:
     """The SLA microservice for one ServiceSpec. Raises MissingPeer if a referenced service is absent."""
-    resolver = OakestraResolver(service, rr_ip, peers, secrets, workdir)
+    resolver = OakestraResolver(service, rr_ip, peers, secrets, workdir, registry)
     command, env = render_service(service, resolver)
+    env = {**env, **(extra_env or {})}
     spec_hash = service.spec_hash  # computed, not stored: hash it once
     env = {**env, ENV_SERVICE: service.name, ENV_SPEC_HASH: spec_hash}
     host_ports = {p.name: names.host_port(project.uid, service.name, p.name, port_range)
