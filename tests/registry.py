@@ -98,9 +98,11 @@ def _htpasswd(user: str, password: str) -> str:
 
 
 def start_registry(workdir: Path, *, auth: tuple[str, str] | None = None, tls: bool = False,
-                   address: str = "127.0.0.1", storage: Path | None = None, ca_bundle: str | None = None) -> Registry:
+                   address: str = "127.0.0.1", storage: Path | None = None, ca_bundle: str | None = None,
+                   read_only: bool = False) -> Registry:
     """Start a registry and wait until /v2/ answers. `ca_bundle` (flops_runtime.pki.new_ca) signs its TLS
-    certificate (default: a new CA); `storage` serves another registry's root."""
+    certificate (default: a new CA); `storage` serves another registry's root; `read_only` refuses every push
+    (distribution's maintenance mode)."""
     workdir.mkdir(parents=True, exist_ok=True)
     storage = storage or workdir / "storage"
     storage.mkdir(parents=True, exist_ok=True)
@@ -109,7 +111,7 @@ def start_registry(workdir: Path, *, auth: tuple[str, str] | None = None, tls: b
         "version": 0.1,
         "log": {"level": "warn", "accesslog": {"disabled": True}},
         "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True},
-                    "maintenance": {"uploadpurging": {"enabled": False}}},
+                    "maintenance": {"uploadpurging": {"enabled": False}, "readonly": {"enabled": read_only}}},
         "http": {"addr": f"{address}:{port}", "secret": secrets.token_hex(16)},
     }
     ca_file = None
@@ -264,3 +266,79 @@ def push_synthetic_base(registry: Registry, repository: str, tag: str = "0.1.0",
                         "platform": {"architecture": architecture, "os": "linux"}})
     repo.put_manifest(tag, {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
     return f"{registry.host}/{repository}:{tag}"
+
+
+# -- the real FL bases, pushed once ----------------------------------------------------------------------------
+CACHE_ROOT = Path(os.environ.get("FLOPS_TEST_CACHE") or Path.home() / ".cache" / "flops-tests") / "registry-bases"
+
+
+def bases_storage(images: dict[str, str], workdir: Path) -> tuple[Path, float]:
+    """A registry storage holding `images` ({repository: local podman image}), and the seconds making it took.
+
+    `podman push` of the FL images compresses gigabytes (about a minute here), so the pushed storage is kept in
+    CACHE_ROOT under the images' ids (FLOPS_TEST_CACHE overrides where): the next session with the same images
+    only copies it (blobs hard-linked: distribution never rewrites a blob; the small rest copied, as a registry
+    does rewrite tag links). Other ids' storages are removed: only the images of today are kept."""
+    import hashlib
+    import json as json_
+
+    from tests.oakestra_emulator.podman import podman_sync
+
+    started = time.monotonic()
+    ids = {repo: podman_sync("image", "inspect", "--format", "{{.Id}}", image).out.strip()
+           for repo, image in images.items()}
+    key = hashlib.sha256(json_.dumps(sorted(ids.items())).encode()).hexdigest()[:16]
+    cached = CACHE_ROOT / key
+    if not (cached / "complete").exists():
+        CACHE_ROOT.mkdir(parents=True, exist_ok=True)
+        for other in CACHE_ROOT.iterdir():
+            shutil.rmtree(other, ignore_errors=True)
+        pusher = start_registry(CACHE_ROOT / f".{key}-building")
+        try:
+            for repository, image in images.items():
+                push_local_image(image, pusher, repository)
+        finally:
+            pusher.stop()
+        (CACHE_ROOT / f".{key}-building" / "complete").write_text(json_.dumps(ids))
+        os.rename(CACHE_ROOT / f".{key}-building", cached)
+    storage = workdir / "storage"
+    v2 = Path("docker") / "registry" / "v2"
+    (storage / v2).mkdir(parents=True)
+    subprocess.run(["cp", "-al", str(cached / "storage" / v2 / "blobs"), str(storage / v2 / "blobs")], check=True,
+                   timeout=600)
+    shutil.copytree(cached / "storage" / v2 / "repositories", storage / v2 / "repositories", symlinks=True)
+    return storage, time.monotonic() - started
+
+
+@dataclass
+class RealBases:
+    registry: Registry
+    learner: str
+    aggregator: str
+    seconds: float
+    """How long getting them into the registry took (a push, or a copy of the cached push)."""
+
+
+@pytest.fixture(scope="session")
+def real_bases(tmp_path_factory) -> Iterator[RealBases]:
+    """A registry with a login (loopback, plain HTTP) holding the locally built learner and aggregator images as
+    flops/learner:<version> and flops/aggregator:<version>. Skips when podman or the images are missing."""
+    from flops_operator.plan import images
+    from tests.oakestra_emulator.podman import available, podman_sync
+
+    why = available()
+    local = {f"flops/{name}": images.image(name) for name in ("learner", "aggregator")}
+    missing = [i for i in local.values() if why is None and podman_sync("image", "exists", i, check=False).code]
+    if why or missing:
+        reason = why or f"images not built: {', '.join(missing)} (run `make images`)"
+        if os.environ.get("FLOPS_REQUIRE_CONTAINERS") == "1":
+            pytest.fail(f"{reason} (FLOPS_REQUIRE_CONTAINERS=1)")
+        pytest.skip(reason)
+    workdir = tmp_path_factory.mktemp("real-bases")
+    storage, seconds = bases_storage(local, workdir)
+    started = start_registry(workdir / "registry", auth=("flops", secrets.token_urlsafe(12)), storage=storage)
+    version = images.IMAGE_VERSION
+    print(f"\nreal bases in the test registry in {seconds:.1f}s")
+    yield RealBases(started, f"{started.host}/flops/learner:{version}", f"{started.host}/flops/aggregator:{version}",
+                    seconds)
+    started.stop()

@@ -82,15 +82,12 @@ class Build:
         self.transfers = Transfers()
 
     def client(self, host: str) -> Client:
-        """The target registry with the build's login and TLS setting; any other (a base elsewhere) anonymous
-        and verified."""
+        """The target registry with the build's login; any other (bases elsewhere) without one. tlsVerify holds
+        for every registry of the build: the images' content is only as safe as the least checked of them."""
         if host not in self.clients:
-            if host == self.host:
-                self.clients[host] = Client(host, username=self.env.registry_username,
-                                            password=self.env.registry_password, tls_verify=self.spec.tls_verify,
-                                            ca_bundle=self._ca_bundle())
-            else:
-                self.clients[host] = Client(host, ca_bundle=self._ca_bundle())
+            login = (self.env.registry_username, self.env.registry_password) if host == self.host else (None, None)
+            self.clients[host] = Client(host, username=login[0], password=login[1], tls_verify=self.spec.tls_verify,
+                                        ca_bundle=self._ca_bundle())
         return self.clients[host]
 
     def _ca_bundle(self) -> str | None:

@@ -82,15 +82,16 @@ def fetch_source(source: dict, cache: Path, progress: Progress) -> tuple[Path, d
 
 
 def check(folder: Path, entrypoint: str, python_path: list[str], progress: Progress) -> None:
-    """Import the task with its dependencies, as the training services will, and check the contract."""
-    progress("check", f"importing {entrypoint}")
+    """Import the task with its dependencies, as the training services will, check the contract and train two
+    simulated learners for one round (flops_learner.check): a task that cannot train fails here, in seconds."""
+    progress("check", f"{entrypoint}: 2 simulated learners, 1 round")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*python_path, os.environ.get("PYTHONPATH", "")]).rstrip(":")}
-    done = subprocess.run([sys.executable, "-m", "flops_learner.check", str(folder), "--entrypoint", entrypoint,
-                           "--import-only"], env=env, capture_output=True, text=True, timeout=CHECK_TIMEOUT_SECONDS)
+    done = subprocess.run([sys.executable, "-m", "flops_learner.check", str(folder), "--entrypoint", entrypoint],
+                          env=env, capture_output=True, text=True, timeout=CHECK_TIMEOUT_SECONDS)
     if done.returncode != 0:
         lines = [line.strip() for line in (done.stdout + done.stderr).splitlines() if line.strip()]
         raise BuildError("check", "spec.task.entrypoint",
-                         f"the task {entrypoint} does not load: " + " | ".join(lines[-3:])[-600:])
+                         f"the task {entrypoint} does not train: " + " | ".join(lines[-3:])[-600:])
 
 
 def build(request: dict) -> dict:

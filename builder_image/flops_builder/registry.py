@@ -313,6 +313,10 @@ class Repository:
 
 def _short(exc: BaseException | None) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
+    # requests wraps the TLS reason three deep in pool and URL words: the reason is what a person needs.
+    ssl = re.search(r"\[SSL: [A-Z_]+\] ([^('\"]+)", text) or re.search(r"(certificate verify failed[^('\"]*)", text)
+    if isinstance(exc, requests.exceptions.SSLError) and ssl:
+        text = ssl[1].strip()
     return text if len(text) <= 200 else text[:199] + "…"
 
 

@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-from .loading import describe, location
+from .loading import describe, location, source
 from .task import CONTRACT_METHODS, TaskError, TrainConfig, load_task
 
 LEARNERS = 2
@@ -119,7 +119,8 @@ def on_path(folder: Path) -> Iterator[None]:
         file = getattr(module, "__file__", None)
         if file and Path(file).resolve().is_relative_to(folder):
             del sys.modules[name]
-    for top in {p.stem for p in folder.glob("*.py")} | {p.name for p in folder.iterdir() if (p / "__init__.py").exists()}:
+    packages = {p.name for p in folder.iterdir() if (p / "__init__.py").exists()}
+    for top in {p.stem for p in folder.glob("*.py")} | packages:
         for name in [n for n in sys.modules if n == top or n.startswith(top + ".")]:
             del sys.modules[name]
     importlib.invalidate_caches()
@@ -143,15 +144,16 @@ class _Reported(Exception):
 
 
 def _run(report: CheckReport, what: str, action: Callable[[], Any]) -> Any:
-    """action(), timed and recorded; a failure becomes a problem naming `what` and where it happened."""
-    started = time.monotonic()
+    """action(); a failure becomes a problem naming `what` and where it happened (a TaskError, from the loader or
+    an adapter, already says what is wrong)."""
     try:
-        result = action()
+        return action()
     except _Reported as exc:
         raise _problem(report, str(exc)) from None
+    except TaskError as exc:
+        raise _problem(report, f"{what}: {exc}") from None
     except Exception as exc:
         raise _problem(report, f"{what} failed at {location(exc)}: {describe(exc)}") from None
-    return result
 
 
 def _problem(report: CheckReport, message: str) -> _Stop:
@@ -171,7 +173,8 @@ def _check_contract(report: CheckReport, task: Any) -> None:
             signature.bind(*args, **kwargs)
         except TypeError as exc:
             call = ", ".join([*args, *(f"{k}=..." for k in kwargs)])
-            report.problems.append(f"method {method}{signature} cannot be called as {method}({call}): {exc}")
+            report.problems.append(f"method {method}{signature} ({source(function)}) cannot be called as "
+                                   f"{method}({call}): {exc}")
     for dist in getattr(task, "pip_packages", ()):
         try:
             metadata.version(dist)
@@ -213,7 +216,8 @@ def _simulate(report: CheckReport, task: Any, data: dict, learners: int) -> Any:
         _compare(report, trained[i], trained[0], f"learner {i}'s weights", "learner 0's", between_learners=True)
     _compare(report, trained[0], initial, "the trained weights", "the initial model's (build_model)")
     average = fedavg(trained, [len(d.y_train) for d in shares])
-    _run(report, f"set_weights(model, FedAvg of {learners} learners' weights)", lambda: task.set_weights(model, average))
+    _run(report, f"set_weights(model, FedAvg of {learners} learners' weights)",
+         lambda: task.set_weights(model, average))
     results = []
     for i, dataset in enumerate(shares):
         result = _run(report, f"learner {i}: evaluate the average", lambda: task.evaluate(model, dataset))
@@ -299,9 +303,9 @@ def _weights(report: CheckReport, what: str, action: Callable[[], Any]) -> Order
                                "ordered mapping name -> numpy array")
     for name, value in weights.items():
         if not isinstance(name, str) or not isinstance(value, np.ndarray) or value.dtype == object:
-            raise _problem(report, f"{what}: weight {name!r} is {type(value).__name__}"
-                                   f"{'' if not isinstance(value, np.ndarray) else ' of objects'}; each weight must be a "
-                                   "numeric numpy array under a string name")
+            kind = f"{type(value).__name__}{' of objects' if isinstance(value, np.ndarray) else ''}"
+            raise _problem(report, f"{what}: weight {name!r} is {kind}; each weight must be a numeric numpy array "
+                                   "under a string name")
     return OrderedDict(weights)
 
 

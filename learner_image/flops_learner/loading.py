@@ -154,7 +154,8 @@ def _candidates(module: ModuleType) -> str:
         own = getattr(value, "__module__", None) == module.__name__
         if isinstance(value, type) and own and all(hasattr(value, m) for m in CONTRACT_METHODS):
             names.append(name)
-        elif not isinstance(value, (type, ModuleType)) and all(callable(getattr(value, m, None)) for m in CONTRACT_METHODS):
+        elif not isinstance(value, (type, ModuleType)) and all(callable(getattr(value, m, None))
+                                                                 for m in CONTRACT_METHODS):
             names.append(name)
         elif inspect.isfunction(value) and own and name.startswith(("make", "build", "create")):
             names.append(name)

@@ -103,7 +103,8 @@ class TorchTask(AdaptedTask):
                 count += len(batch)
                 if anchor is not None:
                     # FedProx: keep the local update near the global model it started from.
-                    loss = loss + 0.5 * config.proximal_mu * sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchor))
+                    drift = sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchor))
+                    loss = loss + 0.5 * config.proximal_mu * drift
                 loss.backward()
                 optimizer.step()
         return total / count

@@ -95,9 +95,11 @@ def leader_of(state: Path, service: str) -> psutil.Process | None:
 
 
 def flops_run(ws: Workspace, manifest: dict, *, keep: bool = False,
-              on_line: Callable[[str, subprocess.Popen], None] | None = None, extra: list[str] = ()) -> Run:
+              on_line: Callable[[str, subprocess.Popen], None] | None = None, extra: list[str] = (),
+              documents: list[dict] = ()) -> Run:
+    """`flops run` of the manifest (with `documents`, such as Secrets, in the same file)."""
     path = ws.root / f"{manifest['metadata']['name']}.yaml"
-    path.write_text(yaml.safe_dump(manifest))
+    path.write_text(yaml.safe_dump_all([*documents, manifest]))
     command = [str(BIN / "flops"), "run", str(path), "--state-dir", str(ws.state), "-o", "yaml"]
     if keep:
         command.append("--keep")

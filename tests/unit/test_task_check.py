@@ -121,7 +121,7 @@ CASES = [
         def train(self, model, data):
             return 0.5
         """),
-     r"method train\(model, data\) cannot be called as train\(model, data, config\)"),
+     r"method train\(model, data\) \(.*case_task\.py:\d+\) cannot be called as train\(model, data, config\)"),
     ("pip-package-not-installed", variant("pip_packages = ('sklearn',)"),
      r"pip_packages names 'sklearn', which is not installed here"),
     ("set-weights-ignores-weights", variant("""
@@ -144,6 +144,9 @@ CASES = [
             raise FloatingPointError("exploded")
         """),
      r"learner 0: train one epoch failed at .*case_task\.py:\d+: FloatingPointError: exploded"),
+    ("adapter-misused", "from sklearn.linear_model import SGDClassifier\nfrom flops_learner.sklearn_task import "
+     "SklearnTask\ntask = SklearnTask(model=SGDClassifier, data=lambda: ([[0.0]], [0]), n_features=1)\n",
+     r"get_weights\(build_model\(seed=0\)\): SklearnTask: SGDClassifier is a classifier: pass classes="),
     ("loss-not-finite", variant("""
         def evaluate(self, model, data):
             return Evaluation(loss=float("nan"), num_examples=10)
