@@ -82,7 +82,7 @@ class Settings:
             "batch_size": t.batch_size,
             "learning_rate": t.learning_rate,
             "round_timeout_seconds": t.round_timeout_seconds,
-            "task": c.task.name or c.task.module,
+            "task": c.task.name or c.task.module or c.task.entrypoint,
             "dataset": c.data.dataset or c.data.path or "",
             "partitioning": part.scheme,
             "partitioning_seed": part.seed,

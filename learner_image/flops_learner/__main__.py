@@ -107,8 +107,10 @@ def learner(
     except Exception as exc:  # the learner's own failure: report it plainly and exit non-zero
         log.error("invalid learner setup: %s", exc)
         raise typer.Exit(1) from exc
-    log.info("task %s, partition %d/%d: %d train / %d test examples", settings.task.task.name or settings.task.task.module,
-             partition_id, num_partitions, len(data.y_train), len(data.y_test))
+    task_ref = settings.task.task
+    log.info("task %s, partition %d/%d: %d train / %d test examples",
+             task_ref.name or task_ref.module or task_ref.entrypoint, partition_id, num_partitions,
+             len(data.y_train), len(data.y_test))
 
     state_dir = workdir / "state"
     task_file = workdir / "task.json"

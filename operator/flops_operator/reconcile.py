@@ -19,7 +19,7 @@ from .models.edits import immutable_changes
 from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
 from . import task_build
-from .plan.builder import GIT_CREDENTIALS_FIELD, builder_service, git_credentials
+from .plan.builder import GIT_CREDENTIALS_FIELD, GIT_PASSWORD, GIT_TOKEN, builder_service, git_credentials
 from .plan.desired import Login, credential_names, desired, login, model_name, referenced_credentials
 from .plan.render import render
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
@@ -227,7 +227,10 @@ async def _git_login(project: Project, credentials: Credentials) -> dict[str, st
     if not keys:
         return {}
     ref = project.spec.task.source.git.credentials_secret  # type: ignore[union-attr]
-    return await credentials.read(project.ref, ref.name, keys, field=GIT_CREDENTIALS_FIELD, optional=True)
+    values = await credentials.read(project.ref, ref.name, keys, field=GIT_CREDENTIALS_FIELD, optional=True)
+    if not values.get(GIT_PASSWORD) and values.get(GIT_TOKEN):
+        values[GIT_PASSWORD] = values[GIT_TOKEN]  # a token is a password to git's HTTP login
+    return values
 
 
 async def _referenced(project: Project, credentials: Credentials) -> dict[str, str]:

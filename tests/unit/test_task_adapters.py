@@ -69,11 +69,11 @@ def breast_cancer_task() -> SklearnTask:
                        n_features=30, classes=[0, 1])
 
 
-@pytest.mark.parametrize("make, mu", [(torch_task, 0.0), (torch_task, 0.1), (breast_cancer_task, 0.0)],
-                         ids=["torch", "torch-fedprox", "sklearn"])
-def test_an_adapted_classifier_learns_federated(make, mu):
+@pytest.mark.parametrize("make, mu, floor", [(torch_task, 0.0, 0.8), (torch_task, 0.1, 0.8),
+                                             (breast_cancer_task, 0.0, 0.9)], ids=["torch", "torch-fedprox", "sklearn"])
+def test_an_adapted_classifier_learns_federated(make, mu, floor):
     accuracy = rounds(make(), mu=mu)
-    assert accuracy[-1] > 0.9, accuracy
+    assert accuracy[-1] > floor and accuracy[-1] >= accuracy[0], accuracy
 
 
 def test_torch_weights_are_the_state_dict_and_build_model_is_seeded():

@@ -40,15 +40,15 @@ def _secret(name: str) -> str:
 def _git_env(project: Project) -> tuple[tuple[str, str], ...]:
     if not git_credentials(project):
         return ()
-    # A token stands for the password (username x-access-token unless the Secret names one): the builder decides.
+    # A token arrives as the password (reconcile folds it in; the username is then x-access-token unless given).
     return (("FLOPS_GIT_USERNAME", _secret(GIT_USERNAME)), ("FLOPS_GIT_PASSWORD", _secret(GIT_PASSWORD)),
-            ("FLOPS_GIT_TOKEN", _secret(GIT_TOKEN)), ("FLOPS_GIT_SSH_KEY", _secret(GIT_SSH_KEY)),
-            ("FLOPS_GIT_KNOWN_HOSTS", _secret(GIT_KNOWN_HOSTS)))
+            ("FLOPS_GIT_SSH_KEY", _secret(GIT_SSH_KEY)), ("FLOPS_GIT_KNOWN_HOSTS", _secret(GIT_KNOWN_HOSTS)))
 
 
 def build_request(project: Project) -> dict:
     """What to build: the source at the resolved commit (or the local folder), and, on Oakestra, onto which base
-    images and where to push."""
+    images and where to push (flops_builder.contract.BuildSpec; the platform sets tlsVerify from its registry's
+    settings)."""
     spec, task = project.spec, project.task
     source = spec.task.source
     assert source is not None and task is not None
@@ -68,7 +68,7 @@ def build_request(project: Project) -> dict:
 
 
 def builder_service(project: Project) -> ServiceSpec:
-    credentials = tuple(git_credentials(project))
+    credentials = tuple(n for n in git_credentials(project) if n != GIT_TOKEN)
     return ServiceSpec(
         name="builder",
         role=Role.builder,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import json
 import os
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Mapping
@@ -164,9 +165,13 @@ class OakestraConfig:
         """The registry prefix of the project's images, built ones included."""
         return (self.build_registry or self.image_registry or IMAGE_REGISTRY).rstrip("/")
 
-    def builder_env(self) -> dict[str, str]:
-        """What the image builder gets besides the plan's env: the registry's login and TLS choice."""
-        env = {"FLOPS_REGISTRY_TLS_VERIFY": "false" if self.build_registry_insecure else "true"}
+    def builder_env(self, rendered: Mapping[str, str]) -> dict[str, str]:
+        """The image builder's env as the plan rendered it, with this registry's login and TLS choice."""
+        env = dict(rendered)
+        if "FLOPS_BUILD" in env:
+            build = json.loads(env["FLOPS_BUILD"])
+            build["tlsVerify"] = not self.build_registry_insecure
+            env["FLOPS_BUILD"] = json.dumps(build, sort_keys=True)
         if self.build_registry_username:
             env["FLOPS_REGISTRY_USERNAME"] = self.build_registry_username
         if self.build_registry_password:

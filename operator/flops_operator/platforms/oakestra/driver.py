@@ -264,7 +264,7 @@ class OakestraPlatform:
             ms = sla.microservice(project, service, rr_ip=rr_ip, peers=peers, secrets=secrets,
                                   workdir=self.config.workdir, port_range=self.config.host_port_range,
                                   image=self.config.image(service.image), registry=self.config.registry,
-                                  extra_env=self.config.builder_env() if service.role is Role.builder else None)
+                                  env_hook=self.config.builder_env if service.role is Role.builder else None)
         except sla.MissingPeer as exc:
             raise TransientPlatformError(f"{service.name} needs {exc.args[0]}, which is not on Oakestra yet") from None
         try:

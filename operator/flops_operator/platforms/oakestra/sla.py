@@ -10,7 +10,7 @@ fields.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from ...models import ProjectRef
 from ...plan.images import IMAGE_REGISTRY
@@ -107,11 +107,13 @@ def application(project: ProjectRef, customer: str, app_id: str = "",
 def microservice(project: ProjectRef, service: ServiceSpec, *, rr_ip: str, peers: Mapping[str, Peer],
                  secrets: Mapping[str, str], workdir: str, port_range: tuple[int, int],
                  image: str | None = None, registry: str = IMAGE_REGISTRY,
-                 extra_env: Mapping[str, str] | None = None) -> dict:
-    """The SLA microservice for one ServiceSpec. Raises MissingPeer if a referenced service is absent."""
+                 env_hook: Callable[[Mapping[str, str]], dict[str, str]] | None = None) -> dict:
+    """The SLA microservice for one ServiceSpec. Raises MissingPeer if a referenced service is absent. `env_hook`
+    adds what the platform alone knows (the build registry's login) to the rendered env."""
     resolver = OakestraResolver(service, rr_ip, peers, secrets, workdir, registry)
     command, env = render_service(service, resolver)
-    env = {**env, **(extra_env or {})}
+    if env_hook is not None:
+        env = env_hook(env)
     spec_hash = service.spec_hash  # computed, not stored: hash it once
     env = {**env, ENV_SERVICE: service.name, ENV_SPEC_HASH: spec_hash}
     host_ports = {p.name: names.host_port(project.uid, service.name, p.name, port_range)
