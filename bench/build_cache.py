@@ -66,11 +66,16 @@ def build(registry, git: GitServer, commit: str, bases: tuple[str, str], target:
     result = parse(done.stdout)
     if done.returncode != 0 or not result or not result["ok"]:
         raise SystemExit(f"build failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    steps = {}
+    steps: dict[str, float] = {}
+    last = ("", 0.0)
     for line in done.stdout.splitlines():
         if line.startswith("flops-build: step="):
             step = line.split()[1].removeprefix("step=")
-            steps[step] = steps.get(step, 0.0) + float(line.rsplit("(", 1)[1].rstrip("s)"))
+            seconds = float(line.rsplit("(", 1)[1].rstrip("s)"))  # since the step began
+            # Lines of one step carry its running time; a step begun again (push, per image) starts from 0.
+            same = step == last[0] and seconds >= last[1]
+            steps[step] = steps.get(step, 0.0) + (seconds - last[1] if same else seconds)
+            last = (step, seconds)
     return {"wall": wall, "cache": result["cache"], "steps": steps}
 
 

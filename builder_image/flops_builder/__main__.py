@@ -168,10 +168,10 @@ class Build:
         digests = {}
         for role, base in bases.items():
             self.progress.begin("push")
-            before = Transfers(**{k: v for k, v in vars(self.transfers).items() if k != "log"})
+            before = replace(self.transfers)
             env = {"PYTHONPATH": python_path(deps is not None, env_value(base.config, "PYTHONPATH"))}
             digests[role] = push_image(self.repo(role), tag, base, layers, env, labels, self.transfers)
-            self.progress(f"{role} {self.ref(role, tag, digests[role])}; {_delta(before, self.transfers)}")
+            self.progress(f"{role} {self.ref(role, tag, digests[role])}; {self.transfers.since(before).summary()}")
             # The next image mounts this one's new layers instead of uploading them again.
             layers = [replace(layer, source=self.repo(role)) for layer in layers]
         return self._result(entrypoint, tag, digests, {"images": "built", "deps": deps_cache, "code": code_cache},
@@ -193,9 +193,16 @@ class Build:
             unpacked = self.workdir / "deps" / key
             if not unpacked.is_dir():  # a fresh builder: the packages only for the check, from the registry
                 unpacked.parent.mkdir(exist_ok=True)
-                staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=unpacked.parent))
-                extract_layer(repo.blob_chunks(cached.digest), staging)
-                os.rename(staging, unpacked)
+
+                def unpack() -> None:
+                    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=unpacked.parent))
+                    try:
+                        extract_layer(repo.blob_chunks(cached.digest), staging)
+                        os.rename(staging, unpacked)
+                    except BaseException:
+                        shutil.rmtree(staging, ignore_errors=True)
+                        raise
+                repo.client.retrying("registry", f"reading deps:{key} in {repo.name}", unpack)
             self.progress(f"cache hit: {self.host}/{self.prefix}/deps:{key} (layer {cached.digest[7:19]}, "
                           f"{cached.size / 1e6:.1f} MB)")
             return cached, unpacked / "opt" / "flops" / "deps", "hit"
@@ -236,11 +243,6 @@ class Build:
                 "learner": self.ref("learner", tag, digests["learner"]),
                 "aggregator": self.ref("aggregator", tag, digests["aggregator"]),
                 "cache": cache, "seconds": time.monotonic() - started}
-
-
-def _delta(before: Transfers, after: Transfers) -> str:
-    diff = Transfers(**{k: getattr(after, k) - getattr(before, k) for k in vars(after) if k != "log"})
-    return diff.summary()
 
 
 def run(environ: Mapping[str, str], out: TextIO = sys.stdout) -> int:

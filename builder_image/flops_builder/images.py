@@ -14,7 +14,7 @@ import copy
 import hashlib
 import json
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from .errors import BuildError
@@ -71,7 +71,9 @@ class Transfers:
     uploaded: int = 0
     uploaded_bytes: int = 0
     manifests: int = 0
-    log: list[str] = field(default_factory=list)
+
+    def since(self, before: Transfers) -> Transfers:
+        return Transfers(**{f.name: getattr(self, f.name) - getattr(before, f.name) for f in fields(self)})
 
     def summary(self) -> str:
         return (f"blobs: {self.uploaded} uploaded ({self.uploaded_bytes / 1e6:.1f} MB), {self.mounted} mounted, "

@@ -22,7 +22,7 @@ import logging
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterator, TypeVar
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
@@ -318,8 +318,3 @@ def _short(exc: BaseException | None) -> str:
     if isinstance(exc, requests.exceptions.SSLError) and ssl:
         text = ssl[1].strip()
     return text if len(text) <= 200 else text[:199] + "…"
-
-
-def chunks(path: str, size: int = 1 << 20) -> Iterable[bytes]:
-    with open(path, "rb") as handle:
-        yield from iter(lambda: handle.read(size), b"")

@@ -8,8 +8,8 @@ its privileges are none the more for it."""
 from __future__ import annotations
 
 import json
-import os
 import secrets
+import socket
 import tempfile
 import time
 import uuid
@@ -66,18 +66,32 @@ def run_builder(label: str, env: dict[str, str]) -> tuple[int, str]:
     return done.code, done.out + done.err
 
 
+def build_env(git: GitServer, commit: str, bases: RealBases) -> BuilderEnv:
+    return BuilderEnv(
+        build=BuildSpec(source=SourceSpec(url=git.url("wine"), commit=commit, path="tasks/wine"),
+                        bases=Bases(learner=bases.learner, aggregator=bases.aggregator),
+                        target=f"{bases.registry.host}/team/wine", tls_verify=False),
+        workdir="/var/lib/flops", git_username=git.username, git_password=git.password,
+        registry_username=bases.registry.username, registry_password=bases.registry.password)
+
+
+def run_in(image: str, label: str, registry, code: str) -> str:
+    """`python3 -c code` in `image` (pulled from the test registry first), unprivileged and offline."""
+    podman_sync("pull", "--quiet", "--tls-verify=false", "--creds", f"{registry.username}:{registry.password}",
+                image, timeout=BOUND)
+    done = podman_sync("run", "--rm", "--label", label, "--network", "none", *UNPRIVILEGED,
+                       "--entrypoint", "python3", image, "-c", code, timeout=BOUND, check=False)
+    assert done.code == 0, done.out + done.err
+    return done.out
+
+
 def test_builder_image_builds_and_pushes_images_that_import_the_task(builder_image, real_bases: RealBases, label,
                                                                       tmp_path):
     registry = real_bases.registry
     with GitServer(tmp_path / "git", username="flops", password=secrets.token_urlsafe(12)) as git:
         files = {f"tasks/wine/{p.name}": p.read_text() for p in WINE.iterdir() if p.is_file()}
         commit = git.commit("wine", files, "the wine example")
-        env = BuilderEnv(
-            build=BuildSpec(source=SourceSpec(url=git.url("wine"), commit=commit, path="tasks/wine"),
-                            bases=Bases(learner=real_bases.learner, aggregator=real_bases.aggregator),
-                            target=f"{registry.host}/team/wine", tls_verify=False),
-            workdir="/var/lib/flops", git_username=git.username, git_password=git.password,
-            registry_username=registry.username, registry_password=registry.password)
+        env = build_env(git, commit, real_bases)
         started = time.monotonic()
         code, logs = run_builder(label, env.to_env())
         seconds = time.monotonic() - started
@@ -95,17 +109,38 @@ def test_builder_image_builds_and_pushes_images_that_import_the_task(builder_ima
         assert code == 0 and parse(again)["cache"]["images"] == "hit", again[-3000:]
 
     pulled = result["learner"]
-    login = f"{registry.username}:{registry.password}"
     try:
-        podman_sync("pull", "--quiet", "--tls-verify=false", "--creds", login, pulled, timeout=BOUND)
         probe = ("from flops_learner.task import load_task; import os; "
                  f"task = load_task({{'entrypoint': {result['entrypoint']!r}}}); "
-                 "print(type(task).__name__, os.environ['PYTHONPATH'], task.__class__.__module__)")
-        done = podman_sync("run", "--rm", "--label", label, "--network", "none", *UNPRIVILEGED,
-                           "--entrypoint", "python3", pulled, "-c", probe, timeout=BOUND)
-        assert done.out.split()[:2] == ["SklearnTask", "/opt/flops/task"], done.out + done.err
+                 "print(type(task).__name__, os.environ['PYTHONPATH'])")
+        out = run_in(pulled, label, registry, probe)
+        assert out.split() == ["SklearnTask", "/opt/flops/task"], out
         labels = json.loads(podman_sync("image", "inspect", pulled).out)[0]["Labels"]
         assert labels["io.flops.source.commit"] == commit
         assert labels["org.opencontainers.image.title"] == "flops learner"
+    finally:
+        podman_sync("rmi", "-f", pulled, check=False)
+
+
+def test_builder_image_installs_requirements_unprivileged(builder_image, real_bases: RealBases, label, tmp_path):
+    """pip in the builder container (user 10001, no capabilities) installs a requirement the bases lack into the
+    dependency layer; the built aggregator imports it from /opt/flops/deps and the bases' numpy from the base."""
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=10).close()
+    except OSError as error:
+        pytest.skip(f"the package index is not reachable from here: {error}")
+    with GitServer(tmp_path / "git", username="flops", password=secrets.token_urlsafe(12)) as git:
+        files = {f"tasks/wine/{p.name}": p.read_text() for p in WINE.iterdir() if p.is_file()}
+        files["tasks/wine/requirements.txt"] = "numpy\npyjokes==0.8.3\n"
+        code, logs = run_builder(label, build_env(git, git.commit("wine", files, "with jokes"), real_bases).to_env())
+    assert code == 0, logs[-4000:]
+    result = parse(logs)
+    assert result["cache"]["deps"] == "built", logs[-3000:]
+    assert "installed pyjokes==0.8.3; already installed: numpy" in logs
+    pulled = result["aggregator"]
+    try:
+        out = run_in(pulled, label, real_bases.registry,
+                     "import numpy, pyjokes; print(pyjokes.__file__); print(numpy.__file__)").split()
+        assert out[0].startswith("/opt/flops/deps/pyjokes/") and not out[1].startswith("/opt/flops"), out
     finally:
         podman_sync("rmi", "-f", pulled, check=False)
