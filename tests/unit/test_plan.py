@@ -211,6 +211,14 @@ def test_every_default_image_is_one_this_repository_builds():
     p = project(tracking={"backendStore": {"type": "mysql"}, "artifactStore": {"type": "ftp"}},
                 serving={"enabled": True})
     planned = {s.image for done in (False, True) for s in desired(p, training_done=done, model_registered=True)}
+    # The image builder runs for a task from task.source, while it is built.
+    from dataclasses import replace
+
+    from flops_operator.models.status import TaskStatus
+
+    source = project(task={"source": {"git": {"url": "https://git.example.com/t/wine.git"}}})
+    source = replace(source, code="c" * 40, task=TaskStatus(build_phase="Building", commit="c" * 40))
+    planned |= {s.image for s in desired(source, training_done=False)}
     assert planned == set(images.PLANNED)
     assert all(image.startswith(f"{images.IMAGE_REGISTRY}/") and image.endswith(f":{images.IMAGE_VERSION}")
                for image in planned)
