@@ -6,8 +6,8 @@ the requirements and the installed packages: a code-only change builds nothing. 
 renders it for platform local (operator/flops_operator/plan/builder.py) and prints the same progress, result and
 error lines as the image builder (results.py), which the operator reads from its output.
 
-    FLOPS_BUILD      {"source": {"local": FOLDER} | {"url", "commit", "path"}, "entrypoint": str | null}
-    FLOPS_GIT_*      the repository's login (USERNAME, PASSWORD, TOKEN, SSH_KEY, KNOWN_HOSTS), each optional
+    FLOPS_BUILD      {"source": {"local": FOLDER, "tree"} | {"url", "commit", "path"}, "entrypoint": str | null}
+    FLOPS_GIT_*      the repository's login (USERNAME, PASSWORD, SSH_KEY, KNOWN_HOSTS), each optional
     FLOPS_CACHE_DIR  where sources and environments are cached (default ~/.flops/cache)
 """
 
@@ -45,8 +45,7 @@ def _git_credentials():
     from .source import GitCredentials
 
     values = {key: os.environ.get(f"FLOPS_GIT_{env}", "") for key, env in (
-        ("username", "USERNAME"), ("password", "PASSWORD"), ("token", "TOKEN"), ("ssh-privatekey", "SSH_KEY"),
-        ("known_hosts", "KNOWN_HOSTS"))}
+        ("username", "USERNAME"), ("password", "PASSWORD"), ("ssh-privatekey", "SSH_KEY"), ("known_hosts", "KNOWN_HOSTS"))}
     return GitCredentials.from_secret(values) if any(values.values()) else None
 
 
@@ -59,7 +58,8 @@ def fetch_source(source: dict, cache: Path, progress: Progress) -> tuple[Path, d
         if not folder.is_dir():
             raise BuildError("fetch", "spec.task.source.local", f"{folder} is not a folder on this machine")
         progress("fetch", f"using the folder {folder}")
-        return folder, {"tree": tree_digest(folder)}
+        # The operator took its digest when the training started: that is the version this training is of.
+        return folder, {"tree": source.get("tree") or tree_digest(folder)}
     url, commit, path = source["url"], source["commit"], source.get("path") or ""
     where = cache / "sources" / f"{hashlib.sha256(url.encode()).hexdigest()[:16]}-{commit}"
     if where.is_dir():

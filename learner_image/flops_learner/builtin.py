@@ -11,9 +11,8 @@ from torch import nn
 
 from .data import load_builtin, load_learner_data
 from .task import Dataset, Evaluation, Task, TrainConfig
+from .torch_task import fit, log_torch_model, rehearse_torch_model
 
-# The logged model is saved with torch.export ("pt2"): loading it needs torch, not this package.
-SERIALIZATION_FORMAT = "pt2"
 # The built-in models are tiny (one 64-wide hidden layer): torch's default of one intra-op thread per core only
 # adds contention, above all with several learners on one machine. Measured with the demo's 3 learners on 2
 # cores: the slowest learner's fit + evaluate took 0.4-2.9 s per round with the default, 0.02-0.2 s with one.
@@ -55,30 +54,8 @@ class TorchClassifierTask(Task):
         return dataset
 
     def train(self, model: nn.Module, data: Dataset, config: TrainConfig) -> float:
-        if len(data.y_train) == 0:
-            raise ValueError("no training data on this learner")
-        generator = torch.Generator().manual_seed(config.seed)
-        x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
         optimizer = torch.optim.SGD(model.parameters(), lr=config.learning_rate, momentum=0.9)
-        criterion = nn.CrossEntropyLoss()
-        anchor = [p.detach().clone() for p in model.parameters()] if config.proximal_mu > 0 else None
-        model.train()
-        total, count = 0.0, 0
-        for _ in range(config.epochs):
-            order = torch.randperm(len(y), generator=generator)
-            for start in range(0, len(y), config.batch_size):
-                batch = order[start:start + config.batch_size]
-                optimizer.zero_grad()
-                loss = criterion(model(x[batch]), y[batch])
-                total += loss.item() * len(batch)
-                count += len(batch)
-                if anchor is not None:
-                    # FedProx: keep the local update near the global model it started from.
-                    loss = loss + 0.5 * config.proximal_mu * sum(
-                        ((p - a) ** 2).sum() for p, a in zip(model.parameters(), anchor))
-                loss.backward()
-                optimizer.step()
-        return total / count
+        return fit(model, list(model.parameters()), optimizer, nn.CrossEntropyLoss(), data, config)
 
     def evaluate(self, model: nn.Module, data: Dataset) -> Evaluation:
         if len(data.y_test) == 0:
@@ -102,24 +79,13 @@ class TorchClassifierTask(Task):
 
     def log_model(self, model: nn.Module, *, name: str, input_example: np.ndarray, signature: Any,
                   pip_requirements: list[str], model_id: str | None = None) -> Any:
-        import mlflow.pytorch
-
-        model.eval()
-        return mlflow.pytorch.log_model(
-            model, name=name, signature=signature, input_example=input_example,
-            pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT, model_id=model_id,
-        )
+        return log_torch_model(model, name=name, input_example=input_example, signature=signature,
+                               pip_requirements=pip_requirements, model_id=model_id)
 
     def rehearse_log_model(self, model: nn.Module, *, input_example: np.ndarray, signature: Any,
                            pip_requirements: list[str]) -> None:
-        import tempfile
-
-        import mlflow.pytorch
-
-        model.eval()
-        with tempfile.TemporaryDirectory(prefix="flops-model-rehearsal-") as scratch:
-            mlflow.pytorch.save_model(model, f"{scratch}/model", signature=signature, input_example=input_example,
-                                      pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT)
+        rehearse_torch_model(model, input_example=input_example, signature=signature,
+                             pip_requirements=pip_requirements)
 
 
 class DigitsMLP(TorchClassifierTask):

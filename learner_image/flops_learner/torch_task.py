@@ -30,7 +30,8 @@ import numpy as np
 from .adapter import AdaptedTask
 from .task import Dataset, Evaluation, TaskError, TrainConfig
 
-SERIALIZATION_FORMAT = "pt2"  # as the built-in tasks (flops_learner.builtin)
+# The logged model is saved with torch.export ("pt2"): loading it needs torch, not this package.
+SERIALIZATION_FORMAT = "pt2"
 EVAL_BATCH = 4096
 """Rows per forward pass in evaluate and predict: bounded memory on a large test set."""
 
@@ -83,31 +84,10 @@ class TorchTask(AdaptedTask):
     def train(self, model: Any, data: Dataset, config: TrainConfig) -> float:
         import torch
 
-        if len(data.y_train) == 0:
-            raise ValueError("no training data on this learner")
-        generator = torch.Generator().manual_seed(config.seed)
-        x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
         parameters = [p for p in model.parameters() if p.requires_grad]
         optimizer = (self.optimizer_factory(parameters, config.learning_rate) if self.optimizer_factory else
                      torch.optim.SGD(parameters, lr=config.learning_rate, momentum=self.momentum))
-        anchor = [p.detach().clone() for p in parameters] if config.proximal_mu > 0 else None
-        model.train()
-        total, count = 0.0, 0
-        for _ in range(config.epochs):
-            order = torch.randperm(len(y), generator=generator)
-            for start in range(0, len(y), config.batch_size):
-                batch = order[start:start + config.batch_size]
-                optimizer.zero_grad()
-                loss = self._loss(model(x[batch]), y[batch])
-                total += loss.item() * len(batch)
-                count += len(batch)
-                if anchor is not None:
-                    # FedProx: keep the local update near the global model it started from.
-                    drift = sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchor))
-                    loss = loss + 0.5 * config.proximal_mu * drift
-                loss.backward()
-                optimizer.step()
-        return total / count
+        return fit(model, parameters, optimizer, self._loss, data, config)
 
     def evaluate(self, model: Any, data: Dataset) -> Evaluation:
         import torch
@@ -143,21 +123,65 @@ class TorchTask(AdaptedTask):
 
     def log_model(self, model: Any, *, name: str, input_example: np.ndarray, signature: Any,
                   pip_requirements: list[str], model_id: str | None = None) -> Any:
-        import mlflow.pytorch
-
-        model.eval()
-        return mlflow.pytorch.log_model(
-            model, name=name, signature=signature, input_example=input_example,
-            pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT, model_id=model_id,
-        )
+        return log_torch_model(model, name=name, input_example=input_example, signature=signature,
+                               pip_requirements=pip_requirements, model_id=model_id)
 
     def rehearse_log_model(self, model: Any, *, input_example: np.ndarray, signature: Any,
                            pip_requirements: list[str]) -> None:
-        import tempfile
+        rehearse_torch_model(model, input_example=input_example, signature=signature,
+                             pip_requirements=pip_requirements)
 
-        import mlflow.pytorch
 
-        model.eval()
-        with tempfile.TemporaryDirectory(prefix="flops-model-rehearsal-") as scratch:
-            mlflow.pytorch.save_model(model, f"{scratch}/model", signature=signature, input_example=input_example,
-                                      pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT)
+def fit(model: Any, parameters: list, optimizer: Any, loss_function: Callable[[Any, Any], Any], data: Dataset,
+        config: TrainConfig) -> float:
+    """config.epochs of minibatch training in place, FedProx-aware; the mean training loss. The built-in tasks
+    train with it too."""
+    import torch
+
+    if len(data.y_train) == 0:
+        raise ValueError("no training data on this learner")
+    generator = torch.Generator().manual_seed(config.seed)
+    x, y = torch.from_numpy(data.x_train), torch.from_numpy(data.y_train)
+    anchor = [p.detach().clone() for p in parameters] if config.proximal_mu > 0 else None
+    model.train()
+    total, count = 0.0, 0
+    for _ in range(config.epochs):
+        order = torch.randperm(len(y), generator=generator)
+        for start in range(0, len(y), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            optimizer.zero_grad()
+            loss = loss_function(model(x[batch]), y[batch])
+            total += loss.item() * len(batch)
+            count += len(batch)
+            if anchor is not None:
+                # FedProx: keep the local update near the global model it started from.
+                drift = sum(((p - a) ** 2).sum() for p, a in zip(parameters, anchor))
+                loss = loss + 0.5 * config.proximal_mu * drift
+            loss.backward()
+            optimizer.step()
+    return total / count
+
+
+def log_torch_model(model: Any, *, name: str, input_example: np.ndarray, signature: Any,
+                    pip_requirements: list[str], model_id: str | None = None) -> Any:
+    """mlflow.pytorch.log_model with torch.export ("pt2"): loading it needs torch, not this package."""
+    import mlflow.pytorch
+
+    model.eval()
+    return mlflow.pytorch.log_model(
+        model, name=name, signature=signature, input_example=input_example,
+        pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT, model_id=model_id,
+    )
+
+
+def rehearse_torch_model(model: Any, *, input_example: np.ndarray, signature: Any,
+                         pip_requirements: list[str]) -> None:
+    """What log_torch_model does, into a scratch directory: the export's first-call costs paid ahead."""
+    import tempfile
+
+    import mlflow.pytorch
+
+    model.eval()
+    with tempfile.TemporaryDirectory(prefix="flops-model-rehearsal-") as scratch:
+        mlflow.pytorch.save_model(model, f"{scratch}/model", signature=signature, input_example=input_example,
+                                  pip_requirements=pip_requirements, serialization_format=SERIALIZATION_FORMAT)

@@ -15,7 +15,7 @@ from typing import Mapping
 from flops_runtime import pki
 
 from .models import ProjectRef
-from .plan.desired import FLOWER_CA
+from .plan.logins import FLOWER_CA
 from .platforms.base import MissingCredentials
 
 # Credentials that are not a random token.

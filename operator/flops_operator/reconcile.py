@@ -20,7 +20,8 @@ from .models.spec import DeletionPolicy
 from .models.spec import Platform as PlatformName
 from . import task_build
 from .plan.builder import GIT_CREDENTIALS_FIELD, GIT_PASSWORD, GIT_TOKEN, builder_service, git_credentials
-from .plan.desired import Login, credential_names, desired, login, model_name, referenced_credentials
+from .plan.desired import desired, model_name
+from .plan.logins import Login, credential_names, login, referenced_credentials
 from .plan.render import render
 from .plan.diff import Action, Create, Remove, Replace, diff, effects
 from .plan.services import ServiceSpec

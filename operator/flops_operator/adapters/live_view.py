@@ -16,7 +16,7 @@ from flops_tracking.contract import READER_USER
 
 from ..models import FLOpsProjectStatus, Phase, Project
 from ..models.spec import public_uri
-from ..plan.desired import MLFLOW_READER_PASSWORD
+from ..plan.logins import MLFLOW_READER_PASSWORD
 from ..platforms.local import StateLayout
 from ..reconcile import ReconcileResult
 

@@ -8,7 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from .spec import DNS_LABEL, FLOpsProjectSpec
+from .patterns import DNS_LABEL
+from .spec import FLOpsProjectSpec
 from .status import FLOpsProjectStatus, TaskStatus
 
 GROUP = "flops.oakestra.io"

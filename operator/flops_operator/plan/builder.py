@@ -12,6 +12,7 @@ import json
 from ..models import Project
 from ..models.spec import Platform
 from . import images
+from .logins import secret_ref
 from .services import Role, ServiceSpec
 
 # The repository's login, read from the Secret task.source.git.credentialsSecret names (every key optional).
@@ -33,16 +34,12 @@ def git_credentials(project: Project) -> dict[str, str]:
     return dict(GIT_SECRET_KEYS)
 
 
-def _secret(name: str) -> str:
-    return "{{secret:%s}}" % name
-
-
 def _git_env(project: Project) -> tuple[tuple[str, str], ...]:
     if not git_credentials(project):
         return ()
     # A token arrives as the password (reconcile folds it in; the username is then x-access-token unless given).
-    return (("FLOPS_GIT_USERNAME", _secret(GIT_USERNAME)), ("FLOPS_GIT_PASSWORD", _secret(GIT_PASSWORD)),
-            ("FLOPS_GIT_SSH_KEY", _secret(GIT_SSH_KEY)), ("FLOPS_GIT_KNOWN_HOSTS", _secret(GIT_KNOWN_HOSTS)))
+    return (("FLOPS_GIT_USERNAME", secret_ref(GIT_USERNAME)), ("FLOPS_GIT_PASSWORD", secret_ref(GIT_PASSWORD)),
+            ("FLOPS_GIT_SSH_KEY", secret_ref(GIT_SSH_KEY)), ("FLOPS_GIT_KNOWN_HOSTS", secret_ref(GIT_KNOWN_HOSTS)))
 
 
 def build_request(project: Project) -> dict:

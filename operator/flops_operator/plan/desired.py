@@ -9,16 +9,19 @@ FTP_* / PASV_*); each image's README lists it, and the image smoke tests run eac
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 from flops_aggregator.contract import (AggregatorConfig, AggregatorEnv, BestModel, FlowerAdmission, ProjectId,
                                        Registry, Strategy, Training)
 from flops_learner.contract import DataRef, LearnerAdmission, LearnerEnv, LearnerTask, TaskRef
-from flops_tracking.contract import (AGGREGATOR_USER, ALLOWED_HOSTS_TAG, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME,
-                                     READER_USER, TrackingEnv)
+from flops_tracking.contract import ALLOWED_HOSTS_TAG, TrackingEnv
 
 from ..models import Project
 from ..models.spec import FLOpsProjectSpec
+# The credential catalogue and the login policy live in logins.py; their names stay importable from here.
+from .logins import (BACKEND_PASSWORD, BACKEND_ROOT_PASSWORD, FLOWER_CA, FLOWER_CREDENTIALS,  # noqa: F401
+                     FTP_PASSWORD, LEARNER_KEY_SEED, MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD,
+                     MLFLOW_CREDENTIALS, MLFLOW_READER_PASSWORD, MLFLOW_SECRET_KEY, credential_names, login,
+                     referenced_credentials, secret_ref)
 from .. import task_build
 from . import images
 from .builder import builder_service
@@ -38,74 +41,9 @@ FAST_IDLE_POLL_SECONDS = 0.2
 # vsftpd's passive data ports (its image's default range): the tracking server's FTP client connects to them.
 PASV_PORTS = range(21100, 21110)
 
-# Credentials a project may need; generated once, kept in a Secret (cluster) or a 0600 file (local).
-BACKEND_PASSWORD = "backend-password"
-BACKEND_ROOT_PASSWORD = "backend-root-password"
-FTP_PASSWORD = "ftp-password"
-# The tracking server's logins (MLflow basic auth; flops_tracking.bootstrap says who may do what).
-MLFLOW_ADMIN_PASSWORD = "mlflow-admin-password"
-MLFLOW_AGGREGATOR_PASSWORD = "mlflow-aggregator-password"
-MLFLOW_READER_PASSWORD = "mlflow-reader-password"
-MLFLOW_SECRET_KEY = "mlflow-flask-secret-key"
-MLFLOW_CREDENTIALS = (MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD, MLFLOW_READER_PASSWORD, MLFLOW_SECRET_KEY)
-# The project's Flower PKI (flops_runtime.pki): its CA (key and certificate) and the seed of the learners' keys.
-FLOWER_CA = "flower-ca"
-LEARNER_KEY_SEED = "flower-learner-key-seed"
-FLOWER_CREDENTIALS = (FLOWER_CA, LEARNER_KEY_SEED)
-# An existing tracking server's login, read from the Secret spec.tracking.credentialsSecret names.
-TRACKING_USERNAME = "tracking-username"
-TRACKING_PASSWORD = "tracking-password"
 DB_USER = "mlflow"
 DB_NAME = "mlflow"
 FTP_USER = "mlflow"
-
-
-def credential_names(spec: FLOpsProjectSpec) -> list[str]:
-    """The credentials the operator generates for the project (kept in its Secret or credentials file)."""
-    names = []
-    if spec.tracking.uri is None and spec.tracking.backend_store.type == "mysql":
-        names += [BACKEND_PASSWORD, BACKEND_ROOT_PASSWORD]
-    if spec.tracking.uri is None and spec.tracking.artifact_store.type == "ftp":
-        names.append(FTP_PASSWORD)
-    if spec.tracking.uri is None:
-        names += MLFLOW_CREDENTIALS
-    return names + list(FLOWER_CREDENTIALS)
-
-
-def referenced_credentials(spec: FLOpsProjectSpec) -> dict[str, str]:
-    """Credentials the spec names in a Secret of its own: {credential name: key in that Secret}."""
-    ref = spec.tracking.credentials_secret
-    if ref is None:
-        return {}
-    return {TRACKING_USERNAME: ref.username_key, TRACKING_PASSWORD: ref.password_key}
-
-
-@dataclass(frozen=True)
-class Login:
-    """A tracking-server login as the plan renders it: literals or {{secret:NAME}} placeholders."""
-
-    username: str
-    password: str
-    secrets: tuple[str, ...]
-
-    def env(self) -> tuple[tuple[str, str], ...]:
-        return ((ENV_CLIENT_USERNAME, self.username), (ENV_CLIENT_PASSWORD, self.password))
-
-
-def _secret(name: str) -> str:
-    return "{{secret:%s}}" % name
-
-
-def login(spec: FLOpsProjectSpec, writer: bool) -> Login | None:
-    """The login a client of the project's tracking server uses: the aggregator's (writer) or the read-only
-    one (the model server, the operator's progress reads). With tracking.uri, the referenced Secret's (or none)."""
-    if spec.tracking.uri is not None:
-        if spec.tracking.credentials_secret is None:
-            return None
-        return Login(_secret(TRACKING_USERNAME), _secret(TRACKING_PASSWORD), (TRACKING_USERNAME, TRACKING_PASSWORD))
-    if writer:
-        return Login(AGGREGATOR_USER, _secret(MLFLOW_AGGREGATOR_PASSWORD), (MLFLOW_AGGREGATOR_PASSWORD,))
-    return Login(READER_USER, _secret(MLFLOW_READER_PASSWORD), (MLFLOW_READER_PASSWORD,))
 
 
 def experiment_name(project: Project) -> str:
@@ -182,9 +120,9 @@ def _tracking_server(project: Project) -> ServiceSpec:
     # flops-tracking-server sets the project's users and grants up, then runs `mlflow server --app-name
     # basic-auth` with these arguments (tracking_image/flops_tracking).
     auth = TrackingEnv(workdir="{{workdir}}", experiment=experiment_name(project), model=model_name(project),
-                       admin_password=_secret(MLFLOW_ADMIN_PASSWORD),
-                       aggregator_password=_secret(MLFLOW_AGGREGATOR_PASSWORD),
-                       reader_password=_secret(MLFLOW_READER_PASSWORD), secret_key=_secret(MLFLOW_SECRET_KEY),
+                       admin_password=secret_ref(MLFLOW_ADMIN_PASSWORD),
+                       aggregator_password=secret_ref(MLFLOW_AGGREGATOR_PASSWORD),
+                       reader_password=secret_ref(MLFLOW_READER_PASSWORD), secret_key=secret_ref(MLFLOW_SECRET_KEY),
                        allowed_hosts_tag=ALLOWED_HOSTS_TAG)
     return ServiceSpec(
         name="tracking-server",
@@ -291,7 +229,7 @@ def learner_env(project: Project, partition_id: int, *, superlink: str, clientap
 
 # The SuperLink serves TLS with a certificate its aggregator issues from the project's CA for the address the
 # learners use (on Oakestra its round-robin IP); each learner trusts that CA only and signs with its own key.
-AGGREGATOR_ADMISSION = FlowerAdmission(ca=_secret(FLOWER_CA), learner_key_seed=_secret(LEARNER_KEY_SEED),
+AGGREGATOR_ADMISSION = FlowerAdmission(ca=secret_ref(FLOWER_CA), learner_key_seed=secret_ref(LEARNER_KEY_SEED),
                                        hosts="{{host:aggregator}}")
 
 
