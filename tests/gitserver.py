@@ -58,7 +58,7 @@ class GitServer:
     """Bare repositories under root/repos served over smart HTTP on 127.0.0.1:<free port>."""
 
     def __init__(self, root: Path, *, username: str | None = None, password: str | None = None,
-                 protocol_v2: bool = True):
+                 protocol_v2: bool = True, host: str = "127.0.0.1"):
         self.root = root
         self.repos = root / "repos"
         self.work = root / "work"
@@ -68,7 +68,9 @@ class GitServer:
         self.password = password
         self.protocol_v2 = protocol_v2
         self.requests: list[str] = []  # "METHOD path user" per request, for tests that look at the traffic
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self.host = host
+        """The address it listens on: loopback, or a test network's host address (containers reach it there)."""
+        self._httpd = ThreadingHTTPServer((host, 0), _handler(self))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
@@ -90,7 +92,7 @@ class GitServer:
         self.stop()
 
     def url(self, repo: str) -> str:
-        return f"http://127.0.0.1:{self.port}/{repo}.git"
+        return f"http://{self.host}:{self.port}/{repo}.git"
 
     @property
     def credentials(self) -> dict[str, str]:

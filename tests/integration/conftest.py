@@ -98,7 +98,7 @@ def oakestra_case(stack: ExitStack, emu: Any = None, **config_overrides: Any) ->
         config_overrides = {"ready_after": 0.0, "health_checks": False, **config_overrides}
     config = OakestraConfig(url=emu.url, username="Admin", password="Admin", retries=2, backoff_max=0.2,
                             request_timeout=5.0, **config_overrides)
-    logical = {service_name(n): n for n in ("backend-store", "artifact-store", "tracking-server", "aggregator",
+    logical = {service_name(n): n for n in ("backend-store", "artifact-store", "tracking-server", "aggregator", "builder",
                                             "model-server", *(f"learner-{i}" for i in range(32)))}
 
     def app_id(ref: ProjectRef) -> str | None:

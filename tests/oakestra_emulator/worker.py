@@ -3,8 +3,9 @@ node engine runs them (go_node_engine/virtualization/ContainersManagement.go at 
 describes), on a podman network whose subnet is the emulator's service-IP range.
 
 What it does as the node engine does:
-- the image must be there (no registry is asked: none is reachable here): else the instance is FAILED
-  with the reason, which the cluster re-deploys every 15 s;
+- the image must be there, or be pulled from one of the registries the worker is given (a test's own registry:
+  no other is reachable here): else the instance is FAILED with the reason, which the cluster re-deploys every
+  15 s;
 - the SLA's `cmd`, when given, replaces the image's ENTRYPOINT and CMD; `environment` is added to the
   image's, with HOSTNAME=instance-<n>; memory (MB) and vcpus become limits;
 - a container that exits is DEAD whatever its code, except a one-shot one exiting 0 (COMPLETED); the
@@ -19,6 +20,7 @@ public IP (127.0.0.1 in tests) to the container's address.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -134,8 +136,10 @@ class ContainerWorker:
     """Set as the emulator's runtime (Lifecycle.runtime); runs on the emulator's event loop."""
 
     def __init__(self, network: Network, *, label: str, log_dir: Path, public_host: str = "127.0.0.1",
-                 poll_seconds: float = 0.5):
+                 poll_seconds: float = 0.5, registries: dict[str, tuple[str, str] | None] | None = None):
         self.network, self.label, self.log_dir = network, label, log_dir
+        self.registries = registries or {}
+        """host:port -> login of the registries images may be pulled from (plain HTTP, as a test's registry)."""
         self.public_host = public_host
         self.poll_seconds = poll_seconds
         self.sm: SystemManager | None = None
@@ -207,7 +211,7 @@ class ContainerWorker:
         name = container_name(job, key[1])
         image, rr_ip = job.get("image") or job.get("code"), service_address(job)
         exists = await podman("image", "exists", image, check=False)
-        if exists.code != 0:
+        if exists.code != 0 and not await self._pull(name, image):
             self.events.append((time.time(), name, f"image {image} not found"))
             self._report(key, "FAILED", f"failed to pull image {image}: not found and no registry reachable")
             return
@@ -235,6 +239,23 @@ class ContainerWorker:
                 self.events.append((time.time(), name, f"host port {host_port} unavailable: {exc}"))
                 continue
             running.relays.append(relay)
+
+    async def _pull(self, name: str, image: str) -> bool:
+        """Pull `image` from one of the worker's registries, as the node engine pulls what is not there."""
+        host = image.split("/", 1)[0]
+        if host not in self.registries:
+            return False
+        login = self.registries[host]
+        # The login goes through a private auth file, not podman's argv.
+        with tempfile.NamedTemporaryFile("w", prefix="flops-auth-", suffix=".json", delete=True) as auth_file:
+            token = base64.b64encode(":".join(login).encode()).decode() if login else ""
+            json.dump({"auths": {host: {"auth": token}} if login else {}}, auth_file)
+            auth_file.flush()
+            pulled = await podman("pull", "-q", "--tls-verify=false", "--authfile", auth_file.name, image,
+                                  check=False, timeout=600)
+        self.events.append((time.time(), name, f"pulled {image}" if pulled.code == 0 else
+                            f"pull of {image} failed: {pulled.err.strip()[-300:]}"))
+        return pulled.code == 0
 
     async def _observe(self) -> None:
         listing = await podman("ps", "-a", "--filter", f"label={self.label}", "--format", "json", check=False)

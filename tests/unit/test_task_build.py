@@ -14,7 +14,7 @@ from flops_operator.credentials import MemoryCredentials
 from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
 from flops_operator.models.edits import training_identity
 from flops_operator.models.status import TaskStatus
-from flops_operator.plan.builder import builder_service
+from flops_operator.plan.builder import builder_service, pinned
 from flops_operator.plan.desired import desired
 from flops_operator.plan.services import Role
 from flops_operator.platforms.base import ObservedService, ServiceState
@@ -156,6 +156,16 @@ def test_the_plan_builds_first_then_trains_on_the_built_images():
     failed = built.model_copy(update={"build_phase": "Failed"})
     assert not {s.role for s in desired(replace(proj, task=failed), training_done=False)} & {
         Role.builder, Role.aggregator, Role.learner}
+
+
+@pytest.mark.parametrize("reported, pulled", [
+    ("reg:5000/flops/projects/a/b/learner:src-1f@sha256:ab", "reg:5000/flops/projects/a/b/learner@sha256:ab"),
+    ("reg/x@sha256:1", "reg/x@sha256:1"),
+    ("reg:5000/x:tag", "reg:5000/x:tag"),
+    (None, None),
+])
+def test_a_built_image_runs_by_its_digest_alone(reported, pulled):
+    assert pinned(reported) == pulled
 
 
 class AtCommit:

@@ -64,6 +64,18 @@ def build_request(project: Project) -> dict:
     return request
 
 
+def pinned(image: str | None) -> str | None:
+    """A built image by its digest alone (repository@sha256:...): what the builder reported names its tag too, and
+    some runtimes (podman 4, containers/image before 5.29) refuse a reference with both."""
+    if image is None or "@" not in image:
+        return image
+    name, _, digest = image.partition("@")
+    last = name.rsplit("/", 1)
+    if ":" in last[-1]:
+        name = name[: len(name) - len(last[-1])] + last[-1].split(":", 1)[0]
+    return f"{name}@{digest}"
+
+
 def builder_service(project: Project) -> ServiceSpec:
     credentials = tuple(n for n in git_credentials(project) if n != GIT_TOKEN)
     return ServiceSpec(

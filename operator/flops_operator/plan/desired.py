@@ -24,7 +24,7 @@ from .logins import (BACKEND_PASSWORD, BACKEND_ROOT_PASSWORD, FLOWER_CA, FLOWER_
                      referenced_credentials, secret_ref)
 from .. import task_build
 from . import images
-from .builder import builder_service
+from .builder import builder_service, pinned
 from .services import Port, Role, ServiceSpec
 
 
@@ -249,7 +249,7 @@ def _built_env(project: Project) -> tuple[tuple[str, str], ...]:
 def _aggregator(project: Project) -> ServiceSpec:
     spec = project.spec
     writer = login(spec, writer=True)
-    built = project.task.aggregator_image if project.task is not None else None
+    built = pinned(project.task.aggregator_image) if project.task is not None else None
     return ServiceSpec(
         name="aggregator",
         role=Role.aggregator,
@@ -273,7 +273,7 @@ def _aggregator(project: Project) -> ServiceSpec:
 
 def _learner(project: Project, partition_id: int) -> ServiceSpec:
     spec = project.spec
-    built = project.task.image if project.task is not None else None
+    built = pinned(project.task.image) if project.task is not None else None
     return ServiceSpec(
         name=f"learner-{partition_id}",
         role=Role.learner,
