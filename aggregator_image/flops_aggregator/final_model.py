@@ -8,6 +8,7 @@ import logging
 import threading
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import wait as futures_wait
 from functools import partial
 from typing import Any
 
@@ -73,6 +74,10 @@ class FinalModelLogging:
                     self.mlflow.start_run(run_id=self.run_id, log_system_metrics=False)
             finally:
                 started.set()
+            # The rehearsal, in another thread, exports this same model object (torch.export swaps its parameters
+            # for fake tensors while it traces): its weights may change only once that is over.
+            if self.prepared is not None:
+                futures_wait([self.prepared])
             task.set_weights(model, weights)
             return round_, self._log_model(task, model, round_)
 

@@ -140,6 +140,7 @@ class ContainerWorker:
         self.network, self.label, self.log_dir = network, label, log_dir
         self.registries = registries or {}
         """host:port -> login of the registries images may be pulled from (plain HTTP, as a test's registry)."""
+        self.pulled: list[str] = []
         self.public_host = public_host
         self.poll_seconds = poll_seconds
         self.sm: SystemManager | None = None
@@ -170,6 +171,9 @@ class ContainerWorker:
             await asyncio.gather(self._task, return_exceptions=True)
         for key in list(self._running):
             await self._remove(key, "worker closed")
+        # What it pulled goes too: a test leaves no image behind that it did not build.
+        for image in self.pulled:
+            await podman("rmi", "-f", image, check=False)
 
     async def _run(self) -> None:
         while True:
@@ -251,10 +255,13 @@ class ContainerWorker:
             token = base64.b64encode(":".join(login).encode()).decode() if login else ""
             json.dump({"auths": {host: {"auth": token}} if login else {}}, auth_file)
             auth_file.flush()
+            self.events.append((time.time(), name, f"pulling {image}"))
             pulled = await podman("pull", "-q", "--tls-verify=false", "--authfile", auth_file.name, image,
                                   check=False, timeout=600)
         self.events.append((time.time(), name, f"pulled {image}" if pulled.code == 0 else
                             f"pull of {image} failed: {pulled.err.strip()[-300:]}"))
+        if pulled.code == 0:
+            self.pulled.append(image)
         return pulled.code == 0
 
     async def _observe(self) -> None:
