@@ -43,6 +43,9 @@ bench: $(STAMP)
 	$(BIN)/python bench/round_overhead.py
 	$(BIN)/python bench/demo_timing.py
 	$(BIN)/python bench/gitops_latency.py
+	$(BIN)/python bench/flower_security.py
+	$(BIN)/python bench/build_cache.py
+	$(BIN)/python bench/operator_scale.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,6 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source base_image/engine.sh
+source base_image/stand_in.sh
 engine_setup
 
 REGISTRY=${REGISTRY:-ghcr.io/flops-operator}
@@ -78,11 +79,17 @@ echo "== all built in $(( $(date +%s) - started )) s"
 
 if [ "${PUSH:-}" = 1 ]; then
   # What Oakestra's workers pull: the images the plan names (the base layers go with them).
+  pushed=()
   for row in "${IMAGES[@]}"; do
     read -r name _ target _ <<<"$row"
     [ "$target" = - ] || continue
     selected "$name" || continue
-    echo "== pushing $REGISTRY/$name:$VERSION"
-    "$ENGINE" push "$REGISTRY/$name:$VERSION"
+    pushed+=("$REGISTRY/$name:$VERSION")
+  done
+  # None of them if any is built on a stand-in base (local_bases.sh): it trusts this host's extra CA certificates.
+  refuse_stand_ins "$ENGINE" "${pushed[@]}" || exit 1
+  for image in "${pushed[@]}"; do
+    echo "== pushing $image"
+    "$ENGINE" push "$image"
   done
 fi

@@ -6,10 +6,12 @@
 # For docker.io/library/python:3.11-slim and docker.io/library/debian:bookworm-slim: nothing if the
 # engine has it; else a pull; else (no registry, e.g. a machine that reaches only package mirrors)
 # a stand-in under the same name, made with mmdebstrap from Debian bookworm packages (Python 3.11
-# is bookworm's python3), so that every Dockerfile stays the one a normal machine builds.
+# is bookworm's python3), so that every Dockerfile stays the one a normal machine builds. A stand-in is
+# labelled (stand_in.sh): `make push` refuses to push images built on one.
 set -euo pipefail
 engine=$1
 here=$(cd "$(dirname "$0")" && pwd)
+source "$here/stand_in.sh"
 
 have() { "$engine" image exists "$1" 2>/dev/null || "$engine" image inspect "$1" >/dev/null 2>&1; }
 
@@ -35,17 +37,14 @@ make_rootfs() {  # name, packages
     --customize-hook='rm -f "$1"/usr/lib/python3*/EXTERNALLY-MANAGED' \
     --customize-hook='for c in /usr/local/share/ca-certificates/*.crt; do [ -e "$c" ] && cp "$c" "$1/usr/local/share/ca-certificates/"; done; chroot "$1" update-ca-certificates >/dev/null 2>&1 || true' \
     bookworm "$work/rootfs.tar"
-  "$engine" import --quiet \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change "CMD [\"$3\"]" \
-    "$work/rootfs.tar" "$name" >/dev/null
+  import_stand_in "$engine" "$work/rootfs.tar" "$name" "$3"
   rm -rf "$work"
 }
 
 ensure() {  # name, packages, default command
   local name=$1
   if have "$name"; then
+    label_old_stand_in "$engine" "$name"
     return
   fi
   if timeout 120 "$engine" pull -q "$name" >/dev/null 2>&1; then

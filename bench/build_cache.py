@@ -60,6 +60,8 @@ def build(registry, git: GitServer, commit: str, bases: tuple[str, str], target:
                      workdir=str(workdir), git_username=git.username, git_password=git.password,
                      registry_username=registry.username, registry_password=registry.password)
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FLOPS_")}
+    # A builder on Oakestra is a fresh container: pip has no download cache there either.
+    clean["PIP_CACHE_DIR"] = str(workdir / "pip-cache")
     started = time.monotonic()
     done = subprocess.run([str(BUILDER)], env={**clean, **env.to_env()}, capture_output=True, text=True, timeout=1800)
     wall = time.monotonic() - started

@@ -9,11 +9,13 @@ Runs the demo through the same runner `flops run` uses and timestamps what its s
     teardown         Completed -> every process stopped
 
 Status is read every 0.5 s, so each boundary is known to about half a second.
-Usage: python bench/demo_timing.py [MANIFEST]   (a temporary state directory, removed after a Completed run)
+Usage: python bench/demo_timing.py [MANIFEST] [--rounds N] [--learners N]   (a temporary state directory, removed
+after a Completed run; --rounds, --learners: instead of the manifest's)
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 import sys
@@ -23,7 +25,7 @@ from pathlib import Path
 
 from flops_operator.adapters.local_cli import load_manifest
 from flops_operator.adapters.local_runner import LocalRunner
-from flops_operator.models import FLOpsProjectStatus, Phase
+from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
 from flops_operator.reconcile import ReconcileResult
 
 DEMO = Path(__file__).resolve().parents[1] / "manifests" / "examples" / "digits-local.yaml"
@@ -63,8 +65,18 @@ class Clock:
 
 
 def main() -> int:
-    manifest_path = Path(sys.argv[1]) if len(sys.argv) > 1 else DEMO
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest", nargs="?", type=Path, default=DEMO)
+    parser.add_argument("--rounds", type=int, default=None, help="training rounds (default: the manifest's)")
+    parser.add_argument("--learners", type=int, default=None, help="learners (default: the manifest's)")
+    args = parser.parse_args()
+    manifest_path = args.manifest
     manifest, project = load_manifest(manifest_path)
+    if args.rounds is not None:
+        manifest["spec"]["training"]["rounds"] = args.rounds
+    if args.learners is not None:
+        manifest["spec"]["learners"]["replicas"] = args.learners
+    project = parse_project(manifest)
     state = Path(tempfile.mkdtemp(prefix="flops-bench-"))
     clock = Clock()
     print(f"{manifest_path.name}: {project.spec.learners.replicas} learners x {project.spec.training.rounds} rounds, "

@@ -4,7 +4,7 @@ invocation: `insecure` (--insecure everywhere) and `secure` (what the plan rende
 a certificate from the project's CA, only the learners' registered keys are admitted, every SuperNode request is
 signed; the Control and Runtime APIs answer loopback only).
 
-    .venv/bin/python bench/flower_security.py [--repeats 4]
+    .venv/bin/python bench/flower_security.py [--repeats 4] [--rounds 10] [--learners 3]
 
 Prints per-round wall times, the ratio of the mean round (target <= 1.05), the ratio of whole runs (start-up
 included: the certificate is issued and the learners' keys registered before the first round) and the final
@@ -26,11 +26,11 @@ from flops_operator.models.spec import FLOpsProjectSpec
 LEARNERS, ROUNDS = 3, 10
 
 
-def project() -> Project:
+def project(rounds: int = ROUNDS, learners: int = LEARNERS) -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
-        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": 120, "localEpochs": 2},
-        "learners": {"replicas": LEARNERS},
+        "training": {"rounds": rounds, "roundTimeoutSeconds": 120, "localEpochs": 2},
+        "learners": {"replicas": learners},
         "registry": {"modelName": "digits-bench"},
     })
     return Project(ProjectRef("bench", "digits", "bench-uid"), 1, spec)
@@ -39,6 +39,8 @@ def project() -> Project:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=4, help="pairs of runs, in ABBA order (default 4)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds per run (default {ROUNDS})")
+    parser.add_argument("--learners", type=int, default=LEARNERS, help=f"learners (default {LEARNERS})")
     args = parser.parse_args()
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {"insecure": [], "secure": []}
@@ -47,12 +49,13 @@ def main() -> None:
             for mode in ("insecure", "secure") if i % 2 == 0 else ("secure", "insecure"):
                 workdir = Path(tmp) / f"{mode}-{i}"
                 workdir.mkdir()
-                run = federation(workdir, project(), "", secure=mode == "secure")
+                run = federation(workdir, project(args.rounds, args.learners), "", secure=mode == "secure")
                 result = run["result"]
                 runs[mode].append({"wall": run["wall"],
                                    "rounds": [r["round_duration_seconds"] for r in result["rounds"]],
                                    "accuracy": result["rounds"][-1]["eval_accuracy"]})
-    print(f"digits-mlp, {LEARNERS} learners x {ROUNDS} rounds, FedAvg, 2 local epochs, roundMode fast, bare mode, "
+    print(f"digits-mlp, {args.learners} learners x {args.rounds} rounds, FedAvg, 2 local epochs, roundMode fast, "
+          f"bare mode, "
           f"real entrypoints on loopback; {args.repeats} run(s) each, ABBA order; load average at start "
           f"{' '.join(f'{x:.2f}' for x in load_before)}, at end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'':9} {'wall s':>7} {'mean round s':>13} {'median s':>9}  final acc")

@@ -9,7 +9,8 @@ manifest, same machine, one invocation (issue 8: the cluster should be within 15
 Both run real services (MLflow, FTP, Flower): expect minutes on 2 cores. The operator is given the
 default pacing and the default 30 s resync, so what is measured is what a user's cluster does. The two run in
 ABBA order (--pairs, default 2), so the machine's drifting load weighs on both alike; the means are compared.
-Usage: python bench/gitops_latency.py [MANIFEST] [--pairs N]
+Usage: python bench/gitops_latency.py [MANIFEST] [--pairs N] [--rounds N] [--learners N]   (--rounds, --learners:
+instead of the manifest's)
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ import kubernetes.watch
 from flops_operator.adapters.kopf_cli import build_context, run_operator
 from flops_operator.adapters.local_cli import load_manifest
 from flops_operator.adapters.local_runner import LocalRunner
-from flops_operator.models import GROUP, PLURAL, VERSION, FLOpsProjectStatus, Phase, Project
+from flops_operator.models import GROUP, PLURAL, VERSION, FLOpsProjectStatus, Phase, Project, parse_project
 from flops_operator.platforms.local import LocalPlatform
 from flops_operator.reconcile import ReconcileResult
 
@@ -134,8 +135,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("manifest", nargs="?", type=Path, default=DEMO)
     parser.add_argument("--pairs", type=int, default=2, help="pairs of runs, ABBA order (default 2)")
+    parser.add_argument("--rounds", type=int, default=None, help="training rounds (default: the manifest's)")
+    parser.add_argument("--learners", type=int, default=None, help="learners (default: the manifest's)")
     args = parser.parse_args()
     manifest, project = load_manifest(args.manifest)
+    if args.rounds is not None:
+        manifest["spec"]["training"]["rounds"] = args.rounds
+    if args.learners is not None:
+        manifest["spec"]["learners"]["replicas"] = args.learners
+    project = parse_project(manifest)
     print(f"{project.ref.key}: {project.spec.learners.replicas} learners x {project.spec.training.rounds} rounds, "
           f"{args.pairs} pair(s) in ABBA order", flush=True)
     runs: dict[str, list[Marks]] = {"flops run": [], "operator": []}

@@ -3,7 +3,8 @@ entrypoints on loopback: bare (no MLflow) and with the MLflow contract against t
 (flops-tracking-server: MLflow with basic-auth, the aggregator logged in as its own user; SQLite backend, local
 artifacts). Prints wall time per round, final accuracy and the overhead ratio.
 
-    .venv/bin/python bench/mlflow_overhead.py [--repeats 4] [--round-mode fast|standard]
+    .venv/bin/python bench/mlflow_overhead.py [--repeats 8] [--round-mode fast|standard] [--rounds 5]
+        [--learners 3]
 
 Two local epochs per round (default learning rate 0.05); roundMode fast (the spec's default) unless told.
 "wall s" is the aggregator's whole run; "ServerApp s" its training, from loading the task (which overlaps MLflow's
@@ -31,11 +32,11 @@ from flops_operator.models.spec import FLOpsProjectSpec
 LEARNERS, ROUNDS = 3, 5
 
 
-def project(round_mode: str) -> Project:
+def project(round_mode: str, rounds: int = ROUNDS, learners: int = LEARNERS) -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
-        "training": {"rounds": ROUNDS, "roundTimeoutSeconds": 120, "localEpochs": 2, "roundMode": round_mode},
-        "learners": {"replicas": LEARNERS},
+        "training": {"rounds": rounds, "roundTimeoutSeconds": 120, "localEpochs": 2, "roundMode": round_mode},
+        "learners": {"replicas": learners},
         "registry": {"modelName": "digits-bench"},
     })
     return Project(ProjectRef("bench", "digits", "bench-uid"), 1, spec)
@@ -59,35 +60,39 @@ def main() -> None:
                              "(default 8: single runs move by +-10 %%)")
     parser.add_argument("--round-mode", choices=("fast", "standard"), default="fast",
                         help="spec.training.roundMode of both runs (default fast, the spec's default)")
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help=f"rounds per run (default {ROUNDS})")
+    parser.add_argument("--learners", type=int, default=LEARNERS, help=f"learners (default {LEARNERS})")
     args = parser.parse_args()
     runs: dict[str, list[dict]] = {"bare": [], "mlflow": []}
     with tempfile.TemporaryDirectory(prefix="flops-bench-") as tmp:
         root = Path(tmp)
         # The tracking server as shipped: basic-auth, the aggregator logged in as its own user.
-        server, uri, login = start_mlflow(root, project(args.round_mode))
+        server, uri, login = start_mlflow(root, project(args.round_mode, args.rounds, args.learners))
         try:
             for i in range(args.repeats):
                 order = ("bare", "mlflow") if i % 2 == 0 else ("mlflow", "bare")
                 for mode in order:
                     workdir = root / f"{mode}-{i}"
                     workdir.mkdir()
-                    runs[mode].append(summary(federation(workdir, project(args.round_mode),
+                    runs[mode].append(summary(federation(workdir, project(args.round_mode, args.rounds, args.learners),
                                                          uri if mode == "mlflow" else "",
                                                          login if mode == "mlflow" else None)))
         finally:
             stop_tree(server, timeout=10)
-    print(f"digits-mlp, {LEARNERS} learners x {ROUNDS} rounds, FedAvg, 2 local epochs, roundMode {args.round_mode}, "
+    print(f"digits-mlp, {args.learners} learners x {args.rounds} rounds, FedAvg, 2 local epochs, "
+          f"roundMode {args.round_mode}, "
           f"real entrypoints on loopback; {args.repeats} run(s) each, ABBA order; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'':8} {'wall s':>8} {'ServerApp s':>12} {'s/round':>8}  {'per-round s':41} final acc")
     for mode, figures in runs.items():
         for f in figures:
             per_round = " ".join(f"{d:5.1f}" for d in f["rounds"])
-            print(f"{mode:8} {f['wall']:8.1f} {f['serverapp']:12.1f} {f['wall'] / ROUNDS:8.1f}  {per_round:41} "
+            print(f"{mode:8} {f['wall']:8.1f} {f['serverapp']:12.1f} {f['wall'] / args.rounds:8.1f}  {per_round:41} "
                   f"{f['accuracy']:9.3f}")
     wall = {mode: mean([f["wall"] for f in figures]) for mode, figures in runs.items()}
     rounds = {mode: mean([sum(f["rounds"]) for f in figures]) for mode, figures in runs.items()}
-    print(f"mean wall per round: bare {wall['bare'] / ROUNDS:.1f} s, mlflow {wall['mlflow'] / ROUNDS:.1f} s")
+    print(f"mean wall per round: bare {wall['bare'] / args.rounds:.1f} s, "
+          f"mlflow {wall['mlflow'] / args.rounds:.1f} s")
     print(f"overhead ratio (whole aggregator run, incl. model logging + registration): "
           f"{wall['mlflow'] / wall['bare']:.3f} (target <= 1.10)")
     print(f"overhead ratio (sum of round durations only): {rounds['mlflow'] / rounds['bare']:.3f}")

@@ -124,6 +124,7 @@ class Reference:
     def __init__(self, url: str, session: aiohttp.ClientSession):
         self.url, self.session = url, session
         self.token, self.token_at = "", -1e9
+        self.credentials = MemoryCredentials()
 
     async def request(self, method: str, path: str, body=None):
         if time.monotonic() - self.token_at > 10:
@@ -142,7 +143,9 @@ class Reference:
         ref = project.ref
         apps = await self.request("POST", "/api/application/", sla.application(ref, "Admin"))
         app_id = next(a["applicationID"] for a in apps if a["application_name"] == names.app_name(ref))
-        secrets = {n: "pw" for n in credential_names(project.spec)}
+        # The project's generated credentials as the driver gets them (random tokens, the Flower CA bundle that the
+        # SLAs render certificates from): the reference sends the same SLAs, so it pays the same rendering.
+        secrets = await self.credentials.ensure(ref, credential_names(project.spec))
         peers: dict[str, sla.Peer] = {}
         failed = 0
         for service in desired(project, training_done=False):

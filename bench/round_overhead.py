@@ -1,6 +1,7 @@
 """Per-round overhead of a federated training, before and after issue 12, in one invocation.
 
-    .venv/bin/python bench/round_overhead.py [--repeats 2] [--rounds 5] [--idle-seconds 30] [--no-demo]
+    .venv/bin/python bench/round_overhead.py [--repeats 2] [--rounds 5] [--learners N] [--idle-seconds 30]
+        [--idle-after 70] [--no-demo] [--demo-rounds N]
 
 before = spec.training.roundMode "standard" (Flower's defaults: a train and an evaluate exchange per round, a fresh
 ClientApp process per message, the SuperNode's 3 s idle poll; synchronous MLflow logging: what FLOps did before);
@@ -12,9 +13,11 @@ after = "fast" (the default). The same code runs both; only that setting differs
    phase, along the learner whose reply came last (flops_aggregator/timing.py says what each phase holds).
 2. Idle learners: one learner connected to a SuperLink that runs nothing, per mode; CPU % (of one core) of the
    learner's process tree and of the SuperLink's, over --idle-seconds: "waiting" just after the start (as
-   between two messages of a training), "idle" once the learner has had no message for a minute.
+   between two messages of a training), "idle" once the learner has had no message for a minute (--idle-after
+   seconds after it came up; below the learner's active window, the smoke test's, it is not idle yet).
 3. The demo (`flops run manifests/examples/digits-local.yaml`, through the runner `flops run` uses) per mode:
-   total wall time and best eval_accuracy.
+   total wall time and best eval_accuracy (--demo-rounds: its rounds instead of the manifest's; --learners: its
+   learners too).
 Every part prints the load average: on a shared machine compare figures of the same invocation only.
 """
 
@@ -52,17 +55,17 @@ def load() -> str:
     return "load average " + " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def project(mode: str, rounds: int) -> Project:
+def project(mode: str, rounds: int, learners: int = LEARNERS) -> Project:
     spec = FLOpsProjectSpec.model_validate({
         "task": {"name": "digits-mlp"},
         "training": {"rounds": rounds, "roundTimeoutSeconds": 300, "localEpochs": EPOCHS, "roundMode": mode},
-        "learners": {"replicas": LEARNERS},
+        "learners": {"replicas": learners},
         "registry": {"modelName": "digits-round-overhead"},
     })
     return Project(ProjectRef("bench", f"rounds-{mode}", f"bench-{mode}"), 1, spec)
 
 
-def trainings(root: Path, repeats: int, rounds: int) -> dict[str, list[dict]]:
+def trainings(root: Path, repeats: int, rounds: int, learners: int) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {name: [] for name in MODES}
     server, uri, _ = start_mlflow(root)  # two projects, one server: no per-project logins
     try:
@@ -71,7 +74,7 @@ def trainings(root: Path, repeats: int, rounds: int) -> dict[str, list[dict]]:
                 workdir = root / f"{name}-{i}"
                 workdir.mkdir()
                 print(f"  training {name} #{i + 1} ({load()})", flush=True)
-                runs[name].append(federation(workdir, project(MODES[name], rounds), uri))
+                runs[name].append(federation(workdir, project(MODES[name], rounds, learners), uri))
     finally:
         stop_tree(server, timeout=10)
     return runs
@@ -127,7 +130,7 @@ def cpu_percent(procs: list[psutil.Process], seconds: float) -> list[float]:
     return [100 * (tree_cpu(p) - b) / seconds for p, b in zip(procs, before)]
 
 
-def idle_learner(root: Path, mode: str, seconds: float) -> dict[str, list[float]]:
+def idle_learner(root: Path, mode: str, seconds: float, idle_after: float) -> dict[str, list[float]]:
     """CPU % of one learner's process tree and of its SuperLink's while no message comes: first as in a training
     (just started), then idle (past the learner's ACTIVE_WINDOW_SECONDS without a message)."""
     home = root / f"idle-{mode}"
@@ -151,7 +154,7 @@ def idle_learner(root: Path, mode: str, seconds: float) -> dict[str, list[float]
         time.sleep(5)  # the launcher's imports settle
         waiting = cpu_percent(procs, min(seconds, 45))
         memory = tree_pss_mb(procs[0])
-        time.sleep(max(0.0, up + ACTIVE_WINDOW_SECONDS + 10 - time.monotonic()))
+        time.sleep(max(0.0, up + idle_after - time.monotonic()))
         return {"waiting": waiting, "idle": cpu_percent(procs, seconds), "memory": memory}
     finally:
         stop_tree(learner, timeout=10)
@@ -164,10 +167,14 @@ def _one_learner(mode: str) -> Project:
     return Project(p.ref, 1, spec)
 
 
-def demo(mode: str) -> tuple[float, float | None, str]:
+def demo(mode: str, rounds: int | None, learners: int | None) -> tuple[float, float | None, str]:
     raw, _ = load_manifest(DEMO)
     manifest = copy.deepcopy(raw)
     manifest["spec"]["training"]["roundMode"] = mode
+    if rounds is not None:
+        manifest["spec"]["training"]["rounds"] = rounds
+    if learners is not None:
+        manifest["spec"]["learners"]["replicas"] = learners
     state = Path(tempfile.mkdtemp(prefix="flops-bench-demo-"))
     started = time.monotonic()
     result = asyncio.run(LocalRunner(manifest, parse_project(manifest), state_dir=state).run())
@@ -181,20 +188,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=2, help="pairs of trainings, ABBA order (default 2)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds per training (default 5)")
+    parser.add_argument("--learners", type=int, default=None,
+                        help=f"learners per training (default {LEARNERS}) and in the demo (default: its manifest's)")
     parser.add_argument("--idle-seconds", type=float, default=30, help="idle CPU sampling window (default 30)")
+    parser.add_argument("--idle-after", type=float, default=ACTIVE_WINDOW_SECONDS + 10,
+                        help="seconds after the idle learner came up when its idle CPU is sampled (default "
+                             f"{ACTIVE_WINDOW_SECONDS + 10:g}: past its {ACTIVE_WINDOW_SECONDS:g} s active window)")
     parser.add_argument("--no-demo", action="store_true", help="skip the demo runs")
+    parser.add_argument("--demo-rounds", type=int, default=None, help="the demo's rounds (default: the manifest's)")
     args = parser.parse_args()
-    print(f"digits-mlp, {LEARNERS} learners x {EPOCHS} local epochs, {args.rounds} rounds, FedAvg; "
+    print(f"digits-mlp, {args.learners or LEARNERS} learners x {EPOCHS} local epochs, {args.rounds} rounds, FedAvg; "
           f"before = roundMode {MODES['before']}, after = roundMode {MODES['after']}; {load()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="flops-bench-rounds-") as tmp:
         root = Path(tmp)
-        runs = trainings(root, args.repeats, args.rounds)
+        runs = trainings(root, args.repeats, args.rounds, args.learners or LEARNERS)
         medians = print_rounds(runs)
         print(f"\nmedian round overhead: before {medians['before']:.2f} s, after {medians['after']:.2f} s, "
               f"{medians['before'] / medians['after']:.1f}x lower (target: after <= 2 s on a quiet machine, "
               f">= 5x lower); {load()}", flush=True)
         for name, mode in MODES.items():
-            idle = idle_learner(root, mode, args.idle_seconds)
+            idle = idle_learner(root, mode, args.idle_seconds, args.idle_after)
             for state in ("waiting", "idle"):
                 learner, superlink = idle[state]
                 print(f"learner CPU, {state:7} ({name}): its process tree {learner:4.1f} %, its SuperLink's "
@@ -203,7 +216,7 @@ def main() -> None:
                   flush=True)
     if not args.no_demo:
         for name, mode in MODES.items():
-            wall, best, phase = demo(mode)
+            wall, best, phase = demo(mode, args.demo_rounds, args.learners)
             print(f"demo ({name}): {phase} in {wall:.1f} s, best eval_accuracy "
                   f"{best if best is None else round(best, 4)}; {load()}", flush=True)
 

@@ -82,7 +82,7 @@ class World:
     async def step(self, times: int = 1, now: str = NOW) -> FLOpsProjectStatus:
         for _ in range(times):
             result = await reconcile(self.manifest, self.status, platform=self.platform,
-                                     credentials=MemoryCredentials(), progress_source=self.mlflow, now=now,
+                                     credentials=MemoryCredentials(), progress_source=self.mlflow, control=self.mlflow, now=now,
                                      sources=AtCommit())
             self.status = result.status
         return self.status

@@ -1,8 +1,8 @@
 """`flops-aggregator`: one FLOps training = a Flower SuperLink plus one run of this package's ServerApp.
 
-It starts its own SuperLink (runtime dependency installation disabled: the image holds every package),
-submits the run with `flwr run` (a thin app bundle binding the pre-installed apps), waits for the run to
-finish, reads its final status with `flwr ls` (`flwr run --stream` exits 0 even when the ServerApp raised),
+It starts its own SuperLink (runtime dependency installation disabled: the image holds every package), takes the
+learners' certificates and registers the keys they name (flops_aggregator.enrollment, .admission), submits the run
+with `flwr run` (a thin app bundle binding the pre-installed apps), waits for the run to finish, reads its final status with `flwr ls` (`flwr run --stream` exits 0 even when the ServerApp raised),
 stops the SuperLink and exits 0 only if the run completed (with the model logged and registered when
 MLflow is on). The SuperLink's port answering TCP is the readiness signal.
 SIGTERM/SIGINT stop the training: the Flower children are stopped as at the end, then the MLflow run, if
@@ -27,13 +27,14 @@ from typing import Annotated
 import typer
 from tenacity import retry, retry_if_result, stop_after_delay, wait_fixed
 
-from flops_runtime import pki, proc
-from flops_learner.task import load_task
+from flops_runtime import proc
+from flops_learner.loading import load_task
 
 from . import bundle, mlflow_run
-from .admission import LEARNERS_FILE, Admitted, TlsFiles, requested_learners, write_tls
-from .contract import (ENV_FLOWER_CA, ENV_LEARNER_KEY_SEED, ENV_SUPERLINK_ADDRESS, ENV_SUPERLINK_HOSTS,
-                       FlowerAdmission)
+from .admission import LEARNERS_FILE, Admitted, FlowerRegistry, TlsFiles, check, requested_learners, write_tls
+from .contract import (ENV_ENROLL_ADDRESS, ENV_FLOWER_CA_CERT, ENV_SUPERLINK_ADDRESS, ENV_SUPERLINK_CERT,
+                       ENV_SUPERLINK_KEY, FlowerAdmission)
+from .enrollment import Enrollment
 from .settings import CONFIG_ENV, TRACKING_ENV, WORKDIR_ENV, Settings, parse
 
 log = logging.getLogger("flops_aggregator")
@@ -83,6 +84,8 @@ class Aggregator:
         self.superlink: subprocess.Popen | None = None
         self.tls: TlsFiles | None = None
         self.admitted: Admitted | None = None
+        self.registry: FlowerRegistry | None = None
+        self.enrollment: Enrollment | None = None
         # Set by the signal handler, acted on by the wait loops: raising from the handler itself could
         # interrupt the children's cleanup halfway.
         self.signalled: int | None = None
@@ -94,9 +97,8 @@ class Aggregator:
     def env(self) -> dict[str, str]:
         env = proc.flower_env({"FLWR_HOME": str(self.home), CONFIG_ENV: self.settings.config.dumps(),
                                WORKDIR_ENV: str(self.settings.workdir), TRACKING_ENV: self.settings.tracking_uri})
-        # The CA's key and the learners' seed stay in this process: Flower's processes need neither.
-        for secret in (ENV_FLOWER_CA, ENV_LEARNER_KEY_SEED):
-            env.pop(secret, None)
+        # The SuperLink reads its key from the file; no other process needs it.
+        env.pop(ENV_SUPERLINK_KEY, None)
         return env
 
     def flwr(self, *args: str) -> dict:
@@ -132,11 +134,13 @@ class Aggregator:
         log.info("SuperLink ready on %s (%s)", self.address,
                  "TLS, SuperNode authentication" if self.tls is not None else "insecure: anyone may join")
         if self.tls is not None:
-            self.admitted = Admitted(local_address(self.address), self.tls.ca_cert, self.admission.learner_key_seed)
+            # Learners are admitted as they present their certificates (admission.py, enrollment.py).
+            self.registry = FlowerRegistry(local_address(self.address), self.tls.ca_cert)
+            self.admitted = Admitted(self.registry, self.admission.ca_cert, self.settings.config.num_learners)
             try:
-                self.admitted.admit(self.settings.config.num_learners)
-            except Exception as exc:
-                raise Failure(3, f"the SuperLink did not admit the project's learners: {exc}") from exc
+                self.enrollment = Enrollment(self.admission.enroll_address, self.tls, self.admitted.offer)
+            except OSError as exc:
+                raise Failure(3, f"enrollment address {self.admission.enroll_address} not usable: {exc}") from exc
 
     def submit_and_wait(self, bound: float) -> str:
         """`flwr run --stream`: submits the run and streams its logs until it ends (exit 0 whatever the
@@ -175,7 +179,7 @@ class Aggregator:
     def follow_learner_count(self) -> None:
         """Learners added or removed while training: admit exactly the count the operator last asked for."""
         wanted = requested_learners(self.settings.workdir)
-        if self.admitted is None or wanted is None or wanted == len(self.admitted.nodes):
+        if self.admitted is None or wanted is None or wanted == self.admitted.count:
             return
         try:
             self.admitted.admit(wanted)
@@ -190,6 +194,10 @@ class Aggregator:
         return runs[0]
 
     def stop(self) -> None:
+        if self.enrollment is not None:
+            self.enrollment.close()
+        if self.registry is not None:
+            self.registry.close()
         if self.superlink is not None:
             code = proc.stop_tree(self.superlink)
             log.info("SuperLink stopped (%s)", code)
@@ -209,20 +217,23 @@ def aggregator(
     workdir: Annotated[Path, typer.Option(envvar=WORKDIR_ENV, help="Writable directory (FLWR_HOME, best model, result.json).")] = Path("/tmp/flops-aggregator"),
     tracking_uri: Annotated[str, typer.Option(
         envvar=TRACKING_ENV, help="MLflow tracking server; empty: bare mode, nothing logged.")] = "",
-    flower_ca: Annotated[str, typer.Option(
-        envvar=ENV_FLOWER_CA, show_default=False,
-        help="The project's CA (key and certificate, base64 of PEM). With the next two: TLS and admitted learners only.")] = "",
-    learner_key_seed: Annotated[str, typer.Option(
-        envvar=ENV_LEARNER_KEY_SEED, show_default=False, help="Seed of the learners' SuperNode keys.")] = "",
-    superlink_hosts: Annotated[str, typer.Option(
-        envvar=ENV_SUPERLINK_HOSTS, help="Comma-separated addresses learners reach the SuperLink at.")] = "",
+    flower_ca_cert: Annotated[str, typer.Option(
+        envvar=ENV_FLOWER_CA_CERT, show_default=False,
+        help="The project's CA certificate (base64 of PEM). With the next three: TLS and admitted learners only.")] = "",
+    superlink_cert: Annotated[str, typer.Option(
+        envvar=ENV_SUPERLINK_CERT, show_default=False,
+        help="The SuperLink's TLS certificate, issued by that CA (base64 of PEM).")] = "",
+    superlink_key: Annotated[str, typer.Option(
+        envvar=ENV_SUPERLINK_KEY, show_default=False, help="The SuperLink's TLS key (base64 of PKCS#8 PEM).")] = "",
+    enroll_address: Annotated[str, typer.Option(
+        envvar=ENV_ENROLL_ADDRESS, help="host:port where learners present their certificates (HTTPS).")] = "",
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-aggregator %(levelname)s %(message)s")
     try:
         settings = parse(config, workdir.resolve(), tracking_uri)
         load_task(settings.config.task.to_wire())
         proc.split_address(superlink_address)
-        admission = admission_from(flower_ca, learner_key_seed, superlink_hosts)
+        admission = admission_from(flower_ca_cert, superlink_cert, superlink_key, enroll_address)
     except Exception as exc:
         log.error("invalid aggregator configuration: %s", exc)
         raise typer.Exit(2) from exc
@@ -263,17 +274,19 @@ def aggregator(
     raise typer.Exit(code)
 
 
-def admission_from(ca: str, seed: str, hosts: str) -> FlowerAdmission | None:
-    """All three set: TLS and admitted learners; none: insecure; anything between is a configuration error."""
-    given = {ENV_FLOWER_CA: ca, ENV_LEARNER_KEY_SEED: seed, ENV_SUPERLINK_HOSTS: hosts}
+def admission_from(ca_cert: str, cert: str, key: str, enroll_address: str) -> FlowerAdmission | None:
+    """All four set: TLS and admitted learners; none: insecure; anything between is a configuration error."""
+    given = {ENV_FLOWER_CA_CERT: ca_cert, ENV_SUPERLINK_CERT: cert, ENV_SUPERLINK_KEY: key,
+             ENV_ENROLL_ADDRESS: enroll_address}
     if not any(given.values()):
-        log.warning("no %s: the SuperLink runs without TLS and admits any SuperNode", ENV_FLOWER_CA)
+        log.warning("no %s: the SuperLink runs without TLS and admits any SuperNode", ENV_FLOWER_CA_CERT)
         return None
     missing = [name for name, value in given.items() if not value]
     if missing:
         raise ValueError(f"{', '.join(missing)} not set: TLS and admission need {', '.join(given)}")
-    admission = FlowerAdmission(ca=ca, learner_key_seed=seed, hosts=hosts)
-    pki.ca_certificate(ca)  # a CA that does not parse fails here, as bad configuration
+    admission = FlowerAdmission(ca_cert=ca_cert, cert=cert, key=key, enroll_address=enroll_address)
+    check(admission)  # certificates or a key that do not fit fail here, as bad configuration
+    proc.split_address(enroll_address)
     return admission
 
 

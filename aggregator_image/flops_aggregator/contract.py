@@ -8,11 +8,15 @@ silent fallback). Only pydantic is imported, so the operator's slim image can im
     FLOPS_SUPERLINK_ADDRESS   host:port the SuperLink listens on (Fleet, Control, Runtime APIs)
     FLOPS_WORKDIR             a writable directory (FLWR_HOME, best model, result)
     MLFLOW_TRACKING_URI       the tracking server; empty: bare mode, nothing is logged (benchmarks)
-    FLOPS_FLOWER_CA           the project's CA (key and certificate, base64 of PEM: flops_runtime.pki); with the two below,
-                              the SuperLink serves TLS and admits only the project's learners. All three unset:
-                              plain HTTP, anyone who reaches the port may join (tests and benchmarks only)
-    FLOPS_LEARNER_KEY_SEED    the seed the learners' SuperNode keys derive from (flops_runtime.pki.learner_key)
-    FLOPS_SUPERLINK_HOSTS     comma-separated addresses learners reach the SuperLink at (its certificate's names)
+    FLOPS_FLOWER_CA_CERT      the project's CA certificate (base64 of PEM: flops_runtime.pki; never its key); with the
+                              three below, the SuperLink serves TLS and admits only learners whose certificate that CA
+                              issued. All four unset: plain HTTP, anyone who reaches the port may join (tests and
+                              benchmarks only)
+    FLOPS_SUPERLINK_CERT      the SuperLink's TLS certificate, issued by the operator from that CA for the address the
+                              learners use and loopback (base64 of PEM)
+    FLOPS_SUPERLINK_KEY       its private key (base64 of PKCS#8 PEM; random, a new one for every aggregator created)
+    FLOPS_ENROLL_ADDRESS      host:port where learners present their certificates (HTTPS with the same certificate;
+                              flops_aggregator.enrollment)
 """
 
 from __future__ import annotations
@@ -98,24 +102,22 @@ ENV_CONFIG = "FLOPS_CONFIG"
 ENV_SUPERLINK_ADDRESS = "FLOPS_SUPERLINK_ADDRESS"
 ENV_WORKDIR = "FLOPS_WORKDIR"
 ENV_TRACKING_URI = "MLFLOW_TRACKING_URI"
-ENV_FLOWER_CA = "FLOPS_FLOWER_CA"
-ENV_LEARNER_KEY_SEED = "FLOPS_LEARNER_KEY_SEED"
-ENV_SUPERLINK_HOSTS = "FLOPS_SUPERLINK_HOSTS"
+ENV_FLOWER_CA_CERT = "FLOPS_FLOWER_CA_CERT"
+ENV_SUPERLINK_CERT = "FLOPS_SUPERLINK_CERT"
+ENV_SUPERLINK_KEY = "FLOPS_SUPERLINK_KEY"
+ENV_ENROLL_ADDRESS = "FLOPS_ENROLL_ADDRESS"
 
 
 class FlowerAdmission(BaseModel):
-    """TLS and SuperNode authentication for the aggregator's SuperLink (the two secrets hold placeholders until a
-    platform renders them)."""
+    """TLS and SuperNode authentication for the aggregator's SuperLink (placeholders until a platform renders them).
+    Secret: key alone."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    ca: str = Field(min_length=1)
-    learner_key_seed: str = Field(min_length=1)
-    hosts: str = Field(min_length=1)
-
-    @property
-    def host_list(self) -> list[str]:
-        return [h.strip() for h in self.hosts.split(",") if h.strip()]
+    ca_cert: str = Field(min_length=1)
+    cert: str = Field(min_length=1)
+    key: str = Field(min_length=1)
+    enroll_address: str = Field(min_length=1)
 
 
 class AggregatorEnv(BaseModel):
@@ -135,6 +137,6 @@ class AggregatorEnv(BaseModel):
         env = {ENV_SUPERLINK_ADDRESS: self.superlink_address, ENV_WORKDIR: self.workdir,
                ENV_TRACKING_URI: self.tracking_uri, ENV_CONFIG: self.config.dumps()}
         if self.admission is not None:
-            env.update({ENV_FLOWER_CA: self.admission.ca, ENV_LEARNER_KEY_SEED: self.admission.learner_key_seed,
-                        ENV_SUPERLINK_HOSTS: self.admission.hosts})
+            env.update({ENV_FLOWER_CA_CERT: self.admission.ca_cert, ENV_SUPERLINK_CERT: self.admission.cert,
+                        ENV_SUPERLINK_KEY: self.admission.key, ENV_ENROLL_ADDRESS: self.admission.enroll_address})
         return env

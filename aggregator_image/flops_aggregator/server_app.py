@@ -14,7 +14,7 @@ from flwr.serverapp import Grid, ServerApp
 from flops_learner.client_app import from_record, to_record
 from flops_runtime import flower_pulls
 from flops_runtime.logs import own_logger
-from flops_learner.task import load_task
+from flops_learner.loading import load_task
 
 from . import settings as settings_mod
 from .best import BestKeeper

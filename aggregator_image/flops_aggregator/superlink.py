@@ -6,18 +6,38 @@ authentication (Flower's OIDC plugin is an enterprise feature) the Control API l
 register a SuperNode key of their own, start or stop runs and pull their results; the Runtime API hands out
 messages. SuperNode authentication would then admit whoever asks. Inside the aggregator only its own processes
 use Control and Runtime, always over loopback (its `flwr` commands, and Flower's SuperExec, which reaches the
-SuperLink at the bind address with 0.0.0.0 turned into 127.0.0.1), so this adds one ASGI middleware, through
-the FastAPI app's own middleware list (`flwr.superlink.main._get_middleware`, pinned Flower version only:
-tests/unit/test_superlink_fleet_only.py fails when that point is gone), that answers 403 to every request from
-another address unless it is for the Fleet API or the health check.
+SuperLink at the bind address with 0.0.0.0 turned into 127.0.0.1), so this adds one ASGI middleware that answers
+403 to every request from another address unless it is for the Fleet API or the health check.
+
+How: the third override of Flower in this repository (beside flops_learner.supernode's idle poll and
+flops_runtime.flower_pulls), held to the same rules: `create_app` in flwr/superlink/main.py builds its FastAPI app
+with `middleware=_get_middleware()`, a private function looked up in that module at each call, which this
+replaces by one that puts our middleware first. Applied only to the Flower version it was written against and
+only while that point has that shape (`problem()`); unlike the other two, which fall back to Flower's slower but
+correct behaviour, this one fails closed: where it does not apply, the SuperLink refuses to start rather than
+serve its Control API to the network. tests/unit/test_superlink_fleet_only.py fails when the installed Flower is
+not the pinned one or the point is gone, so an upgrade has to revisit this. Nothing of Flower is copied or
+changed on disk.
 """
 
 from __future__ import annotations
 
+import ast
+import inspect
 import ipaddress
 import sys
+import textwrap
+from importlib import metadata
 
 PUBLIC_PREFIXES = ("/v1/fleet/", "/health")
+PINNED_FLOWER = "1.42.0"
+HOOK = "_get_middleware"
+"""flwr.superlink.main's function returning the SuperLink app's middleware, outermost first."""
+APP_FACTORY = "create_app"
+
+
+class LockdownUnavailable(RuntimeError):
+    """The installed Flower is not the one the lockdown was written against: the SuperLink must not start."""
 
 
 def _from_loopback(client: tuple[str, int] | None) -> bool:
@@ -46,24 +66,67 @@ class FleetOnlyFromOutside:
         await self.app(scope, receive, send)
 
 
-def install() -> None:
-    """Put the middleware first in the SuperLink app's middleware list (raises if flwr moved that point)."""
+def _flowers(hook):
+    """Flower's own hook, also when ours is installed already."""
+    return getattr(hook, "_flops_wraps", hook)
+
+
+def _builds_app_with_hook(factory) -> bool:
+    """`create_app` passes `middleware=_get_middleware()` (the module-level name, no arguments) to its app."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(factory)))
+    return any(isinstance(node, ast.keyword) and node.arg == "middleware" and isinstance(node.value, ast.Call)
+               and isinstance(node.value.func, ast.Name) and node.value.func.id == HOOK
+               and not node.value.args and not node.value.keywords
+               for node in ast.walk(tree))
+
+
+def problem() -> str | None:
+    """None when the installed Flower builds its SuperLink app exactly as this override expects; else what differs."""
     from flwr.superlink import main
     from starlette.middleware import Middleware
 
-    flowers = main._get_middleware  # AttributeError here: the pinned Flower's extension point is gone
-    if getattr(flowers, "_flops_fleet_only", False):
-        return
+    version = metadata.version("flwr")
+    if version != PINNED_FLOWER:
+        return f"Flower {version} is not {PINNED_FLOWER}"
+    hook = getattr(main, HOOK, None)
+    if not inspect.isfunction(hook):
+        return f"flwr.superlink.main.{HOOK} is not a function"
+    if inspect.signature(_flowers(hook)).parameters:
+        return f"flwr.superlink.main.{HOOK} takes arguments"
+    factory = getattr(main, APP_FACTORY, None)
+    if not inspect.isfunction(factory) or not _builds_app_with_hook(factory):
+        return f"flwr.superlink.main.{APP_FACTORY} no longer builds its app with middleware={HOOK}()"
+    found = _flowers(hook)()
+    if not isinstance(found, list) or not all(isinstance(m, Middleware) for m in found):
+        return f"flwr.superlink.main.{HOOK}() no longer returns a list of Starlette Middleware"
+    return None
+
+
+def install() -> None:
+    """Put the middleware first in the SuperLink app's middleware list; LockdownUnavailable where that point is not
+    the pinned Flower's (then nothing is changed)."""
+    from flwr.superlink import main
+    from starlette.middleware import Middleware
+
+    found = problem()
+    if found:
+        raise LockdownUnavailable(found)
+    flowers = _flowers(getattr(main, HOOK))
 
     def middleware() -> list:
         return [Middleware(FleetOnlyFromOutside), *flowers()]
 
-    middleware._flops_fleet_only = True  # type: ignore[attr-defined]
-    main._get_middleware = middleware
+    middleware._flops_wraps = flowers  # type: ignore[attr-defined]
+    setattr(main, HOOK, middleware)
 
 
 def main() -> None:
-    install()
+    try:
+        install()
+    except LockdownUnavailable as exc:
+        # Fail closed: an open Control API would let anyone register a SuperNode key and run code.
+        sys.exit(f"flops-superlink: refusing to start: the Control API lockdown does not apply ({exc}); "
+                 "update flops_aggregator.superlink for this Flower")
     from flwr.superlink.cli.flower_superlink import flower_superlink
 
     sys.argv[0] = "flower-superlink"

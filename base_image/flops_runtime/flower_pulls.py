@@ -1,5 +1,5 @@
-"""Flower's object pulls, retried sooner: the second (and last) override of Flower in this repository, beside
-flops_learner.supernode's idle poll, and held to the same rules.
+"""Flower's object pulls, retried sooner: one of the three overrides of Flower in this repository, beside
+flops_learner.supernode's idle poll and flops_aggregator.superlink's Control-API lockdown, held to the same rules.
 
 Why: Flower 1.42 sends a message as a small tree plus its objects (the model's arrays) and the receiver pulls
 the objects one by one (`pull_objects` in flwr/supercore/inflatable/inflatable_utils.py). An object that is not

@@ -1,6 +1,7 @@
 """`flops-learner`: one FLOps learner = a Flower SuperNode running this package's ClientApp.
 
-It checks the task and its data first (a broken learner fails fast, non-zero), starts Flower's SuperNode
+It checks the task and its data first (a broken learner fails fast, non-zero), presents its certificate to the
+aggregator (flops_learner.enrollment: its key is admitted, or it is refused and exits 1), starts Flower's SuperNode
 (with --clientapp warm, beside it the launcher that forks each ClientApp from a warm interpreter, under
 Flower's `process` isolation; with --idle-poll-seconds, through flops_learner.supernode, which shortens the
 SuperNode's idle wait), and stops them once the training run is over (the ClientApp recorded the last message
@@ -17,17 +18,18 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Callable
 
 import typer
 
 from flops_runtime import pki, proc
 from .client_app import PROGRESS_FILE
-from .contract import (ENV_CLIENTAPP, ENV_CLIENTAPPIO, ENV_IDLE_POLL, ENV_MAX_WAIT, ENV_NUM_PARTITIONS,
-                       ENV_PARTITION_ID, ENV_ROOT_CERT, ENV_SUPERLINK, ENV_SUPERNODE_KEY, ENV_TASK, ENV_WORKDIR,
-                       LearnerAdmission, LearnerEnv, LearnerTask)
+from .contract import (ENV_CLIENTAPP, ENV_CLIENTAPPIO, ENV_ENROLL_ADDRESS, ENV_IDLE_POLL, ENV_MAX_WAIT,
+                       ENV_NUM_PARTITIONS, ENV_PARTITION_ID, ENV_ROOT_CERT, ENV_SUPERLINK, ENV_SUPERNODE_CERT,
+                       ENV_SUPERNODE_KEY, ENV_TASK, ENV_WORKDIR, LearnerAdmission, LearnerEnv, LearnerTask)
+from .enrollment import FINAL, enroll, enroll_until_answered
 from .supervisor import Supervisor
-from .task import load_task
+from .loading import load_task
 
 log = logging.getLogger("flops_learner")
 cli = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
@@ -41,6 +43,19 @@ def security_args(admission: LearnerAdmission | None, directory: Path) -> list[s
     ca = pki.write_private(directory / "ca.pem", pki.pem(admission.root_cert))
     key = pki.write_private(directory / "supernode.key", pki.openssh_private(admission.supernode_key))
     return ["--root-certificates", str(ca), "--auth-supernode-private-key", str(key)]
+
+
+def enroller(admission: LearnerAdmission, ca_file: Path) -> Callable[[], None]:
+    """Presents this learner's certificate once more (the supervisor's hook); a failure is only logged."""
+
+    def again() -> None:
+        try:
+            answer = enroll(admission.enroll_address, admission.supernode_cert, ca_file)
+            log.info("enrollment at %s: %s (%s)", admission.enroll_address, answer.verdict, answer.message)
+        except OSError as exc:
+            log.warning("enrollment at %s not answered: %s", admission.enroll_address, exc)
+
+    return again
 
 
 def children(settings: LearnerEnv, node_config: dict[str, object], security: list[str]) -> dict[str, list[str]]:
@@ -88,6 +103,11 @@ def learner(
         help="The project's CA certificate (base64 of PEM), the only one trusted. With --supernode-key: TLS and admission.")] = "",
     supernode_key: Annotated[str, typer.Option(
         envvar=ENV_SUPERNODE_KEY, show_default=False, help="This learner's SuperNode key (base64 of PKCS#8 PEM).")] = "",
+    supernode_cert: Annotated[str, typer.Option(
+        envvar=ENV_SUPERNODE_CERT, show_default=False,
+        help="The certificate the project's CA issued for that key (base64 of PEM), presented to the aggregator.")] = "",
+    enroll_address: Annotated[str, typer.Option(
+        envvar=ENV_ENROLL_ADDRESS, help="host:port where the aggregator takes learner certificates (HTTPS).")] = "",
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s flops-learner %(levelname)s %(message)s")
     try:
@@ -96,8 +116,9 @@ def learner(
                               clientappio_address=clientappio_address, workdir=str(workdir),
                               max_wait_seconds=max_wait_seconds, clientapp=clientapp,
                               idle_poll_seconds=idle_poll_seconds,
-                              admission=(LearnerAdmission(root_cert=root_cert, supernode_key=supernode_key)
-                                         if root_cert or supernode_key else None))
+                              admission=(LearnerAdmission(root_cert=root_cert, supernode_key=supernode_key,
+                                                          supernode_cert=supernode_cert, enroll_address=enroll_address)
+                                         if root_cert or supernode_key or supernode_cert or enroll_address else None))
         if settings.admission is None:
             log.warning("no %s: the SuperNode connects without TLS or authentication", ENV_ROOT_CERT)
         wire = settings.task.to_wire()
@@ -128,6 +149,17 @@ def learner(
     except (OSError, ValueError) as exc:
         log.error("TLS and SuperNode key (%s, %s) not usable: %s", ENV_ROOT_CERT, ENV_SUPERNODE_KEY, exc)
         raise typer.Exit(1) from exc
+    enroll_again: Callable[[], None] | None = None
+    if settings.admission is not None:
+        # Admitted first: a SuperNode whose key the aggregator does not hold yet is refused (and started again).
+        admission, ca_file = settings.admission, workdir / "tls" / "ca.pem"
+        answer = enroll_until_answered(admission.enroll_address, admission.supernode_cert, ca_file, max_wait_seconds)
+        if answer is None:
+            raise typer.Exit(0)  # the aggregator is gone, as the supervisor would conclude
+        if answer.verdict in FINAL:
+            log.error("the aggregator does not admit this learner's key (%s): %s", answer.verdict, answer.message)
+            raise typer.Exit(1)
+        enroll_again = enroller(admission, ca_file)
     node_config = {"partition-id": partition_id, "num-partitions": num_partitions,
                    "flops-task-file": str(task_file), "flops-state-dir": str(state_dir),
                    "flops-data-file": str(data_file)}
@@ -139,7 +171,8 @@ def learner(
         log.info("starting %s: %s", name, " ".join(command))
         started[name] = proc.start(command, env)
     supervisor = Supervisor(started, superlink, state_dir, max_wait_seconds,
-                            restart_supernode=lambda: proc.start(commands["flower-supernode"], env))
+                            restart_supernode=lambda: proc.start(commands["flower-supernode"], env),
+                            enroll=enroll_again)
 
     def on_term(signum, frame):
         supervisor.terminated = True

@@ -31,7 +31,8 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 
 from .loading import describe, location, source
-from .task import CONTRACT_METHODS, TaskError, TrainConfig, load_task
+from .loading import load_task
+from .task import CONTRACT_METHODS, TaskError, TrainConfig
 
 LEARNERS = 2
 DEFAULT_DATA = {"partitioning": {"scheme": "iid", "alpha": 0.5, "seed": 42}}

@@ -20,7 +20,8 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MetricR
 from flwr.clientapp import ClientApp
 
 from . import contract as keys
-from .task import Dataset, Evaluation, Task, TrainConfig, load_task, warm_up
+from .loading import load_task
+from .task import Dataset, Evaluation, Task, TrainConfig, warm_up
 from .timing import Stopwatch
 
 NUM_EXAMPLES = "num-examples"

@@ -15,8 +15,12 @@ image has no torch or Flower, imports this module.
     FLOPS_CLIENTAPP            warm | subprocess: how each message's ClientApp process starts
     FLOPS_IDLE_POLL_SECONDS    optional: the SuperNode's wait after a pull that found no message (unset: Flower's 3 s)
     FLOPS_FLOWER_ROOT_CERT     the project's CA certificate (base64 of PEM): the only one the SuperNode trusts; with
-    FLOPS_SUPERNODE_KEY        this learner's SuperNode key (base64 of PKCS#8 PEM), which the aggregator admits. Both unset:
-                               plain HTTP, no authentication (tests and benchmarks only)
+    FLOPS_SUPERNODE_KEY        this learner's own SuperNode key (base64 of PKCS#8 PEM; random, a new one for every
+                               learner service the operator creates),
+    FLOPS_SUPERNODE_CERT       the certificate the project's CA issued for that key, naming this learner (base64 of
+                               PEM),
+    FLOPS_ENROLL_ADDRESS       host:port where the aggregator takes that certificate (HTTPS) and admits the key.
+                               All four unset: plain HTTP, no authentication (tests and benchmarks only)
 
 It also names what the ServerApp and the ClientApp add to Flower's message records (both images import it).
 """
@@ -105,15 +109,21 @@ ENV_CLIENTAPP = "FLOPS_CLIENTAPP"
 ENV_IDLE_POLL = "FLOPS_IDLE_POLL_SECONDS"
 ENV_ROOT_CERT = "FLOPS_FLOWER_ROOT_CERT"
 ENV_SUPERNODE_KEY = "FLOPS_SUPERNODE_KEY"
+ENV_SUPERNODE_CERT = "FLOPS_SUPERNODE_CERT"
+ENV_ENROLL_ADDRESS = "FLOPS_ENROLL_ADDRESS"
 
 
 class LearnerAdmission(BaseModel):
-    """What a learner needs to reach a SuperLink that serves TLS and admits the project's learners only."""
+    """What a learner needs to reach a SuperLink that serves TLS and admits the project's learners only: its own
+    key and the certificate for it (presented at enroll_address first), and the CA certificate it trusts. Secret:
+    supernode_key alone."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     root_cert: str = Field(min_length=1)
     supernode_key: str = Field(min_length=1)
+    supernode_cert: str = Field(min_length=1)
+    enroll_address: str = Field(min_length=1)
 
 ClientAppLaunch = Literal["warm", "subprocess"]
 """warm: a long-lived launcher beside the SuperNode (Flower's `process` isolation) forks each message's
@@ -156,7 +166,9 @@ class LearnerEnv(BaseModel):
         if self.idle_poll_seconds is not None:
             env[ENV_IDLE_POLL] = f"{self.idle_poll_seconds:g}"
         if self.admission is not None:
-            env.update({ENV_ROOT_CERT: self.admission.root_cert, ENV_SUPERNODE_KEY: self.admission.supernode_key})
+            env.update({ENV_ROOT_CERT: self.admission.root_cert, ENV_SUPERNODE_KEY: self.admission.supernode_key,
+                        ENV_SUPERNODE_CERT: self.admission.supernode_cert,
+                        ENV_ENROLL_ADDRESS: self.admission.enroll_address})
         return env
 
 

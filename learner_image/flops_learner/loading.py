@@ -160,3 +160,20 @@ def _candidates(module: ModuleType) -> str:
         elif inspect.isfunction(value) and own and name.startswith(("make", "build", "create")):
             names.append(name)
     return f"; it has: {', '.join(names)}" if names else ""
+
+
+def load_task(wire: dict) -> Task:
+    """The task named by the spec's `task`: wire shape {"name": ...} (built-in), {"entrypoint": "module:attribute"}
+    or {"module": ...} (with an image). Raises TaskError naming the module, attribute, method or file at fault."""
+    if wire.get("name"):
+        from .builtin import BUILTIN_TASKS  # torch: imported only for a built-in task
+
+        try:
+            return BUILTIN_TASKS[wire["name"]]()
+        except KeyError:
+            raise TaskError(f"unknown built-in task {wire['name']!r} (known: {', '.join(BUILTIN_TASKS)})") from None
+    if wire.get("entrypoint"):
+        return from_entrypoint(wire["entrypoint"])
+    if wire.get("module"):
+        return from_module(wire["module"])
+    raise TaskError("task needs a name (built-in), an entrypoint (module:attribute) or a module")

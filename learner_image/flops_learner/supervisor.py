@@ -24,13 +24,17 @@ RESTART_SECONDS = (1.0, 2.0, 4.0, 8.0)
 
 class Supervisor:
     def __init__(self, children: dict[str, subprocess.Popen], superlink: str, state_dir: Path, max_wait: float,
-                 restart_supernode: Callable[[], subprocess.Popen] | None = None):
+                 restart_supernode: Callable[[], subprocess.Popen] | None = None,
+                 enroll: Callable[[], None] | None = None):
         self.children, self.superlink, self.state_dir, self.max_wait = children, superlink, state_dir, max_wait
         self.terminated = False
         self.restart_supernode = restart_supernode
         """Starts the SuperNode again: one that exits before its first message may not be admitted yet (a learner
         added while training is registered by the aggregator within seconds of the operator's request)."""
         self.restarts = 0
+        self.enroll = enroll
+        """Presents this learner's certificate to the aggregator again (flops_learner.enrollment): before the SuperNode
+        is started again, and when the aggregator answers after it was gone (a new one knows no learner yet)."""
 
     def final_round_done(self) -> bool:
         try:
@@ -47,6 +51,7 @@ class Supervisor:
     def run(self) -> int:
         """The exit code; the caller stops the children (whichever way this returns)."""
         last_seen = self.first_start = time.monotonic()
+        was_up = True
         final_since = None
         while True:
             gone = self.exited()
@@ -61,6 +66,9 @@ class Supervisor:
                 return 0 if final else 1
             now = time.monotonic()
             up = proc.reachable(self.superlink)
+            if up and not was_up and self.enroll is not None:
+                self.enroll()  # back after it was gone
+            was_up = up
             if up:
                 last_seen = now
             if final and final_since is None:
@@ -90,6 +98,8 @@ class Supervisor:
         time.sleep(pause)
         if self.terminated:
             return False
+        if self.enroll is not None:
+            self.enroll()
         self.restarts += 1
         self.children[name] = self.restart_supernode()
         return True

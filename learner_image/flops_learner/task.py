@@ -128,24 +128,3 @@ def warm_up(task: Task) -> None:
     hook = getattr(task, "warm_up", None)
     if callable(hook):
         hook()
-
-
-def load_task(wire: dict) -> Task:
-    """The task named by the spec's `task`: wire shape {"name": ...} (built-in), {"entrypoint": "module:attribute"}
-    or {"module": ...} (with an image). Raises TaskError naming the module, attribute, method or file at fault."""
-    if wire.get("name"):
-        from .builtin import BUILTIN_TASKS
-
-        try:
-            return BUILTIN_TASKS[wire["name"]]()
-        except KeyError:
-            raise TaskError(f"unknown built-in task {wire['name']!r} (known: {', '.join(BUILTIN_TASKS)})") from None
-    if wire.get("entrypoint"):
-        from .loading import from_entrypoint
-
-        return from_entrypoint(wire["entrypoint"])
-    if wire.get("module"):
-        from .loading import from_module
-
-        return from_module(wire["module"])
-    raise TaskError("task needs a name (built-in), an entrypoint (module:attribute) or a module")

@@ -9,12 +9,26 @@ from typing import Iterator, List, Optional
 import typer
 import yaml
 
+from . import __version__
 from .models import InvalidProject, parse_project
 
 # No rich tracebacks: they print every frame's local variables (credentials included) and ran to
 # thousands of lines; a plain traceback is enough for a bug, and expected failures are one line.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="FLOps: federated learning with MLOps on Oakestra, as an operator.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"flops-operator {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _flops(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                        help="Print the version of flops-operator and exit.")) -> None:
+    # Only the global options; each command is its own function below and in the adapters.
+    pass
 
 
 def load_documents(path: Path) -> Iterator[tuple[int, object]]:

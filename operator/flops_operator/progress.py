@@ -29,7 +29,8 @@
   KILLED (or RUNNING) run with a checkpoint over: RUNNING again, tag `flops.resumed_from_round`, rounds continuing.
 - Learners admitted (Flower's SuperNode authentication): the operator sets tag `flops.learners` on the RUNNING run
   to spec.learners.replicas whenever it differs; the aggregator reads it off the round's path (within a few
-  seconds) and registers the keys of exactly that many learners with its SuperLink.
+  seconds) and registers the keys of exactly that many learners with its SuperLink (learners 0..n-1, each the key
+  its certificate names once it presented it: flops_aggregator.admission).
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .models import Project
+
+# Tags of the contract above that the operator's reader and writer both name.
+UID_TAG = "flops.project.uid"
+TRAINING_ID_TAG = "flops.training.id"
+STOP_TAG = "flops.stop.requested"
+LEARNERS_TAG = "flops.learners"
 
 
 @dataclass(frozen=True)
@@ -81,25 +88,6 @@ class ProgressSource(Protocol):
         """
         ...
 
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
-                           login: tuple[str, str] | None = None) -> bool:
-        """Ask the run's aggregator to stop at its next round boundary (spec.suspend), with a login that may
-        write the run (the aggregator's). False if the request could not be written (asked again next look)."""
-        ...
-
-    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
-                               login: tuple[str, str] | None = None) -> bool:
-        """Ask the run's aggregator to admit exactly `count` learners (learners added or removed while training).
-        False if the request could not be written (asked again next look)."""
-        ...
-
-    async def allow_address(self, project: Project, tracking_url: str, via: str,
-                            login: tuple[str, str] | None = None) -> bool:
-        """Make the project's own tracking server answer at tracking_url's host:port: if it refuses that Host,
-        write the address to its experiment's allowed-hosts tag, sent with `via` (an address it accepts) as the
-        Host; its entrypoint then restarts MLflow with it. False if that was needed and could not be written."""
-        ...
-
 
 class NoProgress:
     """The no-op twin: for platforms/tests with no tracking server to read."""
@@ -107,15 +95,3 @@ class NoProgress:
     async def fetch(self, project: Project, tracking_url: str,
                     login: tuple[str, str] | None = None) -> TrainingProgress | None:
         return None
-
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
-                           login: tuple[str, str] | None = None) -> bool:
-        return False
-
-    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
-                               login: tuple[str, str] | None = None) -> bool:
-        return False
-
-    async def allow_address(self, project: Project, tracking_url: str, via: str,
-                            login: tuple[str, str] | None = None) -> bool:
-        return False

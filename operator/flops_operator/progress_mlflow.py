@@ -1,4 +1,5 @@
-"""The training-progress gatherer both adapters use: the project's MLflow run over REST (aiohttp).
+"""The training-progress reader both adapters use: the project's MLflow run over REST (aiohttp). It only reads;
+what the operator writes to a run (a stop request, a learner count, an allowed host) is control_mlflow's.
 
 It reads what the aggregator writes (the contract is in progress.py): the latest run of the
 experiment "<namespace>/<name>" tagged with the project's uid and its current training identity, its status, the round tag, the
@@ -11,25 +12,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlsplit
 
 import aiohttp
-from flops_tracking.contract import ALLOWED_HOSTS_TAG
 
+from .mlflow_rest import API, MlflowRest, basic_auth
 from .models import Project
 from .plan.desired import experiment_name
-from .progress import TrainingProgress
+from .progress import LEARNERS_TAG, STOP_TAG, TRAINING_ID_TAG, UID_TAG, TrainingProgress
 
 log = logging.getLogger(__name__)
 
-API = "/api/2.0/mlflow"
-UID_TAG = "flops.project.uid"
-TRAINING_ID_TAG = "flops.training.id"
-STOP_TAG = "flops.stop.requested"
-LEARNERS_TAG = "flops.learners"
 ROUND_OVERHEAD = "round_overhead_seconds"
-# What MLflow answers (403) to a Host header not in its --allowed-hosts (mlflow.server.security_utils).
-INVALID_HOST = "Invalid Host header"
 # Metrics that are not per-round training numbers: mlflow's own system metrics, the end summary.
 _NOT_LATEST = ("system/", "best_")
 
@@ -93,48 +86,26 @@ def run_filter(project: Project) -> str:
 
 
 class MlflowProgress:
-    """ProgressSource over MLflow's REST API. One HTTP session, closed with close()."""
+    """ProgressSource over MLflow's REST API (its own session unless given one to share)."""
 
-    def __init__(self, *, timeout: float = 5.0, headers: dict[str, str] | None = None) -> None:
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
-        self._headers = headers or {}
-        self._session: aiohttp.ClientSession | None = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        return self._session
+    def __init__(self, rest: MlflowRest | None = None, *, timeout: float = 5.0,
+                 headers: dict[str, str] | None = None) -> None:
+        self._rest = rest or MlflowRest(timeout=timeout, headers=headers)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    async def _call(self, method: str, url: str, **kwargs: Any) -> dict[str, Any] | None:
-        async with self._client().request(method, url, **kwargs) as response:
-            if response.status in (401, 403):
-                if INVALID_HOST in await response.text():  # not a login problem: allow_address's to mend
-                    log.info("MLflow at %s does not answer to that address (yet)", url.split("/api/")[0])
-                    return None
-                # Said once per look, without the login: a wrong or missing password is someone's to fix.
-                log.warning("MLflow at %s refused the operator's login (%s)", url.split("/api/")[0], response.status)
-                return None
-            if response.status == 404:
-                return None
-            response.raise_for_status()
-            return await response.json(content_type=None)
+        await self._rest.close()
 
     async def fetch(self, project: Project, tracking_url: str,
                     login: tuple[str, str] | None = None) -> TrainingProgress | None:
         base = tracking_url.rstrip("/") + API
-        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else None
+        auth = basic_auth(login)
         try:
-            found = await self._call("GET", f"{base}/experiments/get-by-name",
+            found = await self._rest.call("GET", f"{base}/experiments/get-by-name",
                                      params={"experiment_name": experiment_name(project)}, headers=auth)
             if not found or "experiment" not in found:
                 return None
             experiment_id = found["experiment"]["experiment_id"]
-            runs = await self._call("POST", f"{base}/runs/search", json={
+            runs = await self._rest.call("POST", f"{base}/runs/search", json={
                 "experiment_ids": [experiment_id],
                 "filter": run_filter(project),
                 "order_by": ["attributes.start_time DESC"],
@@ -147,46 +118,3 @@ class MlflowProgress:
         if not run_list:
             return None
         return progress_from_run(experiment_id, run_list[0])
-
-    async def request_stop(self, project: Project, tracking_url: str, run_id: str, reason: str,
-                           login: tuple[str, str] | None = None) -> bool:
-        return await self._set_tag(project, tracking_url, run_id, STOP_TAG, reason, login, "stop request")
-
-    async def request_learners(self, project: Project, tracking_url: str, run_id: str, count: int,
-                               login: tuple[str, str] | None = None) -> bool:
-        return await self._set_tag(project, tracking_url, run_id, LEARNERS_TAG, str(count), login, "learner count")
-
-    async def _set_tag(self, project: Project, tracking_url: str, run_id: str, key: str, value: str,
-                       login: tuple[str, str] | None, what: str) -> bool:
-        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else None
-        try:
-            answer = await self._call("POST", tracking_url.rstrip("/") + API + "/runs/set-tag",
-                                      json={"run_id": run_id, "key": key, "value": value}, headers=auth)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError) as exc:
-            log.info("%s: the %s to MLflow run %s was not written: %s", project.ref.key, what, run_id, exc)
-            return False
-        return answer is not None  # None: refused (401/403, said by _call) or no such run
-
-    async def allow_address(self, project: Project, tracking_url: str, via: str,
-                            login: tuple[str, str] | None = None) -> bool:
-        base = tracking_url.rstrip("/") + API
-        public = urlsplit(tracking_url).netloc
-        auth = {"Authorization": aiohttp.encode_basic_auth(*login)} if login else {}
-        query = {"experiment_name": experiment_name(project)}
-        try:
-            async with self._client().get(f"{base}/experiments/get-by-name", params=query, headers=auth) as response:
-                if response.status != 403 or INVALID_HOST not in await response.text():
-                    return True
-            through = {**auth, "Host": via}
-            found = await self._call("GET", f"{base}/experiments/get-by-name", params=query, headers=through)
-            if not found or "experiment" not in found:
-                return False
-            written = await self._call("POST", f"{base}/experiments/set-experiment-tag", headers=through, json={
-                "experiment_id": found["experiment"]["experiment_id"], "key": ALLOWED_HOSTS_TAG, "value": public})
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError, ValueError, KeyError) as exc:
-            log.info("%s: the tracking server's public address %s was not announced: %s", project.ref.key, public, exc)
-            return False
-        if written is not None:
-            log.info("%s: the tracking server does not answer at %s yet: asked it (through %s) to allow it",
-                     project.ref.key, public, via)
-        return written is not None

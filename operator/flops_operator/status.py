@@ -11,8 +11,9 @@ from . import status_policies as policies
 from .models.status import ComponentStatus, MlflowStatus, ModelStatus, OakestraStatus, TrainingStatus
 from .plan.diff import Action
 from .plan.services import Role, ServiceSpec
-from .platforms.base import Observation, ObservedService, ServiceState
+from .observed import Observation, ObservedService, ServiceState
 from .progress import TrainingProgress
+from .redaction import SHAPES_ONLY
 from .training_state import Drain, TrainingOutcome, training_outcome, training_status
 
 __all__ = ["compute_status", "deleting_status", "invalid_status", "problem_status", "tracking_url",
@@ -162,7 +163,8 @@ def invalid_status(problems: Sequence[Problem], previous: FLOpsProjectStatus, ge
     """The spec cannot be used: Stalled with a message naming the fields; nothing is created or changed.
     The other conditions stay as last seen (TrainingComplete keeps a finished training finished once the
     spec is fixed)."""
-    message = "invalid spec: " + "; ".join(str(p) for p in problems)
+    # A refused value may be a login (a URL's user:password@): shapes out, as for every error text.
+    message = SHAPES_ONLY("invalid spec: " + "; ".join(str(p) for p in problems))
     status = previous.model_copy(deep=True)
     status.phase = Phase.Failed
     status.observed_generation = generation
@@ -193,6 +195,7 @@ def problem_status(previous: FLOpsProjectStatus, generation: int, *, stalled: bo
     Stalled (someone must change something): phase Failed. Otherwise it is being retried: the phase
     and the components stay as last seen, Reconciling says why.
     """
+    message = SHAPES_ONLY(message)  # an error's text (flops_operator.redaction)
     status = previous.model_copy(deep=True)
     status.observed_generation = generation
     status.message = message
@@ -206,6 +209,7 @@ def problem_status(previous: FLOpsProjectStatus, generation: int, *, stalled: bo
 
 
 def deleting_status(previous: FLOpsProjectStatus, generation: int, *, now: str, message: str) -> FLOpsProjectStatus:
+    message = SHAPES_ONLY(message)  # may carry a cleanup error's text (flops_operator.redaction)
     status = previous.model_copy(deep=True)
     status.phase = Phase.Deleting
     status.message = message

@@ -12,7 +12,7 @@ from .models import Phase
 from .models.status import TaskStatus
 from .plan.diff import Action, Create, Remove, Replace, Wait
 from .plan.services import Role, ServiceSpec
-from .platforms.base import Observation, ObservedService, ServiceState
+from .observed import Observation, ObservedService, ServiceState
 from .training_state import TrainingOutcome
 
 OK = (ServiceState.running, ServiceState.completed)

@@ -15,11 +15,12 @@ from typing import Any
 
 from flops_builder import results
 
+from . import redaction
 from .models import Project
 from .models.edits import training_identity
 from .models.spec import public_uri
 from .models.status import BuildCache, TaskStatus
-from .platforms.base import ObservedService, ServiceState
+from .observed import ObservedService, ServiceState
 
 BUILDING, BUILT, FAILED = "Building", "Built", "Failed"
 PROGRESS_MARK = "flops-build:"
@@ -134,9 +135,9 @@ def _named(field: str | None, message: str) -> str:
 
 
 def _tail(output: str, lines: int = 3) -> str:
-    kept = [line.strip() for line in output.splitlines()
-            if line.strip() and results.RESULT not in line and results.ERROR not in line][-lines:]
-    return " | ".join(kept)[-400:]
+    # Shapes here; the reconcile step blanks the project's credentials out of the whole status.
+    return redaction.tail(output, lines=lines, limit=400,
+                          keep=lambda line: results.RESULT not in line and results.ERROR not in line)
 
 
 def parse_output(output: str) -> tuple[dict | None, dict | None, dict | None]:

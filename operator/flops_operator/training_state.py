@@ -8,7 +8,7 @@ from datetime import datetime
 from .models import FLOpsProjectStatus, Phase, Project
 from .models.status import TrainingStatus
 from .plan.services import Role
-from .platforms.base import Observation, ServiceState
+from .observed import Observation, ServiceState
 from .progress import TrainingProgress
 
 

@@ -110,7 +110,7 @@ def test_builder_image_builds_and_pushes_images_that_import_the_task(builder_ima
 
     pulled = result["learner"]
     try:
-        probe = ("from flops_learner.task import load_task; import os; "
+        probe = ("from flops_learner.loading import load_task; import os; "
                  f"task = load_task({{'entrypoint': {result['entrypoint']!r}}}); "
                  "print(type(task).__name__, os.environ['PYTHONPATH'])")
         out = run_in(pulled, label, registry, probe)

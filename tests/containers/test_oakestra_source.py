@@ -21,6 +21,7 @@ import kubernetes
 import pytest
 import yaml
 
+from flops_operator.credentials import OPT_IN_LABEL
 from flops_operator.plan import images
 from flops_operator.platforms.oakestra.names import app_name, service_name
 from flops_operator.progress_mlflow import MlflowProgress
@@ -94,11 +95,11 @@ def test_the_oakestra_example_trains_the_tasks_own_code_from_git(world: World):
     ns, name = world.cluster.namespace(), "wine"
     world.cluster.core.create_namespaced_secret(ns, kubernetes.client.V1Secret(
         # data, not stringData: kmock stores what it is sent (the API server would encode stringData).
-        metadata=kubernetes.client.V1ObjectMeta(name="git-login"),
+        metadata=kubernetes.client.V1ObjectMeta(name="git-login", labels={OPT_IN_LABEL: "true"}),
         data={k: base64.b64encode(v.encode()).decode() for k, v in world.git.credentials.items()}))
     spec = json.loads(json.dumps(EXAMPLE["spec"]))
     spec["task"]["source"]["git"].update(url=world.git.url("models"), path="tasks/wine",
-                                         credentialsSecret={"name": "git-login"})
+                                         credentialsSecret={"name": "git-login"}, insecure=True)  # an http server
     ref = world.cluster.ref(world.cluster.create(ns, name, spec))
 
     seen_building = []

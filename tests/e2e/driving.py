@@ -14,6 +14,7 @@ from pathlib import Path
 from flops_operator.credentials import FileCredentials
 from flops_operator.models import FLOpsProjectStatus, Phase
 from flops_operator.platforms.local import LocalPlatform
+from flops_operator.control_mlflow import MlflowControl
 from flops_operator.progress_mlflow import MlflowProgress
 from flops_operator.reconcile import Passes, converge, finalize
 
@@ -33,13 +34,14 @@ class Driver:
         self.doc, self.status, self.root = doc, FLOpsProjectStatus(), root
         self.platform = LocalPlatform(lambda ref: root, stop_timeout=15)
         self.credentials = FileCredentials(lambda ref: root / "credentials.json")
-        self.progress = MlflowProgress()
+        self.progress, self.control = MlflowProgress(), MlflowControl()
 
     async def until(self, done, what: str) -> FLOpsProjectStatus:
         deadline = time.monotonic() + BOUND_SECONDS
         while True:
             result = await converge(self.doc, Passes(self.status), platform=self.platform,
-                                    credentials=self.credentials, progress_source=self.progress)
+                                    credentials=self.credentials, progress_source=self.progress,
+                                    control=self.control)
             self.status = result.status
             if done(self.status):
                 return self.status
@@ -53,6 +55,7 @@ class Driver:
         finally:
             await self.platform.close()
             await self.progress.close()
+            await self.control.close()
 
 
 def ready(status: FLOpsProjectStatus, phase: Phase) -> bool:

@@ -1,7 +1,8 @@
 """Flower over TLS with admitted learners, through the real entrypoints on loopback, with the values the plan
-renders (tests.projects.LoopbackPki): the project's learners train; a SuperNode with a key the aggregator did not
-register, and one that does not speak TLS, are refused and never get a message; the SuperLink's Control API does
-not answer outside the aggregator."""
+renders (tests.projects.LoopbackPki): the project's learners present their certificates and train; a SuperNode that
+signs with a key no certificate presented (even with a learner's certificate in hand), one with a certificate of
+another CA, and one that does not speak TLS are refused and never get a message; the SuperLink's Control API does not
+answer outside the aggregator."""
 
 from __future__ import annotations
 
@@ -67,9 +68,13 @@ def test_only_the_projects_learners_join_and_the_training_completes_with_them(tm
             tracking_uri="", admission=pki.aggregator()).to_env(), tmp_path)
         for i in range(LEARNERS):
             processes[f"learner-{i}"] = learner(f"learner-{i}", i, pki.learner(i))
-        # Trusts the project's CA, but signs with a key the aggregator never registered.
-        processes["unregistered"] = learner("unregistered", 0, LearnerAdmission(
-            root_cert=pki.learner(0).root_cert, supernode_key=stranger.learner(0).supernode_key))
+        # Trusts the project's CA and presents learner-0's certificate (public), but signs with a key of its own.
+        own = pki.learner(0)
+        processes["unregistered"] = learner("unregistered", 0, own.model_copy(
+            update={"supernode_key": stranger.learner(0).supernode_key}))
+        # Presents a certificate another CA issued (for the key it signs with).
+        processes["foreign"] = learner("foreign", 1, stranger.learner(1).model_copy(
+            update={"root_cert": own.root_cert, "enroll_address": own.enroll_address}))
         # Plain HTTP to the TLS port.
         processes["insecure"] = learner("insecure", 1, None)
 
@@ -79,6 +84,7 @@ def test_only_the_projects_learners_join_and_the_training_completes_with_them(tm
         # Retried while the aggregator answered, never admitted; ends once the aggregator is gone: 0 if its
         # SuperNode was still trying then (as any learner whose aggregator went away), 1 if it had just failed again.
         assert processes["unregistered"].wait(timeout=120) in (0, 1)
+        assert processes["foreign"].wait(timeout=120) == 1  # refused at once, and says so
     finally:
         for process in processes.values():
             stop_tree(process, timeout=10)
@@ -86,11 +92,13 @@ def test_only_the_projects_learners_join_and_the_training_completes_with_them(tm
     result = json.loads((tmp_path / "aggregator" / "result.json").read_text())
     assert [r["num_train_learners"] for r in result["rounds"]] == [LEARNERS] * ROUNDS
     assert result["best_metrics"]["eval_accuracy"] > 0.5
-    for name in ("unregistered", "insecure"):
+    for name in ("unregistered", "foreign", "insecure"):
         assert not (tmp_path / name / "state" / "progress.json").exists(), f"{name} handled a message"
     assert (tmp_path / "learner-0" / "state" / "progress.json").exists()
     aggregator_log = (tmp_path / "aggregator.log").read_text()
     assert "admitted learners: learner-0 (node" in aggregator_log and "learner-1 (node" in aggregator_log
+    assert "refused a learner certificate: not issued by the project's CA" in aggregator_log
+    assert "does not admit this learner's key (refused)" in (tmp_path / "foreign.log").read_text()
     # Refused: the SuperLink knows no SuperNode with the stranger's key, and the stranger's SuperNode gives up
     # (exit 1); the plain-HTTP one never completes a request.
     assert "No SuperNode found with the given public key" in aggregator_log

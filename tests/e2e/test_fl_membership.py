@@ -1,10 +1,12 @@
 """Learners that come and go while a training runs, through the real entrypoints on loopback (round mode fast, the
-spec's default): a learner that joins late trains in the following rounds; with fewer learners than the minimum,
-a round waits out the round timeout and the training then fails instead of hanging."""
+spec's default): a learner that joins late trains in the following rounds; a replaced learner's new key is admitted
+and its old one refused; with fewer learners than the minimum, a round waits out the round timeout and the training
+then fails instead of hanging."""
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -18,6 +20,7 @@ from flops_runtime.proc import stop_tree
 from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_aggregator.contract import AggregatorEnv
+from flops_learner.contract import LearnerAdmission
 from flops_operator.plan.desired import aggregator_config, learner_env
 from tests.projects import LoopbackPki, with_training
 
@@ -67,10 +70,12 @@ class Federation:
             self.processes[name] = subprocess.Popen(command, env={**base, **env}, stdout=log,
                                                     stderr=subprocess.STDOUT, start_new_session=True)
 
-    def start_learner(self, i: int) -> None:
-        self.start(f"learner-{i}", [venv_script("flops-learner")], learner_env(
+    def start_learner(self, i: int, name: str | None = None, admission: LearnerAdmission | None = None) -> None:
+        name = name or f"learner-{i}"
+        self.start(name, [venv_script("flops-learner")], learner_env(
             self.project, i, superlink=self.superlink, clientappio_address=f"127.0.0.1:{free_port()}",
-            workdir=str(self.tmp_path / f"learner-{i}"), max_wait_seconds=3, admission=self.pki.learner(i)).to_env())
+            workdir=str(self.tmp_path / name), max_wait_seconds=3,
+            admission=admission or self.pki.learner(i)).to_env())
 
     def learners_per_round(self) -> list[int]:
         """num_train_learners of each reported round so far."""
@@ -85,6 +90,17 @@ class Federation:
         """Rounds reported until one had `learners` training learners."""
 
         @retry(retry=retry_if_result(lambda seen: learners not in seen), wait=wait_fixed(1),
+               stop=stop_after_delay(WAIT_BOUND_SECONDS))
+        def poll() -> list[int]:
+            assert self.processes["aggregator"].poll() is None, self.log("aggregator")
+            return self.learners_per_round()
+
+        return poll()
+
+    def wait_for_round_after(self, rounds: int, learners: int) -> list[int]:
+        """Rounds reported until one after the first `rounds` had `learners` training learners."""
+
+        @retry(retry=retry_if_result(lambda seen: learners not in seen[rounds:]), wait=wait_fixed(1),
                stop=stop_after_delay(WAIT_BOUND_SECONDS))
         def poll() -> list[int]:
             assert self.processes["aggregator"].poll() is None, self.log("aggregator")
@@ -156,9 +172,48 @@ def test_learners_scaled_while_training_are_admitted_and_removed_as_the_run_asks
     assert 2 in seen and seen[-1] == 3 and seen == sorted(seen), seen
     log = (tmp_path / "aggregator.log").read_text(errors="replace")
     admitted = [line.split("admitted learners: ")[1] for line in log.splitlines() if "admitted learners:" in line]
-    # 2, then 3, then the first 2 again, under the node ids they were registered with first.
-    assert len(admitted) == 3, admitted
-    assert admitted[1].startswith(admitted[0] + ", learner-2 (node ") and admitted[2] == admitted[0], admitted
+    # Each of the first two as it presented its certificate (learner-2 waited: above the count), then 3 once the
+    # count took it in, then the first 2 again, under the node ids they were registered with first.
+    assert len(admitted) == 4, admitted
+    both = admitted[1]
+    assert both.startswith("learner-0 (node ") and ", learner-1 (node " in both, admitted
+    assert admitted[2].startswith(both + ", learner-2 (node ") and admitted[3] == both, admitted
+    learner_2 = (tmp_path / "learner-2.log").read_text(errors="replace")
+    # Presented before the count took it in (waiting) or after (admitted): either way its key was registered once.
+    assert re.search(r"enrollment at 127\.0\.0\.1:\d+: (admitted|waiting) \(learner-2 ", learner_2), learner_2[-3000:]
+
+
+def test_a_replaced_learner_trains_with_its_new_key_and_the_old_key_is_refused(mlflow_server, tmp_path):
+    """As the operator replaces a learner (spec.learners.resources): a new key and a certificate issued later; the
+    running aggregator unregisters the old key when the new certificate is presented, and refuses the old one
+    from then on. The aggregator is not replaced."""
+    federation = Federation(project("rotated", min_learners=1), tmp_path, mlflow_server.uri)
+    try:
+        federation.start_learner(0)
+        federation.start_learner(1)
+        federation.wait_for_round(learners=2)
+        old = federation.pki.learner(1)
+        stop_tree(federation.processes.pop("learner-1"), timeout=10)
+        federation.pki.renew("flower-learner-key-1")
+        federation.start_learner(1, name="learner-1-new")
+        federation.wait_for_log("aggregator", "learner-1's key renewed: node")
+        federation.wait_for_log("learner-1-new", "enrollment at 127.0.0.1")
+        rounds_before = len(federation.learners_per_round())
+        seen = federation.wait_for_round_after(rounds_before, learners=2)
+        federation.start_learner(1, name="learner-1-old", admission=old)
+        assert federation.processes["learner-1-old"].wait(timeout=EXIT_BOUND_SECONDS) == 1, federation.log("learner-1-old")
+        aggregator = federation.processes["aggregator"]
+        assert aggregator.poll() is None  # the same aggregator all along
+        aggregator.send_signal(signal.SIGTERM)
+        assert aggregator.wait(timeout=EXIT_BOUND_SECONDS) == 128 + signal.SIGTERM, federation.log("aggregator")
+    finally:
+        federation.stop()
+    assert seen[-1] == 2, seen
+    assert (tmp_path / "learner-1-new" / "state" / "progress.json").exists()  # the new learner-1 trained
+    assert not (tmp_path / "learner-1-old" / "state" / "progress.json").exists()
+    old_log = (tmp_path / "learner-1-old.log").read_text(errors="replace")
+    assert "does not admit this learner's key (superseded)" in old_log and "starting flower-supernode" not in old_log
+    assert "refused learner-1's superseded key" in federation.log("aggregator")
 
 
 def test_a_round_short_of_learners_times_out_and_the_training_fails(mlflow_server, tmp_path):

@@ -13,6 +13,7 @@ import queue
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -154,6 +155,29 @@ def workspace():
     assert not root.exists()
 
 
+def exposed(state: Path) -> list[str]:
+    """Everything in the run's state tree that another local user could read or write: any group or other
+    permission bit (the state holds MLflow's databases, artifacts, logs and credentials)."""
+    paths = [state]
+    for folder, dirs, files in os.walk(state):
+        paths += [Path(folder, name) for name in (*dirs, *files)]
+    found = []
+    for path in paths:
+        try:
+            info = path.lstat()
+        except FileNotFoundError:  # a running service removed it meanwhile
+            continue
+        # MariaDB binds its socket 0777 on purpose (any local user may connect); it lies inside the 0700 state
+        # tree, so nobody else can reach it (connect needs search permission on every directory above it), and it
+        # is removed with the server. A symlink's own bits mean nothing (what it points to is checked where it is).
+        if stat.S_ISSOCK(info.st_mode) or stat.S_ISLNK(info.st_mode):
+            continue
+        if info.st_mode & 0o077:
+            found.append(f"{stat.filemode(info.st_mode)} {path.relative_to(state)}")
+    assert len(paths) > 1, f"no state at {state}"
+    return found
+
+
 def remember_ports(ws: Workspace, status: dict) -> None:
     for component in status.get("components", []):
         if component.get("address"):
@@ -191,10 +215,13 @@ print("accuracy", float((scores.argmax(axis=1) == digits.target).mean()))
 
 def test_sqlite_run_completes_and_its_model_loads_through_the_ftp_store(workspace):
     loaded: dict[str, str] = {}
+    private: dict[str, list[str]] = {}
 
     def on_line(line: str, proc: subprocess.Popen) -> None:
         # --keep: once Completed the tracking server stays up; load the model, then Ctrl-C.
         if line.startswith("Keeping the tracking server up at"):
+            # All of it there: MLflow's database and auth database, the FTP root, logs, credentials.
+            private["kept"] = exposed(workspace.state)
             url = line.split(" at ", 1)[1].split(" ")[0].split("/#")[0]
             model_uri = "models:/digits-e2e/1"
             dst = workspace.root / "model"
@@ -222,6 +249,8 @@ def test_sqlite_run_completes_and_its_model_loads_through_the_ftp_store(workspac
     stored = list((workspace.state / "services" / "artifact-store" / "ftp-root" / "artifacts").rglob("MLmodel"))
     assert stored, "no model in the FTP artifact store"
     assert (workspace.state / "services" / "tracking-server" / "mlflow.db").is_file()
+    assert private == {"kept": []}, "readable by other users while kept up"
+    assert exposed(workspace.state) == [], "readable by other users after the run"
     shutil.rmtree(workspace.root / "model")
 
 
@@ -237,14 +266,24 @@ def require_mariadb() -> None:
 
 def test_mariadb_backend_run_completes(workspace):
     require_mariadb()
+    private: dict[str, list[str]] = {}
+
+    def on_line(line: str, proc: subprocess.Popen) -> None:
+        # --keep: the MariaDB server is up (its datadir, pid file and socket in use); walked, then Ctrl-C.
+        if line.startswith("Keeping the tracking server up at"):
+            private["kept"] = exposed(workspace.state)
+            proc.send_signal(signal.SIGINT)
+
     manifest = project("digits-mariadb-e2e", tracking={"backendStore": {"type": "mysql"}})
-    run = flops_run(workspace, manifest)
+    run = flops_run(workspace, manifest, keep=True, on_line=on_line)
     status = assert_completed(run, rounds=2)
     remember_ports(workspace, status)
     assert {c["name"] for c in status["components"]} == {"backend-store", "artifact-store", "tracking-server"}
     assert (workspace.state / "services" / "backend-store" / "data" / "mlflow").is_dir()
     # The init SQL held the password: gone with the server.
     assert not (workspace.state / "services" / "backend-store" / "init.sql").exists()
+    assert private == {"kept": []}, "readable by other users while kept up"
+    assert exposed(workspace.state) == [], "readable by other users after the run"
 
 
 def test_a_learner_killed_mid_run_does_not_stop_training(workspace):

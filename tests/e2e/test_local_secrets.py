@@ -31,28 +31,32 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 # Where each generated secret may be, and only there: the 0600 credentials file (always) and the environment
 # of the services that use it (their child processes inherit it). Nowhere else: not in any process's
 # arguments, another service's environment, the status, the runner's output (debug logs included), MLflow
-# params or tags, or any other file.
+# params or tags, or any other file. The Flower CA's key is in no service's environment at all (each gets
+# certificates issued from it), and each Flower key in its own service's only.
 ALLOWED_ENV = {
     "ftp-password": {"artifact-store", "tracking-server"},
     "mlflow-admin-password": {"tracking-server"},
     "mlflow-aggregator-password": {"tracking-server", "aggregator"},
     "mlflow-reader-password": {"tracking-server", "model-server"},
     "mlflow-flask-secret-key": {"tracking-server"},
-    "flower-ca": {"aggregator"},
-    "flower-learner-key-seed": {"aggregator"},
+    "flower-ca": set(),
+    "flower-superlink-key": {"aggregator"},
+    "flower-learner-key-0": {"learner-0"},
+    "flower-learner-key-1": {"learner-1"},
 }
 ALLOWED_FILES = {"credentials.json"}
 LEARNERS = 2
+FLOWER_KEYS = [name for name in ALLOWED_ENV if name.startswith("flower-")]
 
 
-def derived(secrets: dict[str, str]) -> dict[str, str]:
-    """What the plan derives from the Flower secrets and may be in one service's environment only: each learner's
-    SuperNode key (that learner's), as rendered and as PEM text."""
-    keys = {f"learner-{i} key": pki.learner_key(secrets["flower-learner-key-seed"], i) for i in range(LEARNERS)}
-    return {**keys, **{f"{name} (PEM)": pki.pem(key).split("\n")[1] for name, key in keys.items()}}
+def pem_forms(values: dict[str, str]) -> dict[str, str]:
+    """The Flower secrets as PEM lines too (a process may hold a key decoded): each line of the key's body."""
+    return {f"{name} (PEM line {n})": line for name, value in values.items() if name.split(" ")[0] in FLOWER_KEYS
+            for n, line in enumerate(pki.pem(value).splitlines()) if len(line) > 16 and not line.startswith("-----")}
 
 
-ALLOWED_DERIVED = {f"learner-{i} key": {f"learner-{i}"} for i in range(LEARNERS)}
+def base(name: str) -> str:
+    return name.split(" (PEM")[0]
 
 
 def _service(proc: psutil.Process, state: Path) -> str:
@@ -69,6 +73,7 @@ class Seen:
         self.in_argv: list[tuple[str, str]] = []
 
     def look(self, secrets: dict[str, str]) -> None:
+        """`secrets` by name (a PEM line of a Flower secret under its name and "(PEM line n)")."""
         for proc in marked_processes(self.state):
             try:
                 service, argv, env = _service(proc, self.state), proc.cmdline(), proc.environ()
@@ -79,7 +84,7 @@ class Seen:
                 if any(value in part for part in argv):
                     self.in_argv.append((name, service))
                 if any(value in v for v in env.values()):
-                    self.in_env.setdefault(name, set()).add(service)
+                    self.in_env.setdefault(base(name), set()).add(service)
 
 
 def _get(url: str, login: tuple[str, str] | None = None, body: dict | None = None) -> tuple[int, dict | None]:
@@ -105,17 +110,21 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
     credentials = workspace.state / "credentials.json"
     seen = Seen(workspace.state)
     checks: dict[str, object] = {}
+    # Every value the credentials file held while the run went on: the Flower keys live only as long as their services.
+    history: dict[str, str] = {}
 
     def on_line(line: str, proc: subprocess.Popen) -> None:
         if credentials.exists() and not line.startswith("Keeping"):
             values = json.loads(credentials.read_text())
-            seen.look(values | derived(values) if "flower-ca" in values else values)
+            history.update({f"{name} ({value[-12:]})" if name in history and history[name] != value else name: value
+                            for name, value in values.items()})
+            seen.look(values | pem_forms(values))
         if not line.startswith("Keeping the tracking server up at"):
             return
         try:
             secrets = json.loads(credentials.read_text())
             checks["secrets"] = secrets
-            seen.look(secrets | derived(secrets))
+            seen.look(secrets | pem_forms(secrets))
             base = line.split(" at ", 1)[1].split(" ")[0].split("/#")[0] + "/api/2.0/mlflow"
             reader = ("flops-reader", secrets["mlflow-reader-password"])
             aggregator = ("flops-aggregator", secrets["mlflow-aggregator-password"])
@@ -132,7 +141,7 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
             checks["runs"] = runs["runs"]
             checks["files"] = sorted(
                 str(path.relative_to(workspace.state)) for path in workspace.state.rglob("*") if path.is_file()
-                and any(value.encode() in path.read_bytes() for value in secrets.values()))
+                and any(value.encode() in path.read_bytes() for value in [*secrets.values(), *history.values()]))
         finally:
             proc.send_signal(signal.SIGINT)
 
@@ -144,7 +153,9 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
     assert_completed(run_without(run, "model-server"), rounds=2)
     assert "secrets" in checks, "the run never kept its tracking server up"
     secrets: dict[str, str] = checks["secrets"]  # type: ignore[assignment]
-    assert set(secrets) == set(ALLOWED_ENV)
+    assert {name for name in history if " " not in name} == set(ALLOWED_ENV)
+    # Training over: the Flower keys and the CA were deleted with the training's services.
+    assert set(secrets) == set(ALLOWED_ENV) - set(FLOWER_KEYS)
 
     # Logins: nobody gets in, the read-only user reads and cannot write, the aggregator cannot delete.
     assert checks["anonymous"] == 401 and checks["wrong password"] == 401
@@ -156,10 +167,10 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
     # Every service was seen (the model server too, which read the model with the read-only login).
     assert {"artifact-store", "tracking-server", "aggregator", "learner", "model-server"} <= seen.services
     assert seen.in_argv == []
-    allowed = ALLOWED_ENV | ALLOWED_DERIVED
     for name, services in seen.in_env.items():
-        assert services <= allowed.get(name, set()), f"{name} in the environment of {services - allowed.get(name, set())}"
-    assert {name: seen.in_env.get(name) for name in ALLOWED_DERIVED} == ALLOWED_DERIVED
+        assert services <= ALLOWED_ENV[name], f"{name} in the environment of {services - ALLOWED_ENV[name]}"
+    assert {name: seen.in_env.get(name, set()) for name in FLOWER_KEYS} == {name: ALLOWED_ENV[name]
+                                                                            for name in FLOWER_KEYS}
     assert seen.in_env["mlflow-aggregator-password"] >= {"aggregator"}
     assert seen.in_env["mlflow-reader-password"] >= {"model-server"}
     assert set(checks["files"]) <= ALLOWED_FILES, checks["files"]  # type: ignore[arg-type]
@@ -168,6 +179,6 @@ def test_the_tracking_server_takes_logins_and_each_secret_stays_in_its_places(wo
     logged = json.dumps([data.get("params", []), data.get("tags", [])])
     printed = "\n".join(run.lines) + json.dumps(run.document)
     assert any(" DEBUG " in line for line in run.lines), "no debug log lines to look at"
-    for name, value in (secrets | derived(secrets)).items():
+    for name, value in (history | pem_forms(history)).items():
         assert value not in logged, f"{name} in the MLflow run's params or tags"
         assert value not in printed, f"{name} in what flops run printed or its final status"

@@ -33,9 +33,10 @@ def test_renders_every_part(rendered: dict[str, dict]) -> None:
     assert set(rendered) == {
         f"CustomResourceDefinition/{PLURAL}.{GROUP}", "Namespace/flops-system", "ServiceAccount/flops-operator",
         "ClusterRole/flops-operator", "ClusterRoleBinding/flops-operator", "Deployment/flops-operator",
-        "Service/flops-operator-metrics"}
+        "Service/flops-operator-metrics", "Role/flops-operator-leader-election",
+        "RoleBinding/flops-operator-leader-election"}
     for key, doc in rendered.items():
-        if doc["kind"] in ("ServiceAccount", "Deployment", "Service"):
+        if doc["kind"] in ("ServiceAccount", "Deployment", "Service", "Role", "RoleBinding"):
             assert doc["metadata"]["namespace"] == "flops-system", key
 
 
@@ -50,10 +51,12 @@ def _container(rendered: dict[str, dict]) -> dict:
     return rendered["Deployment/flops-operator"]["spec"]["template"]["spec"]["containers"][0]
 
 
-def test_deployment_one_replica_recreate_probe_and_metrics(rendered: dict[str, dict]) -> None:
+def test_deployment_two_replicas_rolling_probe_and_metrics(rendered: dict[str, dict]) -> None:
     deployment = rendered["Deployment/flops-operator"]
-    assert deployment["spec"]["replicas"] == 1
-    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+    # One active, one standby (leader election on a Lease); a rollout never leaves none running.
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"] == {"type": "RollingUpdate",
+                                              "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     pod = deployment["spec"]["template"]["spec"]
     assert pod["serviceAccountName"] == rendered["ServiceAccount/flops-operator"]["metadata"]["name"]
     assert pod["securityContext"]["runAsNonRoot"] is True
@@ -76,8 +79,26 @@ def test_deployment_args_are_accepted_by_flops_operator(rendered: dict[str, dict
     assert params["all_namespaces"] is True and params["metrics_port"] == 9090
 
 
+def test_leader_election_names_the_pod_and_uses_its_namespace(rendered: dict[str, dict]) -> None:
+    """The Lease's holder is the pod's name and the Lease lives in the pod's namespace, where the Role
+    grants exactly get/patch on that one Lease (and create, which RBAC cannot narrow to a name)."""
+    env = {e["name"]: e["valueFrom"].get("fieldRef", {}).get("fieldPath") for e in _container(rendered)["env"]}
+    assert env["POD_NAME"] == "metadata.name" and env["POD_NAMESPACE"] == "metadata.namespace"
+    assert not any(a.startswith("--no-leader-election") for a in _container(rendered)["args"])
+    rules = rendered["Role/flops-operator-leader-election"]["rules"]
+    grants = {(rule["apiGroups"][0], rule["resources"][0], tuple(rule.get("resourceNames", ()))): set(rule["verbs"])
+              for rule in rules}
+    assert grants == {("coordination.k8s.io", "leases", ()): {"create"},
+                      ("coordination.k8s.io", "leases", ("flops-operator",)): {"get", "patch"}}
+    binding = rendered["RoleBinding/flops-operator-leader-election"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                                  "name": "flops-operator-leader-election"}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "flops-operator", "namespace": "flops-system"}]
+
+
 def test_oakestra_credentials_come_from_a_secret(rendered: dict[str, dict]) -> None:
-    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in _container(rendered)["env"]}
+    env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in _container(rendered)["env"]
+           if "secretKeyRef" in e["valueFrom"]}
     assert set(env) == {"FLOPS_OAKESTRA_URL", "FLOPS_OAKESTRA_USERNAME", "FLOPS_OAKESTRA_PASSWORD",
                         "FLOPS_OAKESTRA_ORGANIZATION", "FLOPS_OAKESTRA_IMAGE_REGISTRY", "FLOPS_OAKESTRA_HEALTH_CHECKS"}
     assert {ref["name"] for ref in env.values()} == {"flops-oakestra-credentials"}

@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
+from flops_operator.credentials import OPT_IN_LABEL
 from tests.e2e.test_local_run import ROUND_BOUND_SECONDS, Run, flops_run, remember_ports, workspace  # noqa: F401
 from tests.gitserver import closed_port, git_server  # noqa: F401
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 WINE = Path(__file__).resolve().parents[2] / "manifests" / "examples" / "tasks" / "wine"
+OPT_IN = {OPT_IN_LABEL: "true"}
+"""The label a Secret the spec names must carry to be used."""
 # A small pure-Python package the FL images do not have: the environment layered on them gets it.
 EXTRA_REQUIREMENT = "pyjokes==0.8.3"
 
@@ -96,10 +99,10 @@ def test_a_local_folder_trains_and_a_code_change_reuses_the_environment(workspac
 def test_a_git_repository_with_a_login_trains_the_resolved_commit(workspace, git_server):  # noqa: F811
     files = {f"tasks/wine/{name}": text for name, text in wine_files().items()}
     commit = git_server.commit("models", {**files, "README.md": "team models\n"}, "wine task")
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-login"},
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-login", "labels": OPT_IN},
               "stringData": {"username": git_server.username, "password": git_server.password}}
     manifest = project("gitwine", {"git": {"url": git_server.url("models"), "ref": "main", "path": "tasks/wine",
-                                           "credentialsSecret": {"name": "git-login"}}})
+                                           "credentialsSecret": {"name": "git-login"}, "insecure": True}})
     status = completed(flops_run(workspace, manifest, documents=[secret]), workspace)
     assert status["task"]["commit"] == commit and status["task"]["ref"] == "main"
     assert git_server.password not in str(status)
@@ -128,10 +131,10 @@ SklearnTask.get_weights = _uneven
 def test_bad_input_fails_naming_the_field_or_file_and_leaves_nothing(workspace, git_server, case):  # noqa: F811
     files = {f"tasks/wine/{name}": text for name, text in wine_files(requirements="").items()}
     git_server.commit("models", files, "wine task")
-    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-login"},
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-login", "labels": OPT_IN},
               "stringData": {"username": git_server.username, "password": git_server.password}}
     git = {"url": git_server.url("models"), "ref": "main", "path": "tasks/wine",
-           "credentialsSecret": {"name": "git-login"}}
+           "credentialsSecret": {"name": "git-login"}, "insecure": True}  # the test's Git server speaks http
     documents = [secret]
     if case == "unknown ref":
         source, field = {"git": {**git, "ref": "no-such-branch"}}, "spec.task.source.git.ref"

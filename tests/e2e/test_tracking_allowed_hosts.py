@@ -1,6 +1,6 @@
 """The tracking server learns the public address it is published at (Oakestra: the worker's IP and host port,
 known only once it runs): the real entrypoint with the command and environment the plan renders, the operator's
-real MlflowProgress.allow_address. Before, MLflow refuses that Host; after, it answers there, and still refuses
+real MlflowControl.allow_address. Before, MLflow refuses that Host; after, it answers there, and still refuses
 any other Host (its DNS-rebinding guard stays on)."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flops_operator.models.project import Project, ProjectRef
 from flops_operator.models.spec import FLOpsProjectSpec
 from flops_operator.plan.desired import credential_names, desired
 from flops_operator.plan.render import render_service
-from flops_operator.progress_mlflow import MlflowProgress
+from flops_operator.control_mlflow import MlflowControl
 from flops_runtime.proc import stop_tree
 
 from .conftest import free_port, outside_address, venv_script
@@ -110,13 +110,13 @@ def test_the_tracking_server_answers_at_its_announced_public_address_and_no_othe
         assert refused == 403 and "Invalid Host header" in answer(api, None, reader)[1]
         # As the operator does it: through the service address, with the aggregator's login.
         writer = ("flops-aggregator", secrets["mlflow-aggregator-password"])
-        progress = MlflowProgress()
+        control = MlflowControl()
 
         async def announce() -> bool:
             try:
-                return await progress.allow_address(p, f"http://{public}", f"127.0.0.1:{port}", login=writer)
+                return await control.allow_address(p, f"http://{public}", f"127.0.0.1:{port}", login=writer)
             finally:
-                await progress.close()
+                await control.close()
         assert asyncio.run(announce())
 
         @retry(retry=retry_if_result(lambda code: code != 200), stop=stop_after_delay(BOUND_SECONDS),

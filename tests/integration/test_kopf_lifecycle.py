@@ -87,7 +87,7 @@ def test_create_converges_to_ready_with_finalizer_services_secret_and_events(clu
     assert (owner.kind, owner.name, owner.uid, owner.controller) == ("FLOpsProject", name, ref.uid, True)
     assert set(secret.data) == {"backend-password", "backend-root-password", "ftp-password", "mlflow-admin-password",
                                 "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key",
-                                "flower-ca", "flower-learner-key-seed"}
+                                "flower-ca", "flower-superlink-key", *(f"flower-learner-key-{i}" for i in range(3))}
     exposed = str(cluster.get(ns, name)) + " ".join(f"{e.reason} {e.message}" for e in cluster.events(ns, name))
     for value in secret_values(cluster, ns, name):
         assert len(value) >= 20 and value not in exposed
@@ -247,7 +247,9 @@ def test_steady_project_resyncs_without_writing(cluster: Cluster) -> None:
     writes, seen = status_writes(), cluster.platform.observations(ref)
     events = len(cluster.events(ns, name))
     eventually(lambda: cluster.platform.observations(ref) >= seen + 3, what="three more resyncs")
-    assert writes > 0 and status_writes() == writes, "a resync that found nothing new patched status"
+    patches = [r.data for r in list(cluster.emulator) if r.method == "PATCH" and r.url.path.endswith(status_path)]
+    assert writes > 0 and status_writes() == writes, \
+        f"a resync that found nothing new patched status: {patches[writes:]}"
     assert len(cluster.events(ns, name)) == events, "a resync that found nothing new posted an Event"
     assert cluster.get(ns, name)["status"]["phase"] == "Training"
 

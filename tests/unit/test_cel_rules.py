@@ -26,6 +26,21 @@ CASES = [
     {"tracking": {"uri": "https://mlflow.example.com/a@b"}},
     {"tracking": {"uri": "https://mlflow.example.com", "credentialsSecret": {"name": "mlflow-login"}}},
     {"tracking": {"credentialsSecret": {"name": "mlflow-login"}}},
+    # A login over plain http only with insecure: true (a URI without a login needs nothing).
+    {"tracking": {"uri": "http://mlflow.example.com", "credentialsSecret": {"name": "mlflow-login"}}},
+    {"tracking": {"uri": "http://mlflow.example.com", "credentialsSecret": {"name": "mlflow-login"}, "insecure": True}},
+    {"tracking": {"uri": "http://mlflow.example.com", "credentialsSecret": {"name": "mlflow-login"},
+                  "insecure": False}},
+    {"tracking": {"uri": "http://mlflow.example.com"}},
+    {"tracking": {"uri": "https://mlflow.example.com", "credentialsSecret": {"name": "mlflow-login"},
+                  "insecure": True}},
+    {"task": {"source": {"git": {"url": "http://git.example.com/t.git", "credentialsSecret": {"name": "git-login"}}}}},
+    {"task": {"source": {"git": {"url": "http://git.example.com/t.git", "credentialsSecret": {"name": "git-login"},
+                                 "insecure": True}}}},
+    {"task": {"source": {"git": {"url": "http://git.example.com/t.git"}}}},
+    {"task": {"source": {"git": {"url": "https://git.example.com/t.git", "credentialsSecret": {"name": "git-login"}}}}},
+    {"task": {"source": {"git": {"url": "ssh://git@git.example.com/t.git", "credentialsSecret": {"name": "g"}}}}},
+    {"task": {"source": {"local": "./wine"}}},
 ]
 
 

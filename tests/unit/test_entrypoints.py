@@ -14,7 +14,8 @@ from flops_aggregator import contract as aggregator_contract
 from flops_learner import contract as learner_contract
 from flops_aggregator.contract import AggregatorEnv
 from flops_operator.plan.desired import aggregator_config, learner_env
-from tests.projects import project
+from flops_runtime import pki
+from tests.projects import LoopbackPki, project
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -55,10 +56,24 @@ def test_invalid_settings_fail_fast_with_their_exit_codes(tmp_path):
     assert "partition id 3" in learner.stderr
 
 
+def _admission(**changes: str) -> dict[str, str]:
+    pki_ = LoopbackPki()
+    env = AggregatorEnv(config=aggregator_config(project({"task": {"name": "digits-mlp"}})),
+                        superlink_address="127.0.0.1:1", workdir="w", admission=pki_.aggregator()).to_env()
+    stranger = LoopbackPki().aggregator()
+    values = {"FLOPS_SUPERLINK_CERT": stranger.cert, "FLOPS_SUPERLINK_KEY": stranger.key, "other key": pki.new_key()}
+    return {name: env[name] if value == "" else values.get(value, value)
+            for name, value in {"FLOPS_FLOWER_CA_CERT": "", "FLOPS_SUPERLINK_CERT": "", "FLOPS_SUPERLINK_KEY": "",
+                                "FLOPS_ENROLL_ADDRESS": "", **changes}.items() if value is not None}
+
+
 @pytest.mark.parametrize("given, message", [
-    ({"FLOPS_FLOWER_CA": "ca"}, "FLOPS_LEARNER_KEY_SEED, FLOPS_SUPERLINK_HOSTS not set"),
-    ({"FLOPS_FLOWER_CA": "not a pem", "FLOPS_LEARNER_KEY_SEED": "s", "FLOPS_SUPERLINK_HOSTS": "127.0.0.1"},
-     "not a CA bundle"),
+    (_admission(FLOPS_SUPERLINK_KEY=None, FLOPS_ENROLL_ADDRESS=None),
+     "FLOPS_SUPERLINK_KEY, FLOPS_ENROLL_ADDRESS not set"),
+    (_admission(FLOPS_FLOWER_CA_CERT="not a pem"), "not a CA certificate"),
+    (_admission(FLOPS_SUPERLINK_KEY="other key"), "not for its key"),
+    (_admission(FLOPS_SUPERLINK_CERT="FLOPS_SUPERLINK_CERT", FLOPS_SUPERLINK_KEY="FLOPS_SUPERLINK_KEY"),
+     "not issued by the project's CA"),
 ])
 def test_half_or_broken_flower_admission_is_a_configuration_error(tmp_path, given, message):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FLOPS_", "MLFLOW_"))}
@@ -77,4 +92,5 @@ def test_a_learner_with_half_its_admission_fails_naming_the_field(tmp_path):
     done = subprocess.run([str(BIN / "flops-learner")], env={**env, "FLOPS_FLOWER_ROOT_CERT": "x"},
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stderr
-    assert "invalid learner setup" in done.stderr and "supernode_key" in done.stderr
+    assert "invalid learner setup" in done.stderr
+    assert all(name in done.stderr for name in ("supernode_key", "supernode_cert", "enroll_address"))

@@ -12,7 +12,8 @@ from tests.projects import aggregator_settings
 from flops_aggregator.strategies import RoundResult, build
 from flops_learner.builtin import DigitsMLP, IrisLogReg
 from flops_learner.client_app import from_record, to_record, train_config
-from flops_learner.task import TrainConfig, load_task
+from flops_learner.loading import load_task
+from flops_learner.task import TrainConfig
 
 
 def _distance(a, b) -> float:

@@ -65,3 +65,31 @@ async def test_a_status_that_landed_is_not_written_again(memo):
 async def test_a_status_of_any_shape_on_the_object_is_replaced(memo):
     patch = await resync(memo, {**OBJECT, "status": "garbage"})
     assert patch["status"]["phase"] == "Training" and patch["status"]["observedGeneration"] == 1
+
+
+async def test_a_look_on_an_object_the_watch_has_not_updated_yet_keeps_what_the_last_look_decided(memo):
+    """The watch brings this process's own status write back late on a busy API server: the next look then gets
+    the object as it was before. It must not forget a finished training (its aggregator, removed, would be created
+    again and the project would train anew)."""
+    from flops_operator.models import ProjectRef
+
+    fake = memo.flops.platforms.for_manifest(OBJECT)._platform
+    ref = ProjectRef("team-a", "digits", "u-7")
+    training = await resync(memo, OBJECT)
+    assert training["status"]["phase"] == "Training"
+    stale = {**OBJECT, "status": dict(training["status"])}
+    fake.complete(ref, "aggregator")
+    done = await resync(memo, stale)
+    assert done["status"]["phase"] == "Completed" and "aggregator" not in fake.services(ref)
+    # The watch has not brought the Completed status yet: the object still says Training.
+    again = await resync(memo, stale)
+    assert "aggregator" not in fake.services(ref), "a finished training's aggregator was created again"
+    assert again["status"]["phase"] == "Completed", "the Completed status that has not landed is written again"
+
+
+def test_apply_merge_patch_deletes_nones_and_merges_mappings():
+    from flops_operator.adapters.kopf_status import apply_merge_patch, merge_patch
+
+    old = {"a": 1, "b": {"c": 2, "d": 3}, "e": [1]}
+    new = {"a": 1, "b": {"c": 4}, "e": [2], "f": None}
+    assert apply_merge_patch(old, merge_patch(old, new)) == {"a": 1, "b": {"c": 4}, "e": [2]}

@@ -52,7 +52,7 @@ def test_unreadable_or_ambiguous_files_exit_2(tmp_path):
 
 def test_unknown_output_format_exits_2(tmp_path):
     result = CliRunner().invoke(app, ["run", str(write(tmp_path, manifest())), "-o", "json"])
-    assert result.exit_code == 2 and "unknown format 'json'" in result.stderr
+    assert result.exit_code == 2 and "'json' is not 'yaml'" in result.stderr
 
 
 def test_examples_load_and_only_the_local_ones_run_here():

@@ -10,7 +10,7 @@ import pytest
 
 from flops_operator.models import parse_project
 from flops_operator.models.status import TaskStatus
-from flops_operator.plan.desired import FLOWER_CA, credential_names, desired
+from flops_operator.plan.desired import credential_names, desired
 from flops_operator.plan.render import render_service
 from flops_operator.plan.services import Role
 from flops_operator.platforms.base import PermanentPlatformError
@@ -35,11 +35,11 @@ class Resolver:
     """Stands in for the platform: fixed ports per service, the way the local platform renders."""
 
     PORTS = {("backend-store", "mysql"): 4001, ("artifact-store", "ftp"): 4002, ("tracking-server", "http"): 4003,
-             ("aggregator", "superlink"): 4004}
+             ("aggregator", "superlink"): 4004, ("aggregator", "enroll"): 4005}
 
     def __init__(self, service, workdir):
         self.service, self._workdir = service, workdir
-        self.secrets = {name: fake_secret(name) if name == FLOWER_CA else f"s3cret-{name}"
+        self.secrets = {name: fake_secret(name) if name.startswith("flower-") else f"s3cret-{name}"
                         for name in credential_names(project("mysql").spec)}
 
     def address(self, service, port):
@@ -159,7 +159,9 @@ def test_backend_store_is_a_private_mariadbd(tmp_path, stub_mariadb):
     assert command.argv[0] == str(stub_mariadb / "mariadbd") and "--no-defaults" in command.argv
     assert f"--datadir={workdir / 'data'}" in command.argv and "--port=4001" in command.argv
     assert "--bind-address=127.0.0.1" in command.argv and f"--init-file={workdir / 'init.sql'}" in command.argv
-    assert command.env == {} and resolver.secrets["backend-password"] not in " ".join(command.argv)
+    # No password in its env, only the file modes mariadbd takes from there (its own umask: private state).
+    assert command.env == {"UMASK": "0600", "UMASK_DIR": "0700"}
+    assert resolver.secrets["backend-password"] not in " ".join(command.argv)
     assert command.probe == MysqlProbe("127.0.0.1", 4001, "mlflow", resolver.secrets["backend-password"], "mlflow")
     assert workdir / "init.sql" in command.leftovers and command.prepare is not None
 

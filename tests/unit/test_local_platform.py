@@ -9,7 +9,8 @@ import psutil
 import pytest
 
 from flops_operator.models import parse_project
-from flops_operator.plan.desired import FLOWER_CA, LEARNER_KEY_SEED, desired
+from flops_operator.plan.desired import desired
+from flops_operator.plan.logins import flower_credentials
 from flops_operator.plan.services import Role
 from tests.projects import fake_secret
 from flops_operator.platforms.base import Platform, ServiceState, TransientPlatformError
@@ -40,8 +41,9 @@ def tiny(code):
     return build
 
 
-# The training services' credentials (the Flower CA and the learners' key seed), as the operator generates them.
-SECRETS = {FLOWER_CA: fake_secret(FLOWER_CA), LEARNER_KEY_SEED: "a-seed"}
+# The training services' credentials (the Flower CA, the SuperLink's and the learners' keys), as the operator
+# generates them.
+SECRETS = {name: fake_secret(name) for name in flower_credentials(2)}
 
 
 @pytest.fixture

@@ -72,7 +72,8 @@ def test_application_sla_is_v2_with_derived_names():
 
 # Where each generated secret may be in what the operator sends Oakestra (which has no secret store): the
 # `environment` of the SLA of the services that use it, nowhere else (not `cmd`, not another field, not another
-# service's SLA). The kopf Secret is the other place (tests/integration/test_kopf_secrets.py).
+# service's SLA). The kopf Secret is the other place (tests/integration/test_kopf_secrets.py). The Flower CA's key is
+# in no SLA at all: services get certificates issued from it; each Flower key is in its own service's SLA only.
 SECRET_PLACES = {
     "backend-password": {"backend-store", "tracking-server"},
     "backend-root-password": {"backend-store"},
@@ -81,8 +82,10 @@ SECRET_PLACES = {
     "mlflow-aggregator-password": {"tracking-server", "aggregator"},
     "mlflow-reader-password": {"tracking-server", "model-server"},
     "mlflow-flask-secret-key": {"tracking-server"},
-    "flower-ca": {"aggregator"},
-    "flower-learner-key-seed": {"aggregator"},
+    "flower-ca": set(),
+    "flower-superlink-key": {"aggregator"},
+    "flower-learner-key-0": {"learner-0"},
+    "flower-learner-key-1": {"learner-1"},
 }
 
 
@@ -92,6 +95,7 @@ def test_each_generated_secret_is_only_in_the_environment_of_the_slas_that_use_i
     from flops_operator.credentials import generate
     from flops_operator.models import parse_project
     from flops_operator.plan.desired import credential_names, desired
+    from flops_runtime import pki
 
     project = parse_project({"apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
                              "metadata": {"name": "digits", "namespace": "team-a", "uid": "u-42"},
@@ -102,32 +106,41 @@ def test_each_generated_secret_is_only_in_the_environment_of_the_slas_that_use_i
     services = desired(project, training_done=False, model_registered=True)
     peers = {s.name: sla.Peer(f"10.30.0.{i}", {p.name: p.container_port for p in s.ports})
              for i, s in enumerate(services, start=2)}
+    slas = {service.name: sla.microservice(REF, service, rr_ip=f"10.30.0.{i}", peers=peers,
+                                           secrets={k: secrets[k] for k in service.secrets},
+                                           workdir="/var/lib/flops", port_range=(30000, 40000))
+            for i, service in enumerate(services, start=2)}
+    # A secret in every form a value takes there: as stored (one line) and as the PEM lines of the Flower keys.
+    forms = {name: {value, *(line for line in pki.pem(value).splitlines()[1:-1] if len(line) > 16)}
+             if name.startswith("flower-") else {value} for name, value in secrets.items()}
     found: dict[str, set[str]] = {}
-    for i, service in enumerate(services, start=2):
-        ms = sla.microservice(REF, service, rr_ip=f"10.30.0.{i}", peers=peers,
-                              secrets={k: secrets[k] for k in service.secrets}, workdir="/var/lib/flops",
-                              port_range=(30000, 40000))
+    for name, ms in slas.items():
         elsewhere = json.dumps({k: v for k, v in ms.items() if k != "environment"})
-        for name, value in secrets.items():
-            assert value not in elsewhere, f"{name} outside the environment of {service.name}'s SLA"
-            if any(value in entry for entry in ms["environment"]):
-                found.setdefault(name, set()).add(service.name)
-    assert found == SECRET_PLACES
-    # What derives from the Flower secrets: learners get the CA's certificate (never its key: the bundle is the
-    # aggregator's alone, above), and each learner's SuperNode key is in that learner's SLA only.
-    from flops_runtime import pki
+        for secret, values in forms.items():
+            assert not any(v in elsewhere for v in values), f"{secret} outside the environment of {name}'s SLA"
+            if any(v in entry for entry in ms["environment"] for v in values):
+                found.setdefault(secret, set()).add(name)
+    assert found == {name: places for name, places in SECRET_PLACES.items() if places}
+    # What each training service gets besides its own key is public and issued from the CA: its certificate (for
+    # its own key, naming the aggregator's address or the learner) and the CA's; no other private key at all.
+    env = {name: dict(entry.split("=", 1) for entry in ms["environment"]) for name, ms in slas.items()}
     ca_cert = pki.ca_certificate(secrets["flower-ca"])
+    aggregator = env["aggregator"]
+    assert aggregator["FLOPS_FLOWER_CA_CERT"] == ca_cert
+    assert aggregator["FLOPS_SUPERLINK_KEY"] == secrets["flower-superlink-key"]
+    pki.check_server_certificate(ca_cert, aggregator["FLOPS_SUPERLINK_CERT"], secrets["flower-superlink-key"])
+    assert aggregator["FLOPS_ENROLL_ADDRESS"] == "0.0.0.0:8001"
     learners = [s for s in services if s.role.value == "learner"]
-    assert len(learners) >= 2
-    for i, service in enumerate(services, start=2):
-        ms = sla.microservice(REF, service, rr_ip=f"10.30.0.{i}", peers=peers,
-                              secrets={k: secrets[k] for k in service.secrets}, workdir="/var/lib/flops",
-                              port_range=(30000, 40000))
-        text = json.dumps(ms)
-        for learner in learners:
-            key = pki.learner_key(secrets["flower-learner-key-seed"], learner.partition_id)
-            assert (key in "".join(ms["environment"])) == (service.name == learner.name), (service.name, learner.name)
-            assert text.count(key) <= 1
-        if service.role.value == "learner":
-            assert f"FLOPS_FLOWER_ROOT_CERT={ca_cert}" in ms["environment"]
+    assert len(learners) == 2
+    for learner in learners:
+        mine = env[learner.name]
+        assert mine["FLOPS_FLOWER_ROOT_CERT"] == ca_cert
+        assert mine["FLOPS_SUPERNODE_KEY"] == secrets[f"flower-learner-key-{learner.partition_id}"]
+        cert = pki.read_learner_certificate(ca_cert, mine["FLOPS_SUPERNODE_CERT"])
+        assert cert.partition == learner.partition_id
+        assert cert.public_key == pki.private_key(mine["FLOPS_SUPERNODE_KEY"]).public_key()
+        assert mine["FLOPS_ENROLL_ADDRESS"] == f"{peers['aggregator'].rr_ip}:8001"
+    for name, ms in slas.items():
+        text = "\n".join(pki.pem(v) if v.startswith("LS0t") else v for v in env[name].values())
+        assert text.count("PRIVATE KEY-----") == (2 if name == "aggregator" or name.startswith("learner-") else 0), name
         assert all("\n" not in entry for entry in ms["environment"]), "one line per variable (env files)"

@@ -68,20 +68,34 @@ def test_services_refer_to_each_other_only_by_placeholder():
         "mlflow-reader-password", "mlflow-flask-secret-key"}
 
 
-def test_learners_get_only_what_derives_from_the_flower_secrets_and_the_aggregator_its_login_and_pki():
+def test_each_training_service_gets_its_own_key_and_certificates_issued_from_the_ca_never_its_key():
     services = desired(project(tracking={"backendStore": {"type": "mysql"}}), training_done=False)
     for s in services:
         if s.role is Role.learner:
-            assert s.secrets == ("flower-ca", "flower-learner-key-seed")
-            assert "secret:" not in json.dumps(s.env) + json.dumps(s.command)
+            i = s.partition_id
+            assert s.secrets == ("flower-ca", f"flower-learner-key-{i}")
+            assert [(k, v) for k, v in s.env if "secret:" in v] == [
+                ("FLOPS_SUPERNODE_KEY", "{{secret:flower-learner-key-%d}}" % i)]
             assert s.env_dict["FLOPS_FLOWER_ROOT_CERT"] == "{{cacert:flower-ca}}"
-            assert s.env_dict["FLOPS_SUPERNODE_KEY"] == "{{learnerkey:flower-learner-key-seed:%d}}" % s.partition_id
-        if s.role is Role.aggregator:
-            assert s.secrets == ("mlflow-aggregator-password", "flower-ca", "flower-learner-key-seed")
-            assert [k for k, v in s.env if "secret:" in v] == [
-                "FLOPS_FLOWER_CA", "FLOPS_LEARNER_KEY_SEED", "MLFLOW_TRACKING_PASSWORD"]
-            assert s.env_dict["FLOPS_SUPERLINK_HOSTS"] == "{{host:aggregator}}"
+            assert s.env_dict["FLOPS_SUPERNODE_CERT"] == "{{learnercert:flower-ca:flower-learner-key-%d:%d}}" % (i, i)
+            assert s.env_dict["FLOPS_ENROLL_ADDRESS"] == "{{addr:aggregator:enroll}}"
             assert "secret:" not in json.dumps(s.command)
+        if s.role is Role.aggregator:
+            assert s.secrets == ("mlflow-aggregator-password", "flower-ca", "flower-superlink-key")
+            assert [k for k, v in s.env if "secret:" in v] == ["FLOPS_SUPERLINK_KEY", "MLFLOW_TRACKING_PASSWORD"]
+            assert s.env_dict["FLOPS_FLOWER_CA_CERT"] == "{{cacert:flower-ca}}"
+            assert s.env_dict["FLOPS_SUPERLINK_CERT"] == "{{servercert:flower-ca:flower-superlink-key:aggregator}}"
+            assert s.env_dict["FLOPS_ENROLL_ADDRESS"] == "{{bind}}:{{port:enroll}}"
+            assert [p.name for p in s.ports] == ["superlink", "enroll"] and not any(p.published for p in s.ports)
+            assert "secret:" not in json.dumps(s.command)
+        # Nothing any service is given names the CA bundle itself, or a key but its own.
+        assert "{{secret:flower-ca}}" not in json.dumps(s.env)
+
+
+def test_no_learner_key_is_in_the_aggregators_spec_so_learners_come_and_go_without_replacing_it():
+    aggregator = {s.name: s for s in desired(project(learners={"replicas": 2}), training_done=False)}["aggregator"]
+    scaled = {s.name: s for s in desired(project(learners={"replicas": 5}), training_done=False)}["aggregator"]
+    assert "learner-key" not in json.dumps(aggregator.env) and aggregator.spec_hash == scaled.spec_hash
 
 
 def test_aggregator_config_resolves_defaults():
@@ -96,7 +110,7 @@ def test_aggregator_config_resolves_defaults():
 
 
 LOGINS = ["mlflow-admin-password", "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key"]
-FLOWER = ["flower-ca", "flower-learner-key-seed"]
+FLOWER = ["flower-ca", "flower-superlink-key", "flower-learner-key-0", "flower-learner-key-1"]
 
 
 @pytest.mark.parametrize("spec,names", [

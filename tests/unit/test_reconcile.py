@@ -1,6 +1,7 @@
 """The reconcile step over the in-memory platform: converges, is idempotent, cleans up."""
 
 import copy
+import json
 
 import pytest
 
@@ -76,6 +77,57 @@ async def test_lost_service_is_recreated():
     assert "learner-1" in platform.services(result.project.ref)
 
 
+def admission(platform, ref, name):
+    """What a training service was rendered with of the Flower PKI: its key, its certificate's key, the CA's cert."""
+    from flops_runtime import pki
+
+    env = platform.services(ref)[name].env
+    if name == "aggregator":
+        pki.check_server_certificate(env["FLOPS_FLOWER_CA_CERT"], env["FLOPS_SUPERLINK_CERT"], env["FLOPS_SUPERLINK_KEY"])
+        return env["FLOPS_SUPERLINK_KEY"], env["FLOPS_FLOWER_CA_CERT"]
+    cert = pki.read_learner_certificate(env["FLOPS_FLOWER_ROOT_CERT"], env["FLOPS_SUPERNODE_CERT"])
+    assert cert.public_key == pki.private_key(env["FLOPS_SUPERNODE_KEY"]).public_key()
+    assert f"learner-{cert.partition}" == name
+    return env["FLOPS_SUPERNODE_KEY"], env["FLOPS_FLOWER_ROOT_CERT"]
+
+
+@pytest.mark.parametrize("store", ["memory", "file"])
+async def test_a_replaced_or_recreated_learner_gets_a_new_key_and_the_aggregator_stays(store, tmp_path):
+    platform = FakePlatform()
+    creds = MemoryCredentials() if store == "memory" else FileCredentials(lambda ref: tmp_path / "credentials.json")
+    result = await converge(MANIFEST, platform, creds)
+    ref = result.project.ref
+
+    def stored() -> dict[str, str]:
+        return creds.store[ref.uid] if store == "memory" else json.loads((tmp_path / "credentials.json").read_text())
+
+    keys = {name: admission(platform, ref, name) for name in ("aggregator", "learner-0", "learner-1", "learner-2")}
+    assert len({key for key, _ in keys.values()}) == 4  # each its own, random
+    assert {ca for _, ca in keys.values()} == {keys["aggregator"][1]}  # one CA, whose key no service got
+    assert stored()["flower-learner-key-1"] == keys["learner-1"][0] and "flower-learner-key-seed" not in stored()
+    aggregator = platform.services(ref)["aggregator"]
+
+    resized = copy.deepcopy(MANIFEST)
+    resized["spec"]["learners"]["resources"] = {"memoryMB": 1024}  # applied in place: learners replaced
+    resized["metadata"]["generation"] = 2
+    result = await converge(resized, platform, creds, result.status)
+    assert platform.services(ref)["aggregator"] is aggregator  # not replaced: the training goes on
+    for name in ("learner-0", "learner-1", "learner-2"):
+        key, ca = admission(platform, ref, name)
+        assert key != keys[name][0] and ca == keys["aggregator"][1], name
+    assert keys["learner-1"][0] not in stored().values()  # the old key is gone from the store too
+
+    renewed = admission(platform, ref, "learner-1")[0]
+    platform.lose(ref, "learner-1")
+    result = await converge(resized, platform, creds, result.status)
+    assert admission(platform, ref, "learner-1")[0] not in (renewed, keys["learner-1"][0])
+
+    platform.complete(ref, "aggregator")
+    result = await converge(resized, platform, creds, result.status)
+    assert result.status.phase is Phase.Completed
+    assert not [name for name in stored() if name.startswith("flower-")]  # no key outlives its service, nor the CA
+
+
 async def test_invalid_spec_touches_nothing():
     platform, creds = FakePlatform(), MemoryCredentials()
     bad = copy.deepcopy(MANIFEST)
@@ -112,7 +164,7 @@ async def test_finalize_honours_deletion_policy():
     assert set(creds.orphaned[result.project.ref.uid]) == {
         "backend-password", "backend-root-password", "ftp-password", "mlflow-admin-password",
         "mlflow-aggregator-password", "mlflow-reader-password", "mlflow-flask-secret-key", "flower-ca",
-        "flower-learner-key-seed"}
+        "flower-superlink-key", *(f"flower-learner-key-{i}" for i in range(result.project.spec.learners.replicas))}
     assert await finalize(MANIFEST, platform=platform, credentials=creds) is True
     assert platform.projects == {} and creds.store == {}
 
@@ -182,17 +234,17 @@ async def test_services_are_wired_by_rendered_addresses():
 
 
 def test_the_plan_is_reused_for_the_same_spec_and_flags_and_the_cache_is_bounded(monkeypatch):
-    from flops_operator import reconcile as module
+    from flops_operator.plan import cache as module
     from flops_operator.models import parse_project
 
     monkeypatch.setattr(module, "_PLANS", type(module._PLANS)())
-    monkeypatch.setattr(module, "_PLANS_KEPT", 2)
+    monkeypatch.setattr(module, "KEPT", 2)
     project = parse_project(MANIFEST)
-    first = module._plan(MANIFEST, project, training_done=False, model_registered=False)
-    assert module._plan(copy.deepcopy(MANIFEST), project, training_done=False, model_registered=False) is first
-    done = module._plan(MANIFEST, project, training_done=True, model_registered=False)
+    first = module.planned(MANIFEST, project, training_done=False, model_registered=False)
+    assert module.planned(copy.deepcopy(MANIFEST), project, training_done=False, model_registered=False) is first
+    done = module.planned(MANIFEST, project, training_done=True, model_registered=False)
     assert done is not first and [s.name for s in done] != [s.name for s in first]
     scaled = copy.deepcopy(MANIFEST)
     scaled["spec"]["learners"]["replicas"] = 5
-    assert len(module._plan(scaled, parse_project(scaled), training_done=False, model_registered=False)) == len(first) + 2
+    assert len(module.planned(scaled, parse_project(scaled), training_done=False, model_registered=False)) == len(first) + 2
     assert len(module._PLANS) == 2

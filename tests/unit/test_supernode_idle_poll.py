@@ -1,6 +1,8 @@
 """An override of Flower in this repository (flops_learner.supernode): the SuperNode loop's hard-coded 3 s idle
-wait and 0.5 s waits for a reply (the other override, of object pulls, is tested in test_flower_pulls.py). These tests fail loudly when the installed Flower is not the pinned one or its loop no longer has that
-point, so a Flower upgrade has to revisit the override (and may be able to drop it)."""
+wait and 0.5 s waits for a reply (the other two overrides, of object pulls and of the SuperLink's middleware, are
+tested in test_flower_pulls.py and test_superlink_fleet_only.py). These tests fail loudly when the installed Flower
+is not the pinned one or its loop no longer has that point, so a Flower upgrade has to revisit the override (and
+may be able to drop it)."""
 
 from __future__ import annotations
 

@@ -13,7 +13,8 @@ from pydantic import ValidationError
 
 from flops_learner.adapter import AdaptedTask, as_arrays, wants_spec
 from flops_learner.contract import TaskRef
-from flops_learner.task import CONTRACT_METHODS, Dataset, Task, TaskError, load_task
+from flops_learner.loading import load_task
+from flops_learner.task import CONTRACT_METHODS, Dataset, Task, TaskError
 
 CONTRACT = """
 import numpy as np

@@ -10,7 +10,7 @@ import pytest
 
 from flops_builder.contract import BuilderEnv
 from flops_operator import task_build
-from flops_operator.credentials import MemoryCredentials
+from flops_operator.credentials import MemoryCredentials, ReferencedSecret
 from flops_operator.models import FLOpsProjectStatus, Phase, parse_project
 from flops_operator.models.edits import training_identity
 from flops_operator.models.status import TaskStatus
@@ -181,7 +181,7 @@ async def step(platform, status, sources, secrets=None):
     manifest = {"apiVersion": "flops.oakestra.io/v1alpha1", "kind": "FLOpsProject",
                 "metadata": {"name": "wine", "namespace": "team-a", "uid": "u-1"},
                 "spec": {"platform": "oakestra", "task": {"source": {"git": GIT}}, "learners": {"replicas": 2}}}
-    credentials = MemoryCredentials({("team-a", "git-login"): secrets or {"token": "t0ken"}})
+    credentials = MemoryCredentials({("team-a", "git-login"): ReferencedSecret.opted_in(secrets or {"token": "t0ken"})})
 
     class NoMlflow:
         async def fetch(self, *a, **k):
@@ -190,7 +190,7 @@ async def step(platform, status, sources, secrets=None):
         async def allow_address(self, *a, **k):
             return True
 
-    return await reconcile(manifest, status, platform=platform, credentials=credentials, progress_source=NoMlflow(),
+    return await reconcile(manifest, status, platform=platform, credentials=credentials, progress_source=NoMlflow(), control=NoMlflow(),
                            now=NOW, sources=sources)
 
 

@@ -242,7 +242,8 @@ def test_the_wine_example_passes_the_check_and_trains_well_in_three_rounds():
     report = check_task(WINE)
     assert report.ok, report.problems
     from flops_learner.check import fedavg, on_path
-    from flops_learner.task import TrainConfig, load_task
+    from flops_learner.loading import load_task
+    from flops_learner.task import TrainConfig
 
     with on_path(WINE.resolve()):
         task = load_task({"entrypoint": report.entrypoint})

@@ -7,11 +7,12 @@ import copy
 
 import pytest
 
-from flops_operator.credentials import MemoryCredentials
+from flops_operator.credentials import MemoryCredentials, ReferencedSecret
 from flops_operator.models import InvalidProject, parse_project, validate_spec
 from flops_operator.models.edits import immutable_values
 from flops_operator.models.spec import public_uri
-from flops_operator.plan.desired import FLOWER_CREDENTIALS, MLFLOW_CREDENTIALS, credential_names, desired, login
+from flops_operator.plan.desired import (AGGREGATOR_PKI, MLFLOW_CREDENTIALS, credential_names, desired, learner_pki,
+                                         login)
 from flops_operator.platforms.base import MissingCredentials
 from flops_operator.platforms.fake import FakePlatform
 from flops_operator.progress import NoProgress
@@ -82,26 +83,28 @@ def test_the_plan_gives_the_logins_to_the_services_that_use_them_and_only_by_pla
     assert set(MLFLOW_CREDENTIALS) <= set(tracking.secrets)
     assert TrackingEnv.from_env(tracking.env_dict).model == "digits"
     assert aggregator.env_dict["MLFLOW_TRACKING_USERNAME"] == "flops-aggregator"
-    assert aggregator.secrets == ("mlflow-aggregator-password", *FLOWER_CREDENTIALS)
+    assert aggregator.secrets == ("mlflow-aggregator-password", *AGGREGATOR_PKI)
     assert model_server.env_dict["MLFLOW_TRACKING_USERNAME"] == "flops-reader"
     assert model_server.secrets == ("mlflow-reader-password",)
     for service in services.values():
         assert not any("secret:" in part for part in service.command), service.name
-    # Learners render only what derives from the Flower secrets (the CA's certificate, their own key).
-    assert all(s.secrets == FLOWER_CREDENTIALS for s in services.values() if s.role.value == "learner")
+    # Learners render only their own key and what is issued from the CA (its certificate, their own).
+    assert all(s.secrets == learner_pki(s.partition_id) for s in services.values() if s.role.value == "learner")
 
 
 def test_an_existing_server_needs_no_generated_login():
     project = parse_project(manifest(EXTERNAL))
     assert not set(MLFLOW_CREDENTIALS) & set(credential_names(project.spec))
     (aggregator, *_) = desired(project, training_done=False)
-    assert aggregator.secrets == ("tracking-username", "tracking-password", *FLOWER_CREDENTIALS)
+    assert aggregator.secrets == ("tracking-username", "tracking-password", *AGGREGATOR_PKI)
 
 
 @pytest.mark.parametrize("referenced, names", [
     ({}, "Secret team-a/mlflow-login not found"),
-    ({("team-a", "mlflow-login"): {"username": "alice"}}, "Secret team-a/mlflow-login has no key password"),
-    ({("other", "mlflow-login"): {"username": "alice", "password": "pw"}}, "Secret team-a/mlflow-login not found"),
+    ({("team-a", "mlflow-login"): ReferencedSecret.opted_in({"username": "alice"})},
+     "Secret team-a/mlflow-login has no key password"),
+    ({("other", "mlflow-login"): ReferencedSecret.opted_in({"username": "alice", "password": "pw"})},
+     "Secret team-a/mlflow-login not found"),
 ])
 async def test_a_missing_secret_or_key_stalls_naming_it_and_creates_nothing(referenced, names):
     platform = FakePlatform()
@@ -118,7 +121,8 @@ async def test_a_missing_secret_or_key_stalls_naming_it_and_creates_nothing(refe
 
 async def test_the_referenced_login_reaches_the_aggregator_and_nothing_of_it_status():
     platform = FakePlatform()
-    creds = MemoryCredentials({("team-a", "mlflow-login"): {"username": "alice", "password": "pa55word-s3cret"}})
+    creds = MemoryCredentials({("team-a", "mlflow-login"): ReferencedSecret.opted_in(
+        {"username": "alice", "password": "pa55word-s3cret"})})
     doc = manifest({"tracking": {**EXTERNAL["tracking"], "uri": "https://mlflow.example.com/team?t=s3cret"}})
     result = await reconcile(doc, _empty(), platform=platform, credentials=creds, progress_source=NoProgress())
     aggregator = platform.services(result.project.ref)["aggregator"]
@@ -178,11 +182,13 @@ def test_the_runner_takes_the_login_secret_from_the_same_file(tmp_path):
     doc["spec"]["platform"] = "local"
     import yaml
     path.write_text(yaml.safe_dump_all([
-        {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mlflow-login"},
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "mlflow-login", "labels": {"flops.oakestra.io/credentials": "true"}},
          "stringData": {"username": "alice"}, "data": {"password": "cGFzc3dvcmQ="}}, doc]))
     _, project, secrets = load_run_input(path)
     assert project.ref.name == "digits"
-    assert secrets == {("team-a", "mlflow-login"): {"username": "alice", "password": "password"}}
+    assert secrets == {("team-a", "mlflow-login"): ReferencedSecret.opted_in(
+        {"username": "alice", "password": "password"})}
 
 
 def test_flops_run_says_how_to_get_the_read_only_login_without_printing_it(tmp_path):

@@ -74,7 +74,7 @@ class Project_:
         self.manifest = manifest or self.manifest
         for _ in range(steps):
             result = await reconcile(self.manifest, self.status, platform=self.platform,
-                                     credentials=self.credentials, progress_source=self.mlflow)
+                                     credentials=self.credentials, progress_source=self.mlflow, control=self.mlflow)
             self.status, self.ref = result.status, (result.project.ref if result.project else self.ref)
             if not result.applied:
                 return result
@@ -85,7 +85,7 @@ class Project_:
         self.manifest = manifest
         for _ in range(steps):
             result = await reconcile(manifest, self.status, platform=self.platform, credentials=self.credentials,
-                                     progress_source=self.mlflow, now=now)
+                                     progress_source=self.mlflow, control=self.mlflow, now=now)
             self.status, self.ref = result.status, result.project.ref
             if not result.applied:
                 break
@@ -234,7 +234,7 @@ async def test_an_immutable_field_edited_where_no_cel_rule_ran_stalls_naming_it_
     writes = len(p.platform.writes())
     moved = edited(MANIFEST, 2, tracking={"artifactStore": {"type": "local"}})
     result = await reconcile(moved, p.status, platform=p.platform, credentials=p.credentials,
-                             progress_source=p.mlflow)
+                             progress_source=p.mlflow, control=p.mlflow)
     assert result.invalid and result.status.condition("Stalled").status == "True"
     assert "spec.tracking.artifactStore.type: is immutable" in result.status.message
     assert "created with 'ftp'" in result.status.message
@@ -242,7 +242,7 @@ async def test_an_immutable_field_edited_where_no_cel_rule_ran_stalls_naming_it_
     # Edited back: on it goes, as created.
     p.status = result.status
     back = await reconcile(edited(MANIFEST, 3), p.status, platform=p.platform, credentials=p.credentials,
-                           progress_source=p.mlflow)
+                           progress_source=p.mlflow, control=p.mlflow)
     assert not back.invalid and back.status.phase is Phase.Training
 
 

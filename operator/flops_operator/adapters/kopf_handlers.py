@@ -8,7 +8,6 @@ against its own fakes.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import random
 from typing import Any, Mapping
@@ -17,11 +16,12 @@ import kopf
 
 from ..models import FLOpsProjectStatus, GROUP, PLURAL, VERSION, parse_status
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
+from ..redaction import SHAPES_ONLY  # error texts reach Events: shapes out (status gets its own)
 from ..reconcile import Passes, cleanup_plan, converge, finalize, project_ref, utcnow
 from ..status import deleting_status
 from .kopf_context import OperatorContext, Unusable, connection_info
 from .kopf_metrics import Stopwatch
-from .kopf_status import EventSpec, backoff_seconds, events_for, merge_patch, problem_status
+from .kopf_status import EventSpec, apply_merge_patch, backoff_seconds, events_for, merge_patch, problem_status
 
 
 def _context(memo: Any) -> OperatorContext:
@@ -36,9 +36,12 @@ def _write(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, manifest: d
     to write: kopf applies the patch after the handler returns, and a patch that did not land is
     then sent again by the next reconcile (timers see a live body, so one that landed is not).
     """
-    changes = merge_patch(_cluster_status(body), new.to_wire())
+    base, wire = _cluster_status(body), new.to_wire()
+    changes = merge_patch(base, wire)
     if changes:
         patch["status"] = changes
+    # As the object will hold it (a None in the status is a deletion, never stored): compared with what it shows.
+    ctx.written[body["metadata"]["uid"]] = (base, apply_merge_patch(base, changes))
     ctx.metrics.phase(project_ref(manifest).key, new.phase)
     for event in events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
@@ -51,8 +54,16 @@ def _cluster_status(body: kopf.Body) -> dict[str, Any]:
 
 
 def _previous(ctx: OperatorContext, body: kopf.Body) -> FLOpsProjectStatus | None:
-    """The status on the object (also what the liveness probe counts)."""
-    raw = ctx.statuses[body["metadata"]["uid"]] = _cluster_status(body)
+    """The status the step starts from: the one on the object (also what the liveness probe counts), unless the
+    object still shows what it showed before this process's last write. The watch may bring that write back after
+    the next look has begun (seconds, on a busy API server); a look from the older status would forget what the
+    last one decided (a training's outcome: its services, already removed, would be created again). The patch is
+    still computed against the object, so a write that never landed is sent again."""
+    uid = body["metadata"]["uid"]
+    raw = ctx.statuses[uid] = _cluster_status(body)
+    written = ctx.written.get(uid)
+    if written is not None and raw == written[0] and written[1] != raw:
+        raw = written[1]
     return parse_status(raw) if raw else None
 
 
@@ -68,9 +79,9 @@ async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, re
         clock = Stopwatch()
         try:
             result = await converge(manifest, passes, platform=platform, credentials=ctx.credentials,
-                                    progress_source=ctx.progress)
+                                    progress_source=ctx.progress, control=ctx.control)
         except TransientPlatformError as exc:
-            message = f"platform {platform.name} unavailable, retrying: {exc}"
+            message = SHAPES_ONLY(f"platform {platform.name} unavailable, retrying: {exc}")
             new = problem_status(passes.status, generation, stalled=False, reason="PlatformUnavailable",
                                  message=message, now=utcnow())
             _write(ctx, body, patch, manifest, new, events_for(first, new, applied=passes.applied))
@@ -89,7 +100,8 @@ async def _converge(ctx: OperatorContext, body: kopf.Body, patch: kopf.Patch, re
         except Exception as exc:  # a bug or an unforeseen failure: kopf logs it and retries with its backoff
             ctx.metrics.reconciled(trigger, "error", clock.seconds)
             # Said where users look, whatever else fails (writing status may be what fails).
-            kopf.event(body, type="Warning", reason="ReconcileError", message=f"{type(exc).__name__}: {exc}")
+            kopf.event(body, type="Warning", reason="ReconcileError",
+                       message=SHAPES_ONLY(f"{type(exc).__name__}: {exc}"))
             raise
         _write(ctx, body, patch, manifest, result.status,
                events_for(first, result.status, applied=passes.applied, invalid=result.invalid))
@@ -102,19 +114,14 @@ async def on_change(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
     await _converge(_context(memo), body, patch, retry, "change", logger)
 
 
-async def on_resync(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
-    """Ticks often; converges when the project is due (pacing.Pacing): soon while it waits on a service,
-    every few seconds while it trains, at the resync interval once settled (drift repair)."""
+async def on_resync(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, stopped: Any = None,
+                    **_: Any) -> None:
+    """Converges when the project is due (pacing.Pacing): soon while it waits on a service, every few seconds
+    while it trains, at the resync interval once settled (drift repair). A tick waits for a look due within the
+    lookahead (the operator's: any), woken early when a change handler plans the next look anew."""
     ctx = _context(memo)
-    uid = body["metadata"]["uid"]
-    wait = ctx.until_due(uid)
-    if wait > ctx.lookahead:
-        return
-    if wait > 0:
-        await asyncio.sleep(wait)
-        if ctx.until_due(uid) > 0.05:  # a change handler looked meanwhile and planned the next look
-            return
-    await _converge(ctx, body, patch, retry, "resync", logger)
+    if await ctx.wait_until_due(body["metadata"]["uid"], stopped):
+        await _converge(ctx, body, patch, retry, "resync", logger)
 
 
 async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, logger, **_: Any) -> None:
@@ -135,7 +142,7 @@ async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
         try:
             removed = await finalize(manifest, platform=platform, credentials=ctx.credentials)
         except (TransientPlatformError, PermanentPlatformError) as exc:
-            message = f"cleanup failed (deletionPolicy {policy}), retrying: {exc}"
+            message = SHAPES_ONLY(f"cleanup failed (deletionPolicy {policy}), retrying: {exc}")
             new = deleting_status(first or FLOpsProjectStatus(), generation, now=utcnow(), message=message)
             events = events_for(first, new)
             if not first or first.message != message:
@@ -146,7 +153,8 @@ async def on_delete(body: kopf.Body, patch: kopf.Patch, retry: int, memo: Any, l
             raise kopf.TemporaryError(message, delay=backoff_seconds(retry)) from None
         except Exception as exc:  # a bug: kopf logs it and retries; users see it in the Events
             ctx.metrics.reconciled("delete", "error", clock.seconds)
-            kopf.event(body, type="Warning", reason="CleanupError", message=f"{type(exc).__name__}: {exc}")
+            kopf.event(body, type="Warning", reason="CleanupError",
+                       message=SHAPES_ONLY(f"{type(exc).__name__}: {exc}"))
             raise
     ctx.metrics.reconciled("delete", "ok", clock.seconds)
     ctx.forget(ref.uid, ref.key)

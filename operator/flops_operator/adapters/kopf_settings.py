@@ -39,8 +39,9 @@ def operator_settings() -> kopf.OperatorSettings:
     settings.watching.client_timeout = 330
     settings.watching.connect_timeout = 10
 
-    # A single replica (Deployment strategy Recreate) never meets another instance, so no peering:
-    # no kopf peering CRDs to install, no RBAC for them, no start-up wait for peers.
+    # No kopf peering: which replica is active is decided by a Lease before kopf starts (leader.py says
+    # why: peering freezes replicas of equal priority), so kopf only ever runs in the one that leads.
+    # No kopf peering CRDs to install, no RBAC for them, no start-up wait for peers.
     settings.peering.standalone = True
 
     # A reconcile talks to a remote platform (Oakestra) and may wait on it; an API request of

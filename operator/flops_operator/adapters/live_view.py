@@ -19,6 +19,7 @@ from ..models.spec import public_uri
 from ..plan.logins import MLFLOW_READER_PASSWORD
 from ..platforms.local import StateLayout
 from ..reconcile import ReconcileResult
+from ..redaction import SHAPES_ONLY
 
 _STATE_STYLE = {"running": "green", "completed": "green", "starting": "yellow", "pending": "yellow",
                 "failed": "bold red"}
@@ -87,7 +88,8 @@ class LiveView:
             self._last_line = line
 
     def note(self, text: str) -> None:
-        self.console.print(Text(text, style="dim"))
+        # Notes carry error texts (a retry, why a run cannot start): shapes out, as in status.
+        self.console.print(Text(SHAPES_ONLY(text), style="dim"))
 
     def keeping(self, status: FLOpsProjectStatus, layout: StateLayout | None = None) -> None:
         self.console.print(Text(f"Keeping the tracking server up at {status.mlflow.ui_url or status.mlflow.tracking_uri}"

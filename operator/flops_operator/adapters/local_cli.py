@@ -7,6 +7,7 @@ import base64
 import copy
 import logging
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -16,11 +17,24 @@ from rich.console import Console
 
 from ..models import KIND, InvalidProject, Problem, Project, parse_project
 from ..models.spec import Platform
+from .extras import missing_extra
 
 if TYPE_CHECKING:
+    from ..credentials import ReferencedSecret
     from .local_runner import RunResult
 
 EXIT_INVALID = 2
+
+
+class OutputFormat(str, Enum):
+    yaml = "yaml"
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
 
 
 def load_manifest(path: Path) -> tuple[dict[str, Any], Project]:
@@ -29,9 +43,10 @@ def load_manifest(path: Path) -> tuple[dict[str, Any], Project]:
     return manifest, project
 
 
-def load_run_input(path: Path) -> tuple[dict[str, Any], Project, dict[tuple[str, str], dict[str, str]]]:
+def load_run_input(path: Path) -> tuple[dict[str, Any], Project, dict[tuple[str, str], ReferencedSecret]]:
     """The one FLOpsProject of a file and the Secrets given with it (v1 Secret documents, as kubectl applies
-    them: the login spec.tracking.credentialsSecret names), by (namespace, name)."""
+    them: the logins spec.tracking.credentialsSecret and task.source.git.credentialsSecret name), by (namespace,
+    name); one is used only with the label flops.oakestra.io/credentials: "true", as in a cluster."""
     try:
         text = sys.stdin.read() if str(path) == "-" else path.read_text()
         documents = [d for d in yaml.safe_load_all(text) if d is not None]
@@ -63,8 +78,9 @@ def _local_source_from(manifest: Any, folder: Path) -> Any:
     return manifest
 
 
-def secret_data(secret: dict[str, Any], default_namespace: str) -> tuple[tuple[str, str], dict[str, str]]:
-    """A Secret document's (namespace, name) and its values (data is base64, stringData plain; stringData wins)."""
+def secret_data(secret: dict[str, Any], default_namespace: str) -> tuple[tuple[str, str], ReferencedSecret]:
+    """A Secret document's (namespace, name), its values (data is base64, stringData plain; stringData wins) and its
+    labels (the store uses it only with the opt-in label, as in a cluster)."""
     meta = secret.get("metadata") or {}
     name = str(meta.get("name") or "")
     values: dict[str, str] = {}
@@ -73,7 +89,14 @@ def secret_data(secret: dict[str, Any], default_namespace: str) -> tuple[tuple[s
     except (ValueError, UnicodeDecodeError):
         raise InvalidProject([Problem(f"Secret {name}: data", "values must be base64 (or use stringData)")]) from None
     values.update({str(k): str(v) for k, v in (secret.get("stringData") or {}).items()})
-    return (str(meta.get("namespace") or default_namespace), name), values
+    from ..credentials import ReferencedSecret  # here: the CLI's start needs none of the store's imports
+
+    labels = meta.get("labels") or {}
+    if not isinstance(labels, dict) or not all(isinstance(v, str) for v in labels.values()):
+        # The API server refuses them too (a YAML `true` is no string): say so rather than "not labelled".
+        raise InvalidProject([Problem(f"Secret {name}: metadata.labels", "label values are strings: quote them, "
+                                      'e.g. flops.oakestra.io/credentials: "true"')])
+    return (str(meta.get("namespace") or default_namespace), name), ReferencedSecret(values, dict(labels))
 
 
 def print_final(result: RunResult, manifest_path: str, console: Console, output: str | None) -> None:
@@ -95,23 +118,19 @@ def register(app: typer.Typer) -> None:
         state_dir: Optional[Path] = typer.Option(
             None, "--state-dir", help="Where logs and MLflow data live (default ~/.flops/<namespace>/<name>)."),
         keep: bool = typer.Option(False, "--keep", help="Keep the tracking server up for its UI until Ctrl-C."),
-        output: Optional[str] = typer.Option(None, "-o", "--output", help="Also print the final object as: yaml."),
-        log_level: str = typer.Option("warning", "--log-level", help="The runner's own log lines (stderr): debug, "
-                                      "info, warning, error."),
+        # Choices (click's): --help lists them, and anything else is a usage error (exit 2) before anything runs.
+        output: Optional[OutputFormat] = typer.Option(
+            None, "-o", "--output", help="Also print the final object (stdout) in this format."),
+        log_level: LogLevel = typer.Option(LogLevel.warning, "--log-level", case_sensitive=False,
+                                           help="The runner's own log lines (stderr)."),
     ) -> None:
         """Run a project with its whole MLOps stack as local processes, until Completed or Failed.
 
-        Exit 0 Completed, 1 Failed, 2 invalid input (nothing started), 130 interrupted.
+        Exit 0 Completed, 1 Failed, 2 invalid input or a missing extra (nothing started), 130 interrupted.
         """
         err = Console(stderr=True)
-        if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            err.print(f"--log-level: unknown level {log_level!r} (known: debug, info, warning, error)", markup=False)
-            raise typer.Exit(EXIT_INVALID)
-        logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+        logging.basicConfig(level=log_level.value.upper(), stream=sys.stderr,
                             format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        if output not in (None, "yaml"):
-            err.print(f"-o/--output: unknown format {output!r} (known: yaml)", markup=False)
-            raise typer.Exit(EXIT_INVALID)
         try:
             manifest, project, secrets = load_run_input(file)
         except InvalidProject as exc:
@@ -120,13 +139,20 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_INVALID)
         # Imported here, not at the top: `flops operator` (the slim operator image) has none of the
         # local platform's dependencies (psutil, pyftpdlib, MLflow's server).
-        from .live_view import LiveView
-        from .local_runner import LocalRunner
+        try:
+            from .live_view import LiveView
+            from .local_runner import LocalRunner
+        except ModuleNotFoundError as exc:
+            line = missing_extra("run", "local", exc)
+            if line is None:
+                raise
+            typer.echo(line, err=True)
+            raise typer.Exit(EXIT_INVALID) from None
 
         # With -o yaml stdout carries only the document; people read stderr.
-        console = err if output == "yaml" else Console()
+        console = err if output is OutputFormat.yaml else Console()
         with LiveView(console, project) as view:
             runner = LocalRunner(manifest, project, state_dir=state_dir, keep=keep, view=view, secrets=secrets)
             result = asyncio.run(runner.run())
-        print_final(result, str(file), console, output)
+        print_final(result, str(file), console, output.value if output else None)
         raise typer.Exit(result.exit_code)

@@ -18,10 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..credentials import FileCredentials
+from ..credentials import FileCredentials, ReferencedSecret
 from ..models import FLOpsProjectStatus, Phase, Project
 from ..platforms.base import PermanentPlatformError, TransientPlatformError
 from ..platforms.local import LocalPlatform, RestartPolicy, StateLayout, default_state_dir
+from ..control_mlflow import MlflowControl
+from ..mlflow_rest import MlflowRest
 from ..progress_mlflow import MlflowProgress
 from ..pacing import Pacing
 from ..reconcile import Passes, ReconcileResult, converge, finalize, utcnow
@@ -85,7 +87,7 @@ class LocalRunner:
     def __init__(self, manifest: dict[str, Any], project: Project, *, state_dir: Path | None = None,
                  keep: bool = False, view: View | None = None, pacing: Pacing = LOCAL_PACING,
                  policy: RestartPolicy = RestartPolicy(), stop_timeout: float = 10.0,
-                 secrets: dict[tuple[str, str], dict[str, str]] | None = None) -> None:
+                 secrets: dict[tuple[str, str], ReferencedSecret] | None = None) -> None:
         self.manifest = with_uid(manifest)
         self.project = project
         root = state_dir if state_dir is not None else default_state_dir(project.ref)
@@ -95,7 +97,8 @@ class LocalRunner:
         self.pacing = pacing
         self.platform = LocalPlatform(lambda ref: self.layout.root, policy=policy, stop_timeout=stop_timeout)
         self.credentials = FileCredentials(lambda ref: self.layout.credentials, referenced=secrets)
-        self.progress = MlflowProgress()
+        self.mlflow = MlflowRest()
+        self.progress, self.control = MlflowProgress(self.mlflow), MlflowControl(self.mlflow)
         self.status = FLOpsProjectStatus()
 
     async def _converge(self) -> None:
@@ -104,7 +107,7 @@ class LocalRunner:
             passes = Passes(self.status)
             try:
                 result = await converge(self.manifest, passes, platform=self.platform, credentials=self.credentials,
-                                        progress_source=self.progress)
+                                        progress_source=self.progress, control=self.control)
             except TransientPlatformError as exc:
                 self.view.note(f"retrying: {exc}")
                 self.status = passes.status
@@ -168,7 +171,7 @@ class LocalRunner:
             await finalize(self.manifest, platform=self.platform, credentials=self.credentials)
         finally:
             await self.platform.close()
-            await self.progress.close()
+            await self.mlflow.close()
 
 
 def _stalled(status: FLOpsProjectStatus) -> bool:

@@ -36,6 +36,8 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
      "of the training's identity); a new commit on that branch is trained only when the spec or `training.trigger` "
      "changes. Pin a commit for GitOps"),
     ("task.source.git.credentialsSecret", Edit.in_place, "read when the ref is resolved and the source fetched"),
+    ("task.source.git.insecure", Edit.in_place,
+     "checked with the spec: without it, a credentialsSecret with an http:// url is refused (Stalled)"),
     ("data", Edit.retrain, "other data or another split"),
     ("training", Edit.retrain, "every training setting (change `trigger` to train an unchanged spec again)"),
     ("learners.image", Edit.retrain, "other learner code"),
@@ -58,6 +60,8 @@ EDITS: tuple[tuple[str, Edit, str], ...] = (
     ("tracking.resources", Edit.in_place, "the tracking server is replaced"),
     ("tracking.credentialsSecret", Edit.in_place,
      "read when a service that logs in is created or replaced, and by the operator at each look"),
+    ("tracking.insecure", Edit.in_place,
+     "checked with the spec: without it, a credentialsSecret with an http:// uri is refused (Stalled)"),
     ("tracking.backendStore.image", Edit.in_place, "the backend store is replaced"),
     ("tracking.artifactStore.image", Edit.in_place, "the artifact store is replaced"),
     ("serving", Edit.in_place, "the model server is created, replaced or removed"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from pydantic import ValidationError
@@ -46,8 +47,9 @@ class Project:
     task: TaskStatus | None = None
     """For a task from task.source: where its build stands (task_build.py); the plan runs what it built."""
 
-    @property
+    @cached_property
     def training_identity(self) -> str:
+        """Computed once per Project (a look asks for it several times; a dump and a hash of the whole spec)."""
         from .edits import training_identity
 
         return training_identity(self.spec, self.code)

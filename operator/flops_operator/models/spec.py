@@ -11,10 +11,12 @@ from pydantic import Field, model_validator
 
 from .base import ApiModel
 from .patterns import ALIAS, BUILTIN_DATASETS, CLUSTER_NAME, DNS_SUBDOMAIN, IMAGE, METRIC, MODEL_NAME, SECRET_KEY
-from .task import TaskSpec
+from .task import PLAIN_HTTP_GIT_MESSAGE, TaskSpec
 
 USERINFO_MESSAGE = ("tracking.uri must not carry a login (user:password@): status, logs and every service would "
                     "show it; put username and password in a Secret and name it in tracking.credentialsSecret")
+PLAIN_HTTP_TRACKING_MESSAGE = ("tracking.credentialsSecret would send its login in plain text: tracking.uri is "
+                               "http://; use https, or set tracking.insecure: true to allow it")
 
 
 class Platform(str, Enum):
@@ -229,7 +231,11 @@ class TrackingSpec(ApiModel):
     """Use an existing MLflow tracking server instead of creating the tracking stack (no user info in it:
     its login goes in credentialsSecret)."""
     credentials_secret: SecretKeyRef | None = None
-    """The login the aggregator, the model server and the operator use with tracking.uri (MLflow basic auth)."""
+    """The login the aggregator, the model server and the operator use with tracking.uri (MLflow basic auth). The
+    Secret must carry the label flops.oakestra.io/credentials: "true"; with an http:// uri, set insecure too."""
+    insecure: bool = False
+    """true lets credentialsSecret's login go to an http:// tracking.uri, in plain text; without it that is refused
+    (https only). It does not turn off certificate checks."""
     resources: Resources = Field(default_factory=lambda: Resources(memory_mb=1024, vcpus=1))
 
     @model_validator(mode="after")
@@ -239,6 +245,8 @@ class TrackingSpec(ApiModel):
         if self.credentials_secret is not None and self.uri is None:
             raise ValueError("tracking.credentialsSecret is the login of an existing server: set tracking.uri too "
                              "(the tracking server the operator creates has generated logins)")
+        if self.credentials_secret is not None and self.uri.startswith("http://") and not self.insecure:
+            raise ValueError(PLAIN_HTTP_TRACKING_MESSAGE)
         return self
 
 
@@ -326,6 +334,17 @@ SPEC_VALIDATIONS = [
     {
         "rule": "!has(self.tracking) || !has(self.tracking.credentialsSecret) || has(self.tracking.uri)",
         "message": "tracking.credentialsSecret is the login of an existing server: set tracking.uri too",
+    },
+    {
+        "rule": "!has(self.tracking) || !has(self.tracking.credentialsSecret) || !has(self.tracking.uri) || "
+                "!self.tracking.uri.startsWith('http://') || (has(self.tracking.insecure) && self.tracking.insecure)",
+        "message": PLAIN_HTTP_TRACKING_MESSAGE,
+    },
+    {
+        "rule": "!has(self.task.source) || !has(self.task.source.git) || "
+                "!has(self.task.source.git.credentialsSecret) || !self.task.source.git.url.startsWith('http://') || "
+                "(has(self.task.source.git.insecure) && self.task.source.git.insecure)",
+        "message": PLAIN_HTTP_GIT_MESSAGE,
     },
     {
         "rule": "[has(self.task.name), has(self.task.source), has(self.task.module)].filter(x, x).size() == 1",

@@ -11,6 +11,9 @@ from pydantic import Field, model_validator
 from .base import ApiModel
 from .patterns import BUILTIN_TASKS, DNS_SUBDOMAIN, ENTRYPOINT, GIT_REF, GIT_URL, IMAGE, PYTHON_MODULE, SOURCE_PATH
 
+PLAIN_HTTP_GIT_MESSAGE = ("task.source.git.credentialsSecret would send its login in plain text: task.source.git.url "
+                          "is http://; use https or ssh, or set task.source.git.insecure: true to allow it")
+
 
 class GitCredentialsRef(ApiModel):
     """A Secret in the project's namespace with the login for the repository. Keys, each optional: username and
@@ -32,7 +35,11 @@ class GitSource(ApiModel):
     path: Annotated[str, Field(pattern=SOURCE_PATH)] = ""
     """The folder in the repository that holds the task (its code and requirements.txt); default the root."""
     credentials_secret: GitCredentialsRef | None = None
-    """The repository's login, when it needs one."""
+    """The repository's login, when it needs one. The Secret must carry the label flops.oakestra.io/credentials:
+    "true"; with an http:// url, set insecure too."""
+    insecure: bool = False
+    """true lets credentialsSecret's login go to an http:// url, in plain text; without it that is refused (an
+    http:// url without a login needs nothing). It does not turn off certificate checks."""
 
     @model_validator(mode="after")
     def _no_login_in_url(self) -> GitSource:
@@ -41,6 +48,8 @@ class GitSource(ApiModel):
         if re.match(r"^https?://[^/]*@", self.url):
             raise ValueError("task.source.git.url must not carry a login (user@ or user:token@): status and logs "
                              "would show it; put it in a Secret named by task.source.git.credentialsSecret")
+        if self.credentials_secret is not None and self.url.startswith("http://") and not self.insecure:
+            raise ValueError(PLAIN_HTTP_GIT_MESSAGE)
         return self
 
 

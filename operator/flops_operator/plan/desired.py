@@ -18,10 +18,10 @@ from flops_tracking.contract import ALLOWED_HOSTS_TAG, TrackingEnv
 from ..models import Project
 from ..models.spec import FLOpsProjectSpec
 # The credential catalogue and the login policy live in logins.py; their names stay importable from here.
-from .logins import (BACKEND_PASSWORD, BACKEND_ROOT_PASSWORD, FLOWER_CA, FLOWER_CREDENTIALS,  # noqa: F401
-                     FTP_PASSWORD, LEARNER_KEY_SEED, MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD,
-                     MLFLOW_CREDENTIALS, MLFLOW_READER_PASSWORD, MLFLOW_SECRET_KEY, credential_names, login,
-                     referenced_credentials, secret_ref)
+from .logins import (BACKEND_PASSWORD, BACKEND_ROOT_PASSWORD, FLOWER_CA, FTP_PASSWORD,  # noqa: F401
+                     MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD, MLFLOW_CREDENTIALS, MLFLOW_READER_PASSWORD,
+                     MLFLOW_SECRET_KEY, SUPERLINK_KEY, credential_names, learner_key, login, referenced_credentials,
+                     secret_ref)
 from .. import task_build
 from . import images
 from .builder import builder_service, pinned
@@ -33,6 +33,8 @@ MYSQL_PORT = 3306
 FTP_PORT = 21
 MLFLOW_PORT = 5000
 SUPERLINK_PORT = 8000
+# Where the aggregator takes the learners' certificates (flops_aggregator.enrollment): HTTPS, its SuperLink's cert.
+ENROLL_PORT = 8001
 CLIENTAPPIO_PORT = 9094
 SERVING_PORT = 8080
 # Round mode "fast": how long a learner's SuperNode waits after a pull that found no message (Flower: 3 s).
@@ -227,15 +229,28 @@ def learner_env(project: Project, partition_id: int, *, superlink: str, clientap
                       idle_poll_seconds=FAST_IDLE_POLL_SECONDS if fast else None, admission=admission)
 
 
-# The SuperLink serves TLS with a certificate its aggregator issues from the project's CA for the address the
-# learners use (on Oakestra its round-robin IP); each learner trusts that CA only and signs with its own key.
-AGGREGATOR_ADMISSION = FlowerAdmission(ca=secret_ref(FLOWER_CA), learner_key_seed=secret_ref(LEARNER_KEY_SEED),
-                                       hosts="{{host:aggregator}}")
+# Each service gets its own key and the certificate the project's CA issues for it when the platform renders it, and
+# the CA's certificate; the CA's key stays with the operator (README, "Flower's PKI"). The SuperLink's certificate
+# is valid for the address the learners use (on Oakestra its round-robin IP); each learner trusts that CA only,
+# presents its certificate at the aggregator's enrollment port, and signs with its own key.
+CA_CERT = "{{cacert:%s}}" % FLOWER_CA
+AGGREGATOR_ADMISSION = FlowerAdmission(ca_cert=CA_CERT,
+                                       cert="{{servercert:%s:%s:aggregator}}" % (FLOWER_CA, SUPERLINK_KEY),
+                                       key=secret_ref(SUPERLINK_KEY), enroll_address="{{bind}}:{{port:enroll}}")
+AGGREGATOR_PKI = (FLOWER_CA, SUPERLINK_KEY)
+"""What the aggregator's admission is rendered from (the CA's key only to issue its certificate, by the platform)."""
 
 
 def learner_admission(partition_id: int) -> LearnerAdmission:
-    return LearnerAdmission(root_cert="{{cacert:%s}}" % FLOWER_CA,
-                            supernode_key="{{learnerkey:%s:%d}}" % (LEARNER_KEY_SEED, partition_id))
+    key = learner_key(partition_id)
+    return LearnerAdmission(root_cert=CA_CERT, supernode_key=secret_ref(key),
+                            supernode_cert="{{learnercert:%s:%s:%d}}" % (FLOWER_CA, key, partition_id),
+                            enroll_address="{{addr:aggregator:enroll}}")
+
+
+def learner_pki(partition_id: int) -> tuple[str, ...]:
+    """What learner `partition_id`'s admission is rendered from (the CA's key only to issue its certificate)."""
+    return (FLOWER_CA, learner_key(partition_id))
 
 
 def _built_env(project: Project) -> tuple[tuple[str, str], ...]:
@@ -259,10 +274,10 @@ def _aggregator(project: Project) -> ServiceSpec:
                                 workdir="{{workdir}}", tracking_uri=tracking_uri(project),
                                 admission=AGGREGATOR_ADMISSION).to_env().items())
         + (writer.env() if writer else ()) + _built_env(project),
-        secrets=(writer.secrets if writer else ()) + FLOWER_CREDENTIALS,
+        secrets=(writer.secrets if writer else ()) + AGGREGATOR_PKI,
         scale_env=("FLOPS_CONFIG",),
         scale_free=(("FLOPS_CONFIG", json.dumps(_scale_free(project), sort_keys=True)),),
-        ports=(Port("superlink", SUPERLINK_PORT),),
+        ports=(Port("superlink", SUPERLINK_PORT), Port("enroll", ENROLL_PORT)),
         memory_mb=spec.aggregator.resources.memory_mb,
         vcpus=spec.aggregator.resources.vcpus,
         cluster=spec.aggregator.placement.cluster,
@@ -283,8 +298,8 @@ def _learner(project: Project, partition_id: int) -> ServiceSpec:
                               clientappio_address="127.0.0.1:{{port:clientappio}}",
                               workdir="{{workdir}}", admission=learner_admission(partition_id)).to_env().items())
         + _built_env(project),
-        # Rendered into derived values only: the CA's certificate, and this learner's own key.
-        secrets=FLOWER_CREDENTIALS,
+        # Its own key, and the CA's certificate and this learner's (issued from the CA's key, which is not rendered).
+        secrets=learner_pki(partition_id),
         ports=(Port("clientappio", CLIENTAPPIO_PORT),),
         memory_mb=spec.learners.resources.memory_mb,
         vcpus=spec.learners.resources.vcpus,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Sequence, Union
 
-from ..platforms.base import ObservedService, ServiceState
+from ..observed import ObservedService, ServiceState
 from .services import ServiceSpec
 
 

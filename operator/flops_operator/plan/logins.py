@@ -7,10 +7,12 @@ a Secret the spec names. The plan renders them as {{secret:NAME}} placeholders, 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from flops_tracking.contract import (AGGREGATOR_USER, ENV_CLIENT_PASSWORD, ENV_CLIENT_USERNAME, READER_USER)
 
 from ..models.spec import FLOpsProjectSpec
+from .render import render
 
 # Credentials a project may need; generated once, kept in a Secret (cluster) or a 0600 file (local).
 BACKEND_PASSWORD = "backend-password"
@@ -22,10 +24,14 @@ MLFLOW_AGGREGATOR_PASSWORD = "mlflow-aggregator-password"
 MLFLOW_READER_PASSWORD = "mlflow-reader-password"
 MLFLOW_SECRET_KEY = "mlflow-flask-secret-key"
 MLFLOW_CREDENTIALS = (MLFLOW_ADMIN_PASSWORD, MLFLOW_AGGREGATOR_PASSWORD, MLFLOW_READER_PASSWORD, MLFLOW_SECRET_KEY)
-# The project's Flower PKI (flops_runtime.pki): its CA (key and certificate) and the seed of the learners' keys.
+# The project's Flower PKI (flops_runtime.pki): its CA (key and certificate; the operator's alone), the SuperLink's
+# TLS key (the aggregator's) and each learner's SuperNode key (that learner's). flower_keys.py says when each is
+# generated anew and when deleted.
 FLOWER_CA = "flower-ca"
-LEARNER_KEY_SEED = "flower-learner-key-seed"
-FLOWER_CREDENTIALS = (FLOWER_CA, LEARNER_KEY_SEED)
+SUPERLINK_KEY = "flower-superlink-key"
+LEARNER_KEY_PREFIX = "flower-learner-key-"
+# Kept by earlier versions (every learner key derived from it): deleted at the next change of services.
+RETIRED_CREDENTIALS = ("flower-learner-key-seed",)
 # An existing tracking server's login, read from the Secret spec.tracking.credentialsSecret names.
 TRACKING_USERNAME = "tracking-username"
 TRACKING_PASSWORD = "tracking-password"
@@ -40,7 +46,22 @@ def credential_names(spec: FLOpsProjectSpec) -> list[str]:
         names.append(FTP_PASSWORD)
     if spec.tracking.uri is None:
         names += MLFLOW_CREDENTIALS
-    return names + list(FLOWER_CREDENTIALS)
+    return names + flower_credentials(spec.learners.replicas)
+
+
+def learner_key(partition: int) -> str:
+    """The credential holding learner `partition`'s SuperNode key."""
+    return f"{LEARNER_KEY_PREFIX}{partition}"
+
+
+def flower_credentials(learners: int) -> list[str]:
+    """The Flower PKI's credentials for a project of `learners` learners."""
+    return [FLOWER_CA, SUPERLINK_KEY, *(learner_key(i) for i in range(learners))]
+
+
+def is_flower_key(name: str) -> bool:
+    """A service's own Flower key (the SuperLink's, a learner's): a new random P-384 key when generated."""
+    return name == SUPERLINK_KEY or (name.startswith(LEARNER_KEY_PREFIX) and name[len(LEARNER_KEY_PREFIX):].isdigit())
 
 
 def referenced_credentials(spec: FLOpsProjectSpec) -> dict[str, str]:
@@ -78,3 +99,23 @@ def login(spec: FLOpsProjectSpec, writer: bool) -> Login | None:
     if writer:
         return Login(AGGREGATOR_USER, secret_ref(MLFLOW_AGGREGATOR_PASSWORD), (MLFLOW_AGGREGATOR_PASSWORD,))
     return Login(READER_USER, secret_ref(MLFLOW_READER_PASSWORD), (MLFLOW_READER_PASSWORD,))
+
+
+class _Values:
+    """Resolves only {{secret:NAME}} (a login's placeholders) from values at hand."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+
+    def secret(self, name: str) -> str:
+        return self._values[name]
+
+
+def login_values(spec: FLOpsProjectSpec, values: Mapping[str, str], *, writer: bool) -> tuple[str, str] | None:
+    """The login of `login(spec, writer)` with its secrets filled in from `values` (generated and referenced
+    credentials by name). None: the server takes none, or a credential it needs is not there (yet)."""
+    chosen = login(spec, writer=writer)
+    if chosen is None or any(name not in values for name in chosen.secrets):
+        return None
+    resolver = _Values(values)
+    return render(chosen.username, resolver), render(chosen.password, resolver)  # type: ignore[arg-type]

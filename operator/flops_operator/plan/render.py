@@ -5,8 +5,12 @@
     {{port:PORT}}          the port this service listens on for PORT
     {{bind}}               the interface this service listens on
     {{secret:NAME}}        a generated project credential (never logged, never in status)
-    {{cacert:NAME}}        the certificate (public) of the CA bundle credential NAME (flops_runtime.pki)
-    {{learnerkey:NAME:N}}  learner N's SuperNode key, derived from the seed credential NAME (flops_runtime.pki)
+    {{cacert:CA}}          the certificate (public) of the CA bundle credential CA (flops_runtime.pki)
+    {{servercert:CA:KEY:SERVICE}}
+                           a TLS certificate the CA issues now for the key credential KEY, valid for SERVICE's host
+                           (and loopback): the aggregator's SuperLink certificate
+    {{learnercert:CA:KEY:N}}
+                           learner N's certificate the CA issues now for the key credential KEY
     {{workdir}}            a directory this service may write to
     {{registry}}           where the platform's workers pull the project's images from (and built ones go)
 """
@@ -21,7 +25,8 @@ from flops_runtime import pki
 from .images import IMAGE_REGISTRY
 from .services import ServiceSpec
 
-_PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+)(?::([A-Za-z0-9_.-]+))?(?::([A-Za-z0-9_.-]+))?\s*\}\}")
+_PART = r"(?::([A-Za-z0-9_.-]+))?"
+_PLACEHOLDER = re.compile(r"\{\{\s*([a-z]+)" + _PART * 3 + r"\s*\}\}")
 
 
 class Resolver(Protocol):
@@ -35,7 +40,9 @@ class Resolver(Protocol):
 
 def render(text: str, resolver: Resolver) -> str:
     def replace(match: re.Match[str]) -> str:
-        kind, a, b = match.groups()
+        kind, a, b, c = match.groups()
+        if c and kind not in ("servercert", "learnercert"):
+            raise ValueError(f"unknown placeholder {match.group(0)!r}")
         if kind == "addr" and a and b:
             return resolver.address(a, b)
         if kind == "host" and a and not b:
@@ -48,8 +55,11 @@ def render(text: str, resolver: Resolver) -> str:
             return resolver.secret(a)
         if kind == "cacert" and a and not b:
             return pki.ca_certificate(resolver.secret(a))
-        if kind == "learnerkey" and a and b and b.isdigit():
-            return pki.learner_key(resolver.secret(a), int(b))
+        if kind == "servercert" and a and b and c:
+            cert, _ = pki.server_certificate(resolver.secret(a), [resolver.host(c)], key=resolver.secret(b))
+            return pki.one_line(cert)
+        if kind == "learnercert" and a and b and c and c.isdigit():
+            return pki.learner_certificate(resolver.secret(a), resolver.secret(b), int(c))
         if kind == "workdir" and not a:
             return resolver.workdir()
         if kind == "registry" and not a:
@@ -72,7 +82,7 @@ def referenced_services(service: ServiceSpec) -> set[str]:
     """Other services whose addresses this service's command/env use."""
     names = set()
     for text in [*service.command, *(v for _, v in service.env)]:
-        for kind, a, _ in _PLACEHOLDER.findall(text):
+        for kind, a, _, _ in _PLACEHOLDER.findall(text):
             if kind in ("addr", "host"):
                 names.add(a)
     return names - {service.name}

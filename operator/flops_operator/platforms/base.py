@@ -16,45 +16,14 @@ Every method is idempotent and safe to call again after a crash at any point:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Mapping, Protocol, runtime_checkable
+from typing import Iterable, Mapping, Protocol, runtime_checkable
 
 from ..models import ProjectRef
-from ..plan.services import Role, ServiceSpec
+from ..observed import Observation, ObservedService, ServiceState
+from ..plan.services import ServiceSpec
 
-
-class ServiceState(str, Enum):
-    pending = "pending"  # accepted, not yet scheduled/started
-    starting = "starting"  # scheduled/started, not yet ready
-    running = "running"  # ready (probe passed / instance RUNNING)
-    completed = "completed"  # one-shot service exited 0
-    failed = "failed"  # one-shot exited non-zero, or could not be placed / kept failing
-
-
-@dataclass(frozen=True)
-class ObservedService:
-    name: str
-    role: Role
-    state: ServiceState
-    spec_hash: str
-    service_id: str | None = None
-    address: str | None = None
-    """host:port of its first port, as the project's other services reach it."""
-    external_address: str | None = None
-    """host:port reachable from where the operator runs (published services only)."""
-    message: str | None = None
-    restarts: int = 0
-    exit_code: int | None = None
-    output: str = ""
-    """The last lines it printed, for a service whose output is its result (the image builder)."""
-
-
-@dataclass(frozen=True)
-class Observation:
-    services: dict[str, ObservedService] = field(default_factory=dict)
-    application_id: str | None = None
-    application_name: str | None = None
+__all__ = ["Observation", "ObservedService", "ServiceState", "Platform", "Credentials", "PlatformError",
+           "TransientPlatformError", "PermanentPlatformError", "MissingCredentials"]
 
 
 class PlatformError(Exception):
@@ -97,15 +66,22 @@ class Platform(Protocol):
 class Credentials(Protocol):
     """Generated per-project credentials: a Kubernetes Secret in cluster mode, a 0600 file locally."""
 
-    async def ensure(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
-        """Return the named credentials, generating (and persisting) those missing."""
+    async def ensure(self, project: ProjectRef, names: list[str], *, renew: Iterable[str] = (),
+                     drop: Iterable[str] = ()) -> dict[str, str]:
+        """Return the named credentials, generating (and persisting) those missing and those in `renew` anew, after
+        deleting those in `drop` (credentials.changes: the Flower keys' rotation, plan/flower_keys.py)."""
+        ...
+
+    async def stored(self, project: ProjectRef, names: list[str]) -> dict[str, str]:
+        """The named credentials that are stored, generating none (a read: what the gatherer takes)."""
         ...
 
     async def read(self, project: ProjectRef, secret: str, keys: Mapping[str, str], *,
                    field: str = "tracking.credentialsSecret", optional: bool = False) -> dict[str, str]:
         """Credentials the spec references: {name: the value of key} for each name, key in `keys`, from the
         Secret `secret` of the project's namespace. MissingCredentials names the spec `field` and the Secret or key
-        that is not there; with `optional`, a missing key reads as "" (the Secret must exist)."""
+        that is not there, or a Secret without the opt-in label (credentials.OPT_IN_LABEL: "true"), which is never
+        used; with `optional`, a missing key reads as "" (the Secret must exist and opt in)."""
         ...
 
     async def remove(self, project: ProjectRef) -> None: ...

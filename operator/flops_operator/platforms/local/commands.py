@@ -33,7 +33,7 @@ from flops_tracking.contract import ENV_ALLOWED_HOSTS_TAG
 from ...plan.services import Role, ServiceSpec
 from ..base import PermanentPlatformError
 from .layout import FTP_ROOT
-from .mariadb import MariaDB
+from .mariadb import PRIVATE_ENV, MariaDB
 from .ports import LOOPBACK
 from .probes import HttpProbe, MysqlProbe, Probe, TcpProbe
 
@@ -91,7 +91,7 @@ def _backend_store(service: ServiceSpec, argv: list[str], env: dict[str, str], c
                  user=env["MARIADB_USER"], password=env["MARIADB_PASSWORD"], bind=ctx.host)
     probe = MysqlProbe(ctx.host, db.port, db.user, db.password, db.database)
     # The MARIADB_* env is the container image's first-start contract; locally it became init SQL.
-    return LocalCommand(argv=db.argv(), env={}, probe=probe, prepare=db.prepare,
+    return LocalCommand(argv=db.argv(), env=dict(PRIVATE_ENV), probe=probe, prepare=db.prepare,
                         leftovers=(db.init_file, db.socket))
 
 

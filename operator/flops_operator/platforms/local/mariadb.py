@@ -15,6 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ...private_state import UMASK, private_dir
 from ..base import PermanentPlatformError
 
 # Debian keeps server binaries in sbin, which is not on every user's PATH.
@@ -22,6 +23,10 @@ _SEARCH_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/l
 MISSING = ("{binary} not found: the MySQL backend store runs a private MariaDB server on this machine; "
            "install the Debian package mariadb-server (apt-get install mariadb-server) or use "
            "tracking.backendStore.type: sqlite")
+# mariadbd sets its own umask from these (default: files 0660), whatever it inherits: its datadir, logs and pid
+# file are private like the rest of the project's state (private_state). Its unix socket is still made 0777
+# (mariadbd binds it under umask 0, so that any local user may connect); it lies in the 0700 state tree.
+PRIVATE_ENV = {"UMASK": "0600", "UMASK_DIR": "0700"}
 # A unix socket path longer than this is refused by the kernel (sun_path is 108 bytes).
 _MAX_SOCKET_PATH = 100
 
@@ -95,7 +100,7 @@ class MariaDB:
 
     async def prepare(self) -> None:
         """Create the datadir once (mariadb-install-db) and write this start's init SQL (0600)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.workdir)
         if not (self.datadir / "mysql").is_dir():
             install = find_binary("mariadb-install-db")
             command = [install, "--no-defaults", f"--datadir={self.datadir}", "--skip-test-db",
@@ -103,7 +108,8 @@ class MariaDB:
             if os.geteuid() == 0:
                 command.append("--user=root")
             proc = await asyncio.create_subprocess_exec(
-                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=self.workdir)
+                *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=self.workdir,
+                env={**os.environ, **PRIVATE_ENV}, umask=UMASK)
             output, _ = await proc.communicate()
             if proc.returncode != 0:
                 shutil.rmtree(self.datadir, ignore_errors=True)

@@ -11,14 +11,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping
 
+from ... import redaction
 from ...models import ProjectRef
 from ...plan.render import render_service
 from ...plan.services import Role, ServiceSpec
+from ...private_state import private_dir, private_root
 from ..base import Observation, ObservedService, PermanentPlatformError, TransientPlatformError
 from .commands import LocalContext, local_command
 from .layout import MARKER_ENV, StateLayout, default_state_dir
 from .ports import LOOPBACK, PortAllocator
-from .process import Launch, ManagedProcess, RestartPolicy
+from .process import Launch, ManagedProcess, RestartPolicy, read_end
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +72,9 @@ class _Resolver:
 OUTPUT_BYTES = 8192
 
 
-def _tail(path: Path) -> str:
-    """The end of a service's log (the builder's result is its last line)."""
-    try:
-        with path.open("rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - OUTPUT_BYTES))
-            return fh.read().decode(errors="replace")
-    except OSError:
-        return ""
+def _output(svc: _Service) -> str:
+    """The end of a service's log (the builder's result is its last line), redacted."""
+    return redaction.Redactor(svc.process.launch.secrets)(read_end(svc.log_path, OUTPUT_BYTES)) if svc.log_path else ""
 
 
 class LocalPlatform:
@@ -124,7 +120,7 @@ class LocalPlatform:
             name=spec.name, role=spec.role, state=proc.state, spec_hash=spec.spec_hash,
             service_id=f"pid {proc.pid}" if proc.pid else None, address=address, external_address=external,
             message=proc.message, restarts=proc.restarts, exit_code=proc.exit_code,
-            output=_tail(svc.log_path) if spec.role is Role.builder and svc.log_path else "",
+            output=_output(svc) if spec.role is Role.builder else "",
         )
 
     async def observe(self, project: ProjectRef) -> Observation:
@@ -159,15 +155,16 @@ class LocalPlatform:
         argv, env = render_service(service, _Resolver(services, ports, secrets, workdir, self._host))
         ctx = LocalContext(ports=ports, workdir=workdir, bin_dir=self._bin_dir, python=self._python, host=self._host)
         command = local_command(service, argv, env, ctx)
-        workdir.mkdir(parents=True, exist_ok=True)
-        tmpdir.mkdir(parents=True, exist_ok=True)
+        private_root(layout.root)
+        private_dir(workdir)
+        private_dir(tmpdir)
         if service.role is Role.builder:
             layout.log(service.name).unlink(missing_ok=True)  # its output is its result: none of an earlier build
         child_env = {**os.environ, **command.env, "TMPDIR": str(tmpdir), "PYTHONUNBUFFERED": "1",
                      MARKER_ENV: layout.marker(service.name)}
         launch = Launch(argv=command.argv, env=child_env, cwd=workdir, log_path=layout.log(service.name),
                         one_shot=service.one_shot, probe=command.probe, prepare=command.prepare,
-                        secrets=tuple(secrets.values()))
+                        secrets=redaction.secret_values(secrets))
         process = ManagedProcess(launch, policy=self._policy, stop_timeout=self._stop_timeout)
         process.start()
         log.info("%s: started %s (%s)", project.key, service.name, service.role.value)

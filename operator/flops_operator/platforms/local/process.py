@@ -22,6 +22,8 @@ from typing import Awaitable, Callable
 import psutil
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from ... import redaction
+from ...private_state import UMASK, open_private, private_dir
 from ..base import ServiceState
 from .probes import Probe
 
@@ -59,7 +61,7 @@ class Launch:
     prepare: Callable[[], Awaitable[None]] | None = None
     """Runs before every start (create a datadir, write first-start SQL)."""
     secrets: tuple[str, ...] = field(default=(), repr=False)
-    """Values blanked out of anything we report (messages come from log tails)."""
+    """Values blanked out of the log tails we report (redaction.secret_values of the service's credentials)."""
 
 
 @dataclass(frozen=True)
@@ -86,20 +88,26 @@ def describe_exit(code: int) -> str:
     return f"exit code {code}"
 
 
-def log_tail(path: Path, secrets: tuple[str, ...] = (), lines: int = 5, limit: int = 600) -> str:
+def read_end(path: Path, size: int = 8192) -> str:
+    """The last `size` bytes of a log, from the start of a line: a line cut by the read (and a value in it) is
+    left out, not shown in part. "" if there is no log."""
     try:
         with path.open("rb") as fh:
             fh.seek(0, os.SEEK_END)
-            fh.seek(max(0, fh.tell() - 8192))
-            text = fh.read().decode(errors="replace")
+            start = max(0, fh.tell() - size)
+            fh.seek(start)
+            data = fh.read()
     except OSError:
         return ""
-    kept = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith(_HEADER)][-lines:]
-    tail = " | ".join(kept)
-    for secret in secrets:
-        if secret:
-            tail = tail.replace(secret, "***")
-    return tail[-limit:]
+    if start > 0:
+        data = data[data.find(b"\n") + 1:] if b"\n" in data else b""
+    return data.decode(errors="replace")
+
+
+def log_tail(path: Path, secrets: tuple[str, ...] = (), lines: int = 5, limit: int = 600) -> str:
+    """The log's last lines for a message, without the supervisor's own lines, redacted (flops_operator.redaction)."""
+    return redaction.tail(read_end(path), lines=lines, limit=limit, redactor=redaction.Redactor(secrets),
+                          keep=lambda line: not line.startswith(_HEADER))
 
 
 def stragglers(pgid: int, marker: str | None) -> list[psutil.Process]:
@@ -207,14 +215,16 @@ class ManagedProcess:
     async def _run_once(self) -> None:
         if self.launch.prepare is not None:
             await self.launch.prepare()
-        self.launch.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.launch.log_path.open("ab") as log_file:
+        private_dir(self.launch.log_path.parent)
+        with os.fdopen(open_private(self.launch.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "ab") as log_file:
             log_file.write(f"{_HEADER} starting {Path(self.launch.argv[0]).name}\n".encode())
             log_file.flush()
             spawn = asyncio.ensure_future(asyncio.create_subprocess_exec(
                 *self.launch.argv, env=self.launch.env, cwd=self.launch.cwd,
                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
                 start_new_session=True, preexec_fn=_die_with_parent,
+                # What the service (and whatever it starts) creates in the project's state is private.
+                umask=UMASK,
             ))
             try:
                 # Cancelling asyncio's spawn half-way can leave a child nobody waits for (and a

@@ -19,6 +19,7 @@ import aiohttp
 
 from ...models import ProjectRef
 from ...plan.services import Role, ServiceSpec
+from ...redaction import Redactor
 from ..base import Observation, ObservedService, ServiceState, TransientPlatformError
 from . import leftovers, names, sla
 from .applications import Applications, NotListed
@@ -55,6 +56,9 @@ class OakestraPlatform:
         self._probes: aiohttp.ClientSession | None = None
         self._unschedulable_since: dict[str, float] = {}
         self._jobs = leftovers.JobListing(self.client.list_all_services)
+        # The platform's own credentials, which only it knows, out of the instance logs it reports (the builder's
+        # env carries the registry login); the reconcile step blanks the project's.
+        self._redactor = Redactor((config.password, config.build_registry_password))
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> "OakestraPlatform":
@@ -101,7 +105,7 @@ class OakestraPlatform:
         verdict = judge(svc, now=now, tracks=self._history.of(project.uid, svc), grace=self.config.failure_grace,
                         unschedulable_since=self._unschedulable_since.get(svc.id),
                         unschedulable_retry=self.config.unschedulable_retry, ready_after=self.config.ready_after,
-                        health_checks=self.config.health_checks)
+                        health_checks=self.config.health_checks, redactor=self._redactor)
         if verdict.unschedulable:
             self._unschedulable_since.setdefault(svc.id, now)
         else:
@@ -144,7 +148,7 @@ class OakestraPlatform:
         # an instance never requested (or lost), a surplus instance, a peer that moved.
         if verdict.deploy or verdict.undeploy or self._moved_peers(svc, by_name):
             spec_hash = ""
-        return observed(svc, verdict, spec_hash=spec_hash), verdict
+        return observed(svc, verdict, spec_hash=spec_hash, redactor=self._redactor), verdict
 
     # The Platform protocol.
     async def observe(self, project: ProjectRef) -> Observation:

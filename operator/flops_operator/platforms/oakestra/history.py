@@ -9,28 +9,14 @@ per project, only for the instances the project has now (what vanished is droppe
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 from typing import Iterable, Mapping
 
 import aiohttp
 
-from .interpret import FAILING, StoredService
+from .interpret import FAILING, StoredService, Track
 
 Key = tuple[str, int]
 """(service id, instance number)."""
-
-
-@dataclass
-class Track:
-    status: str
-    since: float
-    """When the driver first saw this instance in this status (the start of the streak as seen)."""
-    falls: int = 0
-    """Times the driver saw it enter FAILED/DEAD: each is a crash Oakestra then re-deploys."""
-    healthy: bool = False
-    """Its health endpoint answered 200 during the current RUNNING streak."""
-    probe_error: str | None = None
-    """Why the last health check did not pass."""
 
 
 class History:

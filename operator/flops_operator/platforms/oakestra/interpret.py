@@ -6,19 +6,21 @@ carries: a pending request (REQUESTED) and negative scheduling answers, which ad
 Oakestra re-deploys FAILED/DEAD instances every 15 s, so RUNNING once is not ready: ready is its
 health endpoint answering (history.py probes it) or, for a service without one, RUNNING held for a
 stated time; a one-shot service that ended DEAD has failed its run.
+
+Instance logs reach status (the last lines of a failing instance, the builder's output): they are redacted here,
+before anything is cut, with the platform's own credentials (flops_operator.redaction); the reconcile step then
+blanks the project's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping
 
 from ...plan.services import Role
-from ..base import ObservedService, ServiceState
+from ...observed import ObservedService, ServiceState
+from ...redaction import SHAPES_ONLY, Redactor, tail
 from .sla import Identity, identity
-
-if TYPE_CHECKING:
-    from .history import Track
 
 ROOT_NEGATIVE = frozenset({"TargetClusterNotFound", "TargetClusterNotActive", "NoActiveClusterWithCapacity"})
 CLUSTER_NEGATIVE = frozenset({"NO_WORKER_CAPACITY", "NO_QUALIFIED_WORKER_FOUND", "NO_NODE_FOUND"})
@@ -39,10 +41,8 @@ class Instance:
     logs: str = ""
     """The container's last lines, as the node engine reports them."""
 
-    def log_tail(self) -> str:
-        lines = [line.strip() for line in self.logs.splitlines() if line.strip()][-LOG_LINES:]
-        text = " | ".join(lines)
-        return text if len(text) <= LOG_CHARS else "…" + text[-LOG_CHARS:]
+    def log_tail(self, redactor: Redactor = SHAPES_ONLY) -> str:
+        return tail(self.logs, lines=LOG_LINES, limit=LOG_CHARS, redactor=redactor)
 
 
 @dataclass(frozen=True)
@@ -95,22 +95,37 @@ class Verdict:
     """Oakestra answered the last request with a negative scheduling status."""
 
 
+@dataclass
+class Track:
+    status: str
+    since: float
+    """When the driver first saw this instance in this status (the start of the streak as seen)."""
+    falls: int = 0
+    """Times the driver saw it enter FAILED/DEAD: each is a crash Oakestra then re-deploys."""
+    healthy: bool = False
+    """Its health endpoint answered 200 during the current RUNNING streak."""
+    probe_error: str | None = None
+    """Why the last health check did not pass."""
+
+
 def _fell(track: Track | None) -> str:
     if track is None or track.falls < 1:
         return ""
     return f"; fell {track.falls} time{'s' if track.falls != 1 else ''}"
 
 
-def _logs(inst: Instance) -> str:
-    tail = inst.log_tail()
-    return f"; last log lines: {tail}" if tail else ""
+def _logs(inst: Instance, redactor: Redactor) -> str:
+    text = inst.log_tail(redactor)
+    return f"; last log lines: {text}" if text else ""
 
 
 def judge(svc: StoredService, *, now: float, tracks: Mapping[int, Track], grace: float,
           unschedulable_since: float | None, unschedulable_retry: float, ready_after: float = 0.0,
-          health_checks: bool = False, wanted: int = WANTED_INSTANCES) -> Verdict:
+          health_checks: bool = False, wanted: int = WANTED_INSTANCES,
+          redactor: Redactor = SHAPES_ONLY) -> Verdict:
     """The service's state from its document and the driver's history of its instances (`tracks`, by
-    instance number; `since` is when the driver first saw the current status)."""
+    instance number; `since` is when the driver first saw the current status). `redactor` is applied to the log
+    lines a message quotes."""
     keep, surplus = svc.instances[:wanted], tuple(i.number for i in svc.instances[wanted:])
     missing = wanted - len(keep)
 
@@ -124,12 +139,13 @@ def judge(svc: StoredService, *, now: float, tracks: Mapping[int, Track], grace:
             # Its one run is over: it exited with an error or was killed (Oakestra reports no exit code).
             first = dead[0]
             return Verdict(ServiceState.failed, f"instance {first.number} DEAD: stopped before finishing its run "
-                           f"(an error exit or killed){_logs(first)}", undeploy=surplus)
+                           f"(an error exit or killed){_logs(first, redactor)}", undeploy=surplus)
     overdue = [i for i in keep if i.status in FAILING and held(i) >= grace]
     if overdue:
         first = overdue[0]
         return Verdict(ServiceState.failed, f"instance {first.number} {first.status} for {int(held(first))}s: "
-                       f"{first.detail or 'Oakestra gave no detail'}{_fell(tracks.get(first.number))}{_logs(first)}",
+                       f"{first.detail or 'Oakestra gave no detail'}{_fell(tracks.get(first.number))}"
+                       f"{_logs(first, redactor)}",
                        undeploy=surplus)
     if missing and svc.status in ROOT_NEGATIVE | CLUSTER_NEGATIVE:
         detail = f" ({svc.status_detail})" if svc.status_detail and svc.status_detail != WAITING_DETAIL else ""
@@ -161,13 +177,15 @@ def judge(svc: StoredService, *, now: float, tracks: Mapping[int, Track], grace:
     busy = any(i.status in STARTING or i.status in FAILING for i in keep)
     message = "; ".join(
         f"instance {i.number} {i.status}" + (f": {i.detail}" if i.detail else "")
-        + (f" (Oakestra re-deploys it{_fell(tracks.get(i.number))}){_logs(i)}" if i.status in FAILING else "")
+        + (f" (Oakestra re-deploys it{_fell(tracks.get(i.number))}){_logs(i, redactor)}" if i.status in FAILING else "")
         for i in keep if i.status not in ("RUNNING", "COMPLETED"))
     return Verdict(ServiceState.starting if busy else ServiceState.pending, message or None, undeploy=surplus)
 
 
-def observed(svc: StoredService, verdict: Verdict, *, spec_hash: str) -> ObservedService:
-    """The platform-neutral view. `spec_hash` is what the reconcile step compares with the plan."""
+def observed(svc: StoredService, verdict: Verdict, *, spec_hash: str,
+             redactor: Redactor = SHAPES_ONLY) -> ObservedService:
+    """The platform-neutral view. `spec_hash` is what the reconcile step compares with the plan; `redactor` blanks
+    the platform's credentials out of the message (Oakestra's details too) and the builder's output."""
     ident = svc.identity
     ports = dict(ident.ports) if ident else {}
     address = f"{svc.rr_ip}:{next(iter(ports.values()))}" if svc.rr_ip and ports else svc.rr_ip
@@ -183,10 +201,11 @@ def observed(svc: StoredService, verdict: Verdict, *, spec_hash: str) -> Observe
         role = _role_from_name(ident.service if ident else "")
     return ObservedService(
         name=ident.service if ident else svc.oakestra_name, role=role, state=verdict.state, spec_hash=spec_hash,
-        service_id=svc.id, address=address, external_address=external, message=verdict.message,
+        service_id=svc.id, address=address, external_address=external,
+        message=redactor(verdict.message) if verdict.message else None,
         exit_code=verdict.exit_code,
         # The builder's result is its last log line; other services' logs reach status only through messages.
-        output=(svc.instances[0].logs if svc.instances else "") if role is Role.builder else "",
+        output=redactor(svc.instances[0].logs if svc.instances else "") if role is Role.builder else "",
     )
 
 
